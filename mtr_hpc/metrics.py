@@ -1,0 +1,202 @@
+"""Answer metrics: SQuAD-normalized exact match and token F1, per benchmark convention.
+
+Owns the per-example scoring rules of the four benchmarks' official evaluators and the aggregation of
+per-example scores into a `ScoreReport`. Each convention reproduces its evaluator exactly, floating-point
+arithmetic included:
+
+- ``hotpotqa`` (hotpot_evaluate_v1.py) and ``2wiki`` (2wikimultihop_evaluate.py, v1): one gold answer
+  (``answers[0]``); if either normalized side is yes/no/noanswer and the two differ, F1 is 0; no common
+  token (which includes both sides empty) gives F1 0.
+- ``musique`` (evaluate_v1.0.py): gold set = answer + aliases, EM and F1 are maxima over it; no yes/no
+  rule; when either side has no tokens, F1 is 1 if both have none, else 0.
+- ``bamboogle`` (FlashRAG / Search-R1): EM is 1 if the prediction equals any golden answer; F1 is the
+  maximum over golden answers, a pair hit by the yes/no rule scoring 0.
+
+Departures from the evaluators, all outside what they define: an example with no gold answer scores
+(0, 0) instead of failing, and means are left unrounded on a 0-1 scale (MuSiQue rounds to 3 decimals,
+2Wiki reports x100) so that callers choose the presentation.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+from .data.example import BENCHMARKS, QAExample
+from .errors import ConfigError
+
+# str.translate deletes exactly the characters of string.punctuation, as the evaluators' set-based
+# filter does; unicode punctuation (dashes, curly quotes) stays, as it does there.
+_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
+# Same pattern and (default, unicode-aware) flags as the evaluators: `\b` is a unicode word boundary,
+# so "a" inside "éa" is kept.
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_YES_NO = frozenset({"yes", "no", "noanswer"})
+
+
+def normalize_answer(s: str) -> str:
+    """Lowercase, drop ASCII punctuation, drop the articles a/an/the, collapse whitespace (in that order)."""
+    return " ".join(_ARTICLES.sub(" ", s.lower().translate(_PUNCT_TABLE)).split())
+
+
+class _Normalized:
+    """A normalized answer with the token views the F1 fast path needs (a plain slotted class: the
+    prediction side is built once per scored answer, so construction cost matters)."""
+
+    __slots__ = ("text", "tokens", "token_set")
+
+    def __init__(self, s: str) -> None:
+        self.text = normalize_answer(s)
+        self.tokens = self.text.split()
+        self.token_set = frozenset(self.tokens)
+
+
+@dataclass(frozen=True)
+class _Convention:
+    multi_gold: bool  # score against every answer (max), not only answers[0]
+    yes_no_rule: bool  # yes/no/noanswer on either side and differing -> F1 0
+    empty_match: bool  # both sides without tokens -> F1 1 (MuSiQue)
+
+
+_CONVENTIONS: dict[str, _Convention] = {
+    "hotpotqa": _Convention(multi_gold=False, yes_no_rule=True, empty_match=False),
+    "2wiki": _Convention(multi_gold=False, yes_no_rule=True, empty_match=False),
+    "musique": _Convention(multi_gold=True, yes_no_rule=False, empty_match=True),
+    "bamboogle": _Convention(multi_gold=True, yes_no_rule=True, empty_match=False),
+}
+assert set(_CONVENTIONS) == set(BENCHMARKS)
+
+
+def _common_count(pred: _Normalized, gold: _Normalized) -> int:
+    """Size of the multiset intersection of the two token lists (what Counter & Counter sums to)."""
+    common = pred.token_set & gold.token_set
+    if not common:
+        return 0
+    if len(pred.token_set) == len(pred.tokens) and len(gold.token_set) == len(gold.tokens):
+        return len(common)  # no repeated token on either side: the sets are the multisets
+    return sum(min(pred.tokens.count(w), gold.tokens.count(w)) for w in common)
+
+
+def _pair_f1(pred: _Normalized, gold: _Normalized, yes_no_rule: bool, empty_match: bool) -> float:
+    if yes_no_rule and pred.text != gold.text and (pred.text in _YES_NO or gold.text in _YES_NO):
+        return 0.0
+    if empty_match and (not pred.tokens or not gold.tokens):
+        return float(pred.tokens == gold.tokens)
+    num_same = _common_count(pred, gold)
+    if num_same == 0:
+        return 0.0
+    # The evaluators' exact arithmetic, so that means match theirs bit for bit.
+    precision = 1.0 * num_same / len(pred.tokens)
+    recall = 1.0 * num_same / len(gold.tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def exact_match(pred: str, gold: str) -> float:
+    """1.0 if the two answers are equal after normalization, else 0.0."""
+    return float(normalize_answer(pred) == normalize_answer(gold))
+
+
+def f1_score(pred: str, gold: str, yes_no_rule: bool, empty_match: bool = False) -> float:
+    """Token F1 of one prediction against one gold answer.
+
+    `yes_no_rule`: HotpotQA's rule (a yes/no/noanswer side that differs from the other scores 0).
+    `empty_match`: MuSiQue's rule (both sides without tokens score 1); otherwise no common token scores 0.
+    """
+    return _pair_f1(_Normalized(pred), _Normalized(gold), yes_no_rule, empty_match)
+
+
+@lru_cache(maxsize=1 << 16)
+def _golds(answers: tuple[str, ...]) -> tuple[_Normalized, ...]:
+    # Gold answers recur (every rollout of a GRPO group, every checkpoint evaluated): normalize once.
+    return tuple(_Normalized(a) for a in answers)
+
+
+def _convention(benchmark: str) -> _Convention:
+    try:
+        return _CONVENTIONS[benchmark]
+    except KeyError:
+        raise ConfigError("benchmark", f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}") from None
+
+
+def score_example(benchmark: str, prediction: str, answers: list[str]) -> tuple[float, float]:
+    """(EM, F1) of one prediction under `benchmark`'s official convention; no gold answer scores (0, 0)."""
+    conv = _convention(benchmark)
+    if not answers:
+        return 0.0, 0.0
+    golds = _golds(tuple(answers) if conv.multi_gold else (answers[0],))
+    pred = _Normalized(prediction)
+    em = 0.0
+    f1 = 0.0
+    for gold in golds:
+        if pred.text == gold.text:
+            em = 1.0
+        score = _pair_f1(pred, gold, conv.yes_no_rule, conv.empty_match)
+        if score > f1:
+            f1 = score
+    return em, f1
+
+
+@dataclass
+class ScoreReport:
+    """Means over examples on a 0-1 scale, unrounded; `by_type` maps qtype -> {"n", "em", "f1"}.
+
+    Examples without a qtype count in the totals only. `missing` counts examples without a prediction
+    (each scored 0).
+    """
+
+    n: int
+    em: float
+    f1: float
+    by_type: dict[str, dict[str, float]] = field(default_factory=dict)
+    missing: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Sums:
+    __slots__ = ("n", "em", "f1")
+
+    def __init__(self) -> None:
+        self.n, self.em, self.f1 = 0, 0.0, 0.0
+
+    def add(self, em: float, f1: float) -> None:
+        self.n += 1
+        self.em += em
+        self.f1 += f1
+
+    def means(self) -> tuple[float, float]:
+        return (self.em / self.n, self.f1 / self.n) if self.n else (0.0, 0.0)
+
+
+def score_predictions(
+    examples: Iterable[QAExample], predictions: Mapping[str, str], benchmark: str | None = None
+) -> ScoreReport:
+    """Score `predictions` (example id -> answer text) against `examples`.
+
+    Each example is scored under its own `benchmark` unless `benchmark` overrides it. Prediction ids
+    that match no example are ignored (the caller counts them if it cares).
+    """
+    total = _Sums()
+    per_type: dict[str, _Sums] = {}
+    missing = 0
+    for ex in examples:
+        pred = predictions.get(ex.id)
+        if pred is None:
+            missing += 1
+            em, f1 = 0.0, 0.0
+        else:
+            em, f1 = score_example(benchmark or ex.benchmark, pred, ex.answers)
+        total.add(em, f1)
+        if ex.qtype is not None:
+            per_type.setdefault(str(ex.qtype), _Sums()).add(em, f1)
+    em, f1 = total.means()
+    by_type = {}
+    for qtype in sorted(per_type):
+        sums = per_type[qtype]
+        t_em, t_f1 = sums.means()
+        by_type[qtype] = {"n": sums.n, "em": t_em, "f1": t_f1}
+    return ScoreReport(n=total.n, em=em, f1=f1, by_type=by_type, missing=missing)

@@ -1,0 +1,79 @@
+"""Compiled JSON Schema validators, cached by the canonical JSON of the schema.
+
+Building a `jsonschema` validator (and checking a schema against the metaschema) costs far more than
+validating one small instance, and the same few schemas are used by thousands of calls and traces, so
+both are memoised. Keys are canonical JSON, never object identity: two equal schemas share one entry,
+and a schema mutated after use is looked up afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .spec import canonical_json
+
+# Errors reported per instance; a wildly wrong object need not list hundreds.
+MAX_ERRORS = 20
+# jsonschema messages quote the offending value; a huge value must not make a huge report.
+MAX_MESSAGE = 300
+
+_META = Draft202012Validator(
+    Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
+)
+
+
+def _path(parts) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+@lru_cache(maxsize=8192)
+def _schema_errors_cached(key: str) -> tuple[tuple[str, str], ...]:
+    schema = json.loads(key)
+    errors = sorted(_META.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])
+    return tuple((_path(e.absolute_path), e.message) for e in errors[:MAX_ERRORS])
+
+
+def schema_errors(schema: Any) -> list[tuple[str, str]]:
+    """(path inside the schema, message) for each way `schema` violates the Draft 2020-12 metaschema."""
+    try:
+        key = canonical_json(schema)
+    except (TypeError, ValueError) as exc:
+        return [("", f"not JSON-serialisable: {exc}")]
+    return list(_schema_errors_cached(key))
+
+
+@lru_cache(maxsize=8192)
+def _compiled(key: str) -> Draft202012Validator | None:
+    schema = json.loads(key)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError:
+        return None
+    return Draft202012Validator(schema)
+
+
+def compiled_validator(schema: Any) -> Draft202012Validator | None:
+    """A cached validator for `schema`, or None when `schema` is not a valid JSON Schema."""
+    try:
+        key = canonical_json(schema)
+    except (TypeError, ValueError):
+        return None
+    return _compiled(key)
+
+
+def instance_errors(validator: Draft202012Validator, instance: Any) -> list[str]:
+    """Messages `<path>: <message>` of `instance` against a compiled validator, sorted by path."""
+    out = []
+    for err in validator.iter_errors(instance):
+        path = _path(err.absolute_path)
+        msg = err.message if len(err.message) <= MAX_MESSAGE else err.message[:MAX_MESSAGE] + "..."
+        out.append(f"{path}: {msg}" if path else msg)
+        if len(out) >= MAX_ERRORS:
+            break
+    out.sort()
+    return out

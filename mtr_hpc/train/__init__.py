@@ -1,0 +1,1 @@
+"""Training stages: SFT and GRPO on Megatron-Core, with CPU and GPU device seams."""
