@@ -76,7 +76,8 @@ class LLMError(MtrError):
     `kind` is one of `timeout`, `http` (the server answered with an error status, in `status`),
     `connection` (no answer: refused, reset, DNS) or `bad_response` (an answer that is not a chat
     completion, or output that violates the requested schema). `retryable` says whether the same request
-    may succeed if sent again; `attempts` how many times it was sent.
+    may succeed if sent again; `attempts` how many times it was sent; `retry_after_s` the delay a 429
+    asked for.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class LLMError(MtrError):
         retryable: bool = False,
         status: int | None = None,
         attempts: int = 1,
+        retry_after_s: float | None = None,
     ):
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown LLMError kind {kind!r}; expected one of {ERROR_KINDS}")
@@ -94,6 +96,7 @@ class LLMError(MtrError):
         self.retryable = retryable
         self.status = status
         self.attempts = attempts
+        self.retry_after_s = retry_after_s
         status_txt = f" {status}" if status is not None else ""
         super().__init__(f"LLM {kind}{status_txt}: {message}")
 

@@ -125,7 +125,9 @@ def validate_toolset(tools: Any) -> list[ToolIssue]:
             continue
         if name in seen:
             issues.append(
-                ToolIssue("duplicate_name", f"[{i}].function.name", f"'{name}' already declared by [{seen[name]}]")
+                ToolIssue(
+                    "duplicate_name", f"[{i}].function.name", f"'{name}' already declared by [{seen[name]}]"
+                )
             )
         else:
             seen[name] = i

@@ -123,7 +123,9 @@ def decode_arguments(raw: Any) -> tuple[dict[str, Any] | None, TurnError | None]
 def parse_call_object(obj: Any) -> tuple[ToolCall | None, list[TurnError]]:
     """Check one decoded `{"name", "arguments"}` object."""
     if not isinstance(obj, dict):
-        return None, [TurnError("call_not_object", f"a tool call must be a JSON object, got {type(obj).__name__}")]
+        return None, [
+            TurnError("call_not_object", f"a tool call must be a JSON object, got {type(obj).__name__}")
+        ]
     errors = []
     name = obj.get("name")
     if not (isinstance(name, str) and NAME_RE.fullmatch(name)):

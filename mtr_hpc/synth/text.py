@@ -1,0 +1,58 @@
+"""Small text helpers shared by the agents: normalization for lookups, tokens for BM25, names for tools."""
+
+from __future__ import annotations
+
+import re
+import string
+
+_PAREN_RE = re.compile(r"\s*\([^)]*\)")
+_PUNCT = str.maketrans("", "", string.punctuation)
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_REF_RE = re.compile(r"#(\d+)")
+_NAME_BAD_RE = re.compile(r"[^a-z0-9]+")
+STOPWORDS = frozenset(
+    "a an the of in on at to for by with from and or is was were are be been who what which when where "
+    "how did does do that this as his her its their it".split()
+)
+
+
+def norm_key(text: str) -> str:
+    """Lookup key of an entity or page title: case, punctuation and spacing do not matter."""
+    return " ".join(text.lower().translate(_PUNCT).split())
+
+
+def loose_key(text: str) -> str:
+    """`norm_key` without parentheticals: "Kiss Me Kate (film)" finds "Kiss Me Kate"."""
+    return norm_key(_PAREN_RE.sub("", text))
+
+
+def tokens(text: str) -> list[str]:
+    """BM25 tokens: lowercase alphanumeric words without stopwords."""
+    return [t for t in _TOKEN_RE.findall(text.lower()) if t not in STOPWORDS]
+
+
+def substitute_refs(text: str, answers: list[str]) -> str:
+    """Replace MuSiQue's "#k" (1-based) with the k-th earlier sub-answer; unknown refs stay."""
+
+    def repl(m: re.Match) -> str:
+        k = int(m.group(1)) - 1
+        return answers[k] if 0 <= k < len(answers) else m.group(0)
+
+    return _REF_RE.sub(repl, text)
+
+
+def snake(text: str, max_len: int = 48) -> str:
+    """`date of death` -> `date_of_death` (ASCII, lower case, at most `max_len` characters)."""
+    name = _NAME_BAD_RE.sub("_", text.lower()).strip("_")
+    return name[:max_len].rstrip("_") or "value"
+
+
+def as_text(value) -> str:
+    """A sub-answer as one string (Bamboogle gives lists of aliases; the first is the answer)."""
+    if isinstance(value, list | tuple):
+        return str(value[0]) if value else ""
+    return "" if value is None else str(value)
+
+
+def join_sentences(sentences: list[str]) -> str:
+    return " ".join(s.strip() for s in sentences if s and s.strip())
