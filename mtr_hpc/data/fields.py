@@ -31,11 +31,12 @@ def type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
-def get(rec: Mapping[str, Any], key: str, *, required: bool = True) -> Any:
+def get(rec: Mapping[str, Any], key: str, *, required: bool = True, prefix: str = "") -> Any:
+    """`rec[key]`; a missing key is a `FieldError` naming `prefix.key` (or None when not required)."""
     value = rec.get(key, _MISSING)
     if value is _MISSING:
         if required:
-            raise FieldError(key, "is missing")
+            raise FieldError(f"{prefix}.{key}" if prefix else key, "is missing")
         return None
     return value
 
