@@ -55,18 +55,6 @@ def normalize_answer(s: str) -> str:
     return " ".join(_normalized_tokens(s))
 
 
-class _Normalized:
-    """A normalized answer with the token views the F1 fast path needs (a plain slotted class: the
-    prediction side is built once per scored answer, so construction cost matters)."""
-
-    __slots__ = ("text", "tokens", "token_set")
-
-    def __init__(self, s: str) -> None:
-        self.tokens = _normalized_tokens(s)
-        self.text = " ".join(self.tokens)
-        self.token_set = frozenset(self.tokens)
-
-
 @dataclass(frozen=True)
 class _Convention:
     multi_gold: bool  # score against every answer (max), not only answers[0]
@@ -80,29 +68,37 @@ _CONVENTIONS: dict[str, _Convention] = {
     "musique": _Convention(multi_gold=True, yes_no_rule=False, empty_match=True),
     "bamboogle": _Convention(multi_gold=True, yes_no_rule=True, empty_match=False),
 }
-assert set(_CONVENTIONS) == set(BENCHMARKS)
 
 
-def _common_count(pred: _Normalized, gold: _Normalized) -> int:
-    """Size of the multiset intersection of the two token lists (what Counter & Counter sums to)."""
-    common = pred.token_set & gold.token_set
+class _Gold:
+    """A normalized gold answer with the views the F1 fast path needs, built once per answer."""
+
+    __slots__ = ("text", "tokens", "token_set", "unique")
+
+    def __init__(self, s: str) -> None:
+        self.tokens = _normalized_tokens(s)
+        self.text = " ".join(self.tokens)
+        self.token_set = frozenset(self.tokens)
+        self.unique = len(self.token_set) == len(self.tokens)
+
+
+def _pair_f1(ptext: str, ptoks: list[str], gold: _Gold, yes_no_rule: bool, empty_match: bool) -> float:
+    if ptext == gold.text:
+        # Identical token lists: the evaluators' arithmetic gives exactly 1.0, or their empty rule.
+        return 1.0 if ptoks or empty_match else 0.0
+    if yes_no_rule and (ptext in _YES_NO or gold.text in _YES_NO):
+        return 0.0
+    if not ptoks or not gold.tokens:
+        return 0.0  # one side empty (both empty means equal texts, handled above)
+    common = gold.token_set.intersection(ptoks)
     if not common:
-        return 0
-    if len(pred.token_set) == len(pred.tokens) and len(gold.token_set) == len(gold.tokens):
-        return len(common)  # no repeated token on either side: the sets are the multisets
-    return sum(min(pred.tokens.count(w), gold.tokens.count(w)) for w in common)
-
-
-def _pair_f1(pred: _Normalized, gold: _Normalized, yes_no_rule: bool, empty_match: bool) -> float:
-    if yes_no_rule and pred.text != gold.text and (pred.text in _YES_NO or gold.text in _YES_NO):
         return 0.0
-    if empty_match and (not pred.tokens or not gold.tokens):
-        return float(pred.tokens == gold.tokens)
-    num_same = _common_count(pred, gold)
-    if num_same == 0:
-        return 0.0
-    # The evaluators' exact arithmetic, so that means match theirs bit for bit.
-    precision = 1.0 * num_same / len(pred.tokens)
+    if gold.unique and len(set(ptoks)) == len(ptoks):
+        num_same = len(common)  # no repeated token on either side: sets are the multisets
+    else:
+        num_same = sum(min(ptoks.count(w), gold.tokens.count(w)) for w in common)
+    # The evaluators' exact arithmetic (Counter intersection size, then P, R, F1), bit for bit.
+    precision = 1.0 * num_same / len(ptoks)
     recall = 1.0 * num_same / len(gold.tokens)
     return (2 * precision * recall) / (precision + recall)
 
@@ -116,39 +112,39 @@ def f1_score(pred: str, gold: str, yes_no_rule: bool, empty_match: bool = False)
     """Token F1 of one prediction against one gold answer.
 
     `yes_no_rule`: HotpotQA's rule (a yes/no/noanswer side that differs from the other scores 0).
-    `empty_match`: MuSiQue's rule (both sides without tokens score 1); otherwise no common token scores 0.
+    `empty_match`: MuSiQue's rule (both sides without tokens score 1); otherwise no common token,
+    both sides empty included, scores 0.
     """
-    return _pair_f1(_Normalized(pred), _Normalized(gold), yes_no_rule, empty_match)
+    ptoks = _normalized_tokens(pred)
+    return _pair_f1(" ".join(ptoks), ptoks, _Gold(gold), yes_no_rule, empty_match)
 
 
 @lru_cache(maxsize=1 << 16)
-def _golds(answers: tuple[str, ...]) -> tuple[_Normalized, ...]:
+def _golds(answers: tuple[str, ...]) -> tuple[_Gold, ...]:
     # Gold answers recur (every rollout of a GRPO group, every checkpoint evaluated): normalize once.
-    return tuple(_Normalized(a) for a in answers)
-
-
-def _convention(benchmark: str) -> _Convention:
-    try:
-        return _CONVENTIONS[benchmark]
-    except KeyError:
-        raise ConfigError("benchmark", f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}") from None
+    return tuple(_Gold(a) for a in answers)
 
 
 def score_example(benchmark: str, prediction: str, answers: list[str]) -> tuple[float, float]:
     """(EM, F1) of one prediction under `benchmark`'s official convention; no gold answer scores (0, 0)."""
-    conv = _convention(benchmark)
+    conv = _CONVENTIONS.get(benchmark)
+    if conv is None:
+        raise ConfigError("benchmark", f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
     if not answers:
         return 0.0, 0.0
-    golds = _golds(tuple(answers) if conv.multi_gold else (answers[0],))
-    pred = _Normalized(prediction)
+    golds = _golds(tuple(answers)) if conv.multi_gold else _golds((answers[0],))
+    ptoks = _normalized_tokens(prediction)
+    ptext = " ".join(ptoks)
     em = 0.0
     f1 = 0.0
     for gold in golds:
-        if pred.text == gold.text:
+        if ptext == gold.text:
             em = 1.0
-        score = _pair_f1(pred, gold, conv.yes_no_rule, conv.empty_match)
+        score = _pair_f1(ptext, ptoks, gold, conv.yes_no_rule, conv.empty_match)
         if score > f1:
             f1 = score
+        if em and f1 == 1.0:
+            break  # neither can rise further
     return em, f1
 
 

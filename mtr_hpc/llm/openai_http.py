@@ -123,7 +123,9 @@ class OpenAIHTTPClient:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._http is None:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+            limits = httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            )
             self._http = httpx.AsyncClient(headers=headers, limits=limits, timeout=self.timeout_s)
             self._sem = asyncio.Semaphore(self.concurrency)
             self._loop = loop
@@ -166,9 +168,13 @@ class OpenAIHTTPClient:
         try:
             resp = await http.post(f"{self.base_url}/chat/completions", json=body)
         except httpx.TimeoutException as exc:
-            raise LLMError("timeout", f"no answer within {self.timeout_s}s ({type(exc).__name__})", retryable=True) from None
+            raise LLMError(
+                "timeout", f"no answer within {self.timeout_s}s ({type(exc).__name__})", retryable=True
+            ) from None
         except (httpx.TransportError, OSError) as exc:
-            raise LLMError("connection", f"{self.base_url}: {type(exc).__name__}: {exc}", retryable=True) from None
+            raise LLMError(
+                "connection", f"{self.base_url}: {type(exc).__name__}: {exc}", retryable=True
+            ) from None
         latency = time.perf_counter() - t0
         if resp.status_code != 200:
             raise _http_error(resp)

@@ -71,9 +71,13 @@ def check_schema_output(text: str, schema: dict) -> str:
         jsonschema.validate(value, schema)
     except jsonschema.ValidationError as exc:
         path = "/".join(str(p) for p in exc.absolute_path) or "<root>"
-        raise LLMError("bad_response", f"output violates the schema at {path}: {exc.message}", retryable=True) from None
+        raise LLMError(
+            "bad_response", f"output violates the schema at {path}: {exc.message}", retryable=True
+        ) from None
     except jsonschema.SchemaError as exc:
-        raise LLMError("bad_response", f"the requested json_schema is itself invalid: {exc.message}") from None
+        raise LLMError(
+            "bad_response", f"the requested json_schema is itself invalid: {exc.message}"
+        ) from None
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -171,7 +175,10 @@ class TransformersClient:
         ]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         first = reqs[0]
-        gen: dict[str, Any] = {"max_new_tokens": max(r.max_tokens for r in reqs), "pad_token_id": tok.pad_token_id}
+        gen: dict[str, Any] = {
+            "max_new_tokens": max(r.max_tokens for r in reqs),
+            "pad_token_id": tok.pad_token_id,
+        }
         if first.temperature > 0:
             gen.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
             if first.seed is not None:
@@ -185,7 +192,9 @@ class TransformersClient:
         latency = time.perf_counter() - t0
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
         new = out[:, enc["input_ids"].shape[1] :].tolist()
-        return [self._finish(r, ids, int(n), latency) for r, ids, n in zip(reqs, new, prompt_lens, strict=True)]
+        return [
+            self._finish(r, ids, int(n), latency) for r, ids, n in zip(reqs, new, prompt_lens, strict=True)
+        ]
 
     def _end_ids(self) -> set[int]:
         ids = {self._tok.pad_token_id, self._tok.eos_token_id}
@@ -193,7 +202,9 @@ class TransformersClient:
         ids.update(eos if isinstance(eos, list) else [eos])
         return {i for i in ids if i is not None}
 
-    def _finish(self, req: ChatRequest, ids: list[int], prompt_tokens: int, latency: float) -> ChatResponse | LLMError:
+    def _finish(
+        self, req: ChatRequest, ids: list[int], prompt_tokens: int, latency: float
+    ) -> ChatResponse | LLMError:
         ids = ids[: req.max_tokens]
         end_ids = self._end_ids()
         finish = "length"
@@ -205,7 +216,11 @@ class TransformersClient:
         cut = min((p for p in (text.find(s) for s in req.stop or ()) if p >= 0), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids), "total_tokens": prompt_tokens + len(ids)}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(ids),
+            "total_tokens": prompt_tokens + len(ids),
+        }
         if req.json_schema is not None and self.strict_json:
             try:
                 text = check_schema_output(text, req.json_schema)

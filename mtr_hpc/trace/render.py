@@ -157,7 +157,7 @@ class ChatRenderer:
                 (self.end_of_turn_id, 1),
                 ("\n", 0),
             ]
-        body = _text_content(msg, label, start)
+        body = self.system_prompt if msg.get("_implicit") else _text_content(msg, label, start)
         if role == "system" and start == 0:
             body = self._system_body(body, tools, label)
         return [(self.im_start_id, 0), (f"{role}\n{body}", 0), (self.end_of_turn_id, 0), ("\n", 0)]
@@ -172,7 +172,9 @@ class ChatRenderer:
     def _system_body(self, content: str, tools, label) -> str:
         if not tools:
             return content
-        lines = "".join("\n" + json.dumps(_openai_view(t, i, label), ensure_ascii=False) for i, t in enumerate(tools))
+        lines = "".join(
+            "\n" + json.dumps(_openai_view(t, i, label), ensure_ascii=False) for i, t in enumerate(tools)
+        )
         return content + TOOLS_HEADER + lines + TOOLS_FOOTER
 
     # ---- tokenization -----------------------------------------------------------------------------
@@ -211,7 +213,12 @@ def _unpack(trace_or_messages, tools) -> tuple[list[Message], list[ToolSpec], st
         label = f"trace {t['id']}" if "id" in t else None
         return t["messages"], (t.get("tools") or [] if tools is None else tools), label
     if not isinstance(trace_or_messages, list):
-        raise DataError(None, None, "messages", f"expected a Trace or a list of messages, got {type(trace_or_messages).__name__}")
+        raise DataError(
+            None,
+            None,
+            "messages",
+            f"expected a Trace or a list of messages, got {type(trace_or_messages).__name__}",
+        )
     return trace_or_messages, tools or [], None
 
 
@@ -232,3 +239,75 @@ def _blocks(messages: list[Message]):
                 j += 1
         yield i, messages[i:j]
         i = j
+
+
+def _where(label: str | None, index: int) -> str:
+    return f"{label}, message {index}" if label else f"message {index}"
+
+
+def _checked(text: str, label: str | None, index: int, field: str) -> str:
+    # A literal ChatML marker inside content would tokenize to the special token and forge a turn.
+    for marker in (IM_START, IM_END):
+        if marker in text:
+            raise DataError(None, _where(label, index), field, f"text contains the ChatML marker {marker}")
+    return text
+
+
+def _text_content(msg: Message, label: str | None, index: int) -> str:
+    content = msg.get("content")
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise DataError(
+            None, _where(label, index), "content", f"expected a string, got {type(content).__name__}"
+        )
+    return _checked(content, label, index, "content")
+
+
+def _tool_content(msg: Message, label: str | None, index: int) -> str:
+    content = msg.get("content")
+    if isinstance(content, dict | list):
+        content = json.dumps(content, ensure_ascii=False)
+    return _text_content({"content": content}, label, index)
+
+
+def _assistant_text(msg: Message, label: str | None, index: int) -> str:
+    if not isinstance(msg, dict):
+        raise DataError(
+            None, _where(label, index), None, f"expected a message object, got {type(msg).__name__}"
+        )
+    parts = []
+    content = _text_content(msg, label, index)
+    if content:
+        parts.append(content)
+    calls = msg.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise DataError(None, _where(label, index), "tool_calls", "expected a list")
+    for k, call in enumerate(calls):
+        name, args = _call_parts(call, label, index, k)
+        body = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+        parts.append(_checked(f"<tool_call>\n{body}\n</tool_call>", label, index, f"tool_calls[{k}]"))
+    return "\n".join(parts)
+
+
+def _call_parts(call: Any, label: str | None, index: int, k: int) -> tuple[str, Any]:
+    field = f"tool_calls[{k}].function"
+    fn = call.get("function", call) if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise DataError(None, _where(label, index), f"{field}.name", "a tool call needs a function name")
+    args = fn.get("arguments", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                None, _where(label, index), f"{field}.arguments", f"not valid JSON: {exc}"
+            ) from None
+    return fn["name"], args
+
+
+def _openai_view(tool: Any, i: int, label: str | None) -> dict[str, Any]:
+    if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
+        where = f"{label}, tools[{i}]" if label else f"tools[{i}]"
+        raise DataError(None, where, "function", "a tool must be an OpenAI function tool object")
+    return {k: v for k, v in tool.items() if not k.startswith("x-")}

@@ -82,7 +82,9 @@ class PackingError(MtrError):
 
 def make_segment(input_ids: Sequence[int], loss_mask: Sequence[int], source: int = -1) -> Segment:
     if len(input_ids) != len(loss_mask):
-        raise PackingError(f"trace {source}: {len(input_ids)} token ids but {len(loss_mask)} loss-mask entries")
+        raise PackingError(
+            f"trace {source}: {len(input_ids)} token ids but {len(loss_mask)} loss-mask entries"
+        )
     return Segment(list(input_ids[:-1]), list(input_ids[1:]), list(loss_mask[1:]), source)
 
 

@@ -1,0 +1,123 @@
+"""Build a Megatron-Core `GPTModel` from an `Arch` (read from a HF config) and a `ModelConfig`.
+
+The model is plain Megatron-Core; it knows nothing of DDP or optimizers. On CPU (`layer_spec=cpu`)
+weights are created on the CPU and the rotary embedding is kept there: Megatron's `RotaryEmbedding`
+moves its frequencies to the current CUDA device on first use, which the `CpuRotaryEmbedding`
+subclass skips.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+from megatron.core.models.gpt.gpt_model import GPTModel
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from .config import Arch, ModelConfig, padded_vocab_size
+from .spec import layer_spec
+
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return _TORCH_DTYPES[name]
+
+
+def transformer_config(arch: Arch, cfg: ModelConfig) -> TransformerConfig:
+    """The Megatron `TransformerConfig` for `arch` under `cfg` (parallel sizes, dtype, fusions)."""
+    arch.check_tp(cfg.tp)
+    on_cpu = cfg.layer_spec == "cpu"
+    kwargs = dict(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        num_attention_heads=arch.num_heads,
+        num_query_groups=arch.num_kv_heads,
+        kv_channels=arch.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=arch.qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=cfg.tp,
+        pipeline_model_parallel_size=cfg.pp,
+        params_dtype=torch_dtype(cfg.dtype),
+        bf16=cfg.dtype == "bf16",
+        fp16=cfg.dtype == "fp16",
+        use_cpu_initialization=on_cpu,
+        # The fused kernels below are CUDA-only (or need apex); the CPU path runs the plain versions.
+        masked_softmax_fusion=not on_cpu,
+        bias_dropout_fusion=not on_cpu,
+        bias_activation_fusion=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
+    )
+    if cfg.dtype != "fp32":
+        kwargs["pipeline_dtype"] = torch_dtype(cfg.dtype)
+    if cfg.fp8:
+        kwargs["fp8"] = cfg.fp8
+    return TransformerConfig(**kwargs)
+
+
+class CpuRotaryEmbedding(RotaryEmbedding):
+    """`RotaryEmbedding` whose frequencies stay on the device they were created on."""
+
+    def get_emb(self, max_seq_len: int, offset: int = 0) -> torch.Tensor:
+        freqs = self.get_freqs_non_repeated(max_seq_len, offset)
+        if self.rotary_interleaved:
+            emb = torch.stack((freqs.view(-1, 1), freqs.view(-1, 1)), dim=-1).view(freqs.shape[0], -1)
+        else:
+            emb = torch.cat((freqs, freqs), dim=-1)
+        return emb[:, None, None, :]
+
+
+def build_gpt(arch: Arch, cfg: ModelConfig, pre_process: bool = True, post_process: bool = True) -> GPTModel:
+    """A `GPTModel` for this rank; `init_parallel` must have run with the same tp/pp."""
+    config = transformer_config(arch, cfg)
+    model = GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(cfg.layer_spec),
+        vocab_size=padded_vocab_size(arch.vocab_size, cfg.make_vocab_size_divisible_by, cfg.tp),
+        max_sequence_length=max(cfg.seq_length, arch.max_position_embeddings),
+        pre_process=pre_process,
+        post_process=post_process,
+        parallel_output=True,
+        share_embeddings_and_output_weights=arch.tied_embeddings,
+        position_embedding_type="rope",
+        rotary_base=int(arch.rope_theta),
+    )
+    if cfg.layer_spec == "cpu" and isinstance(getattr(model, "rotary_pos_emb", None), RotaryEmbedding):
+        model.rotary_pos_emb.__class__ = CpuRotaryEmbedding
+    elif torch.cuda.is_available():
+        model.cuda(torch.cuda.current_device())
+    return model
+
+
+def gather_vocab(logits: torch.Tensor, group=None) -> torch.Tensor:
+    """Concatenate vocab-parallel logits [b, s, v/tp] of the TP group into [b, s, v]."""
+    if group is None:
+        from megatron.core import parallel_state as ps
+
+        group = ps.get_tensor_model_parallel_group()
+    size = dist.get_world_size(group)
+    if size == 1:
+        return logits
+    parts = [torch.empty_like(logits) for _ in range(size)]
+    dist.all_gather(parts, logits.contiguous(), group=group)
+    return torch.cat(parts, dim=-1)
+
+
+def forward_logits(model: GPTModel, input_ids: torch.Tensor, vocab_size: int | None = None) -> torch.Tensor:
+    """Full-vocab logits [b, s, vocab] of a causal forward pass (padding columns dropped)."""
+    b, s = input_ids.shape
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    position_ids = torch.arange(s, device=device).unsqueeze(0).expand(b, s)
+    logits = gather_vocab(model(input_ids, position_ids, None))
+    return logits[..., :vocab_size] if vocab_size is not None else logits

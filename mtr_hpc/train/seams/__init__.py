@@ -1,0 +1,33 @@
+"""Device seams (DESIGN §2): the four places where the GPU and CPU training paths differ.
+
+`wrap_model` (Megatron DDP vs plain module), `build_optimizer` (Megatron distributed optimizer vs
+torch AdamW), `forward_backward` (Megatron's pipeline schedules vs a microbatch loop) and checkpoint
+`save`/`load` (dist_checkpointing vs per-rank torch files). The training loops call only these; the
+forward step and loss are shared (`mtr_hpc.train.step`).
+"""
+
+from __future__ import annotations
+
+from .base import DeviceSeam, OptimConfig, StepResult
+
+
+def get_seam(device: str, **kwargs) -> DeviceSeam:
+    """`device` is cpu | gpu | auto (gpu when CUDA is available)."""
+    import torch
+
+    if device == "auto":
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+    if device == "gpu":
+        from .gpu import GpuSeam
+
+        return GpuSeam(**kwargs)
+    if device == "cpu":
+        from .cpu import CpuSeam
+
+        return CpuSeam(**kwargs)
+    from ...errors import ConfigError
+
+    raise ConfigError("device", f"'{device}' is not one of cpu, gpu, auto")
+
+
+__all__ = ["DeviceSeam", "OptimConfig", "StepResult", "get_seam"]

@@ -1,0 +1,164 @@
+"""CPU seam: plain torch around the same Megatron model (gloo for TP and DP).
+
+Departures from the GPU seam, all numerically equivalent: gradients are all-reduced over the
+data-parallel group by hand (one flattened buffer) instead of Megatron DDP's buckets; the optimizer is
+torch AdamW instead of Megatron's (distributed) optimizer; microbatches run in a plain loop (no pipeline
+parallelism on CPU); checkpoints are one torch file per rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ...errors import ConfigError
+from ..checkpoint import check_shapes, rng_state, set_rng_state
+from .base import OptimConfig
+
+
+class CpuSeam:
+    name = "cpu"
+
+    def __init__(self, **_: Any):
+        pass
+
+    def wrap_model(self, model):
+        from megatron.core import parallel_state as ps
+
+        if ps.get_pipeline_model_parallel_world_size() > 1:
+            raise ConfigError("model.pp", "pipeline parallelism needs the GPU seam (Megatron schedules)")
+        return model
+
+    def unwrap(self, model):
+        return model
+
+    def build_optimizer(self, model, cfg: OptimConfig):
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.dim() < 2 or name.endswith(".bias") else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, foreach=False
+        )
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return batch
+
+    def forward_backward(
+        self, model, forward_step: Callable, microbatches: list[dict], forward_only: bool = False
+    ) -> tuple[float, int]:
+        it = iter(microbatches)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        tokens = torch.zeros((), dtype=torch.float64)
+        ctx = torch.no_grad() if forward_only else torch.enable_grad()
+        with ctx:
+            for _ in microbatches:
+                output, loss_func = forward_step(it, model)
+                s, n, _report = loss_func(output)
+                if not forward_only:
+                    s.backward()
+                loss_sum += s.detach().double()
+                tokens += n.double()
+        totals = torch.stack([loss_sum, tokens])
+        group = _dp_group()
+        if group is not None:
+            dist.all_reduce(totals, group=group)
+        if not forward_only:
+            self._finalize_grads(model, totals[1].item())
+        return totals[0].item(), int(totals[1].item())
+
+    def _finalize_grads(self, model, step_tokens: float) -> None:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        group = _dp_group()
+        if group is not None:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, group=group)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+        scale = 1.0 / max(step_tokens, 1.0)
+        for g in grads:
+            g.mul_(scale)
+
+    def optimizer_step(self, model, optimizer, lr: float, clip_grad: float) -> tuple[float, bool]:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        norm = grad_norm(model)
+        if not torch.isfinite(torch.tensor(norm)):
+            optimizer.zero_grad(set_to_none=True)
+            return norm, True
+        if clip_grad > 0 and norm > clip_grad:
+            coef = clip_grad / (norm + 1e-6)
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(coef)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm, False
+
+    def save(self, path: Path, model, optimizer, extra: dict[str, Any]) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "rng": rng_state(),
+            "extra": extra,
+        }
+        tmp = path / f".rank_{_rank():05d}.pt.tmp"
+        torch.save(state, tmp)
+        tmp.rename(path / f"rank_{_rank():05d}.pt")
+
+    def load(self, path: Path, model, optimizer) -> dict[str, Any]:
+        file = path / f"rank_{_rank():05d}.pt"
+        if not file.is_file():
+            from ..checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"{path} has no shard for rank {_rank()} (written with another world size?)"
+            )
+        state = torch.load(file, map_location="cpu", weights_only=False)
+        model_state = model.state_dict()
+        check_shapes({k: v for k, v in model_state.items() if hasattr(v, "shape")}, state["model"], path)
+        model.load_state_dict(state["model"], strict=False)
+        if optimizer is not None and state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        return state["extra"]
+
+
+def grad_norm(model) -> float:
+    """Global L2 norm of gradients: TP shards counted once each, TP-replicated params once in all."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
+
+    sq = torch.zeros((), dtype=torch.float64)
+    for p in model.parameters():
+        if p.grad is not None and param_is_not_tensor_parallel_duplicate(p):
+            sq += p.grad.detach().double().pow(2).sum()
+    if ps.get_tensor_model_parallel_world_size() > 1:
+        dist.all_reduce(sq, group=ps.get_tensor_model_parallel_group())
+    return sq.sqrt().item()
+
+
+def _dp_group():
+    from megatron.core import parallel_state as ps
+
+    if ps.get_data_parallel_world_size() <= 1:
+        return None
+    return ps.get_data_parallel_group()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
