@@ -82,14 +82,13 @@ class _Gold:
         self.unique = len(self.token_set) == len(self.tokens)
 
 
-def _pair_f1(ptext: str, ptoks: list[str], gold: _Gold, yes_no_rule: bool, empty_match: bool) -> float:
-    if ptext == gold.text:
-        # Identical token lists: the evaluators' arithmetic gives exactly 1.0, or their empty rule.
-        return 1.0 if ptoks or empty_match else 0.0
+def _unequal_pair_f1(ptext: str, ptoks: list[str], gold: _Gold, yes_no_rule: bool) -> float:
+    """F1 of a prediction whose normalized text differs from the gold's (equal texts score 1 or the
+    empty rule, decided by the caller)."""
     if yes_no_rule and (ptext in _YES_NO or gold.text in _YES_NO):
         return 0.0
     if not ptoks or not gold.tokens:
-        return 0.0  # one side empty (both empty means equal texts, handled above)
+        return 0.0
     common = gold.token_set.intersection(ptoks)
     if not common:
         return 0.0
@@ -116,7 +115,12 @@ def f1_score(pred: str, gold: str, yes_no_rule: bool, empty_match: bool = False)
     both sides empty included, scores 0.
     """
     ptoks = _normalized_tokens(pred)
-    return _pair_f1(" ".join(ptoks), ptoks, _Gold(gold), yes_no_rule, empty_match)
+    ptext = " ".join(ptoks)
+    gold_n = _Gold(gold)
+    if ptext == gold_n.text:
+        # Identical token lists: the evaluators' arithmetic gives exactly 1.0, or their empty rule.
+        return 1.0 if ptoks or empty_match else 0.0
+    return _unequal_pair_f1(ptext, ptoks, gold_n, yes_no_rule)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -139,12 +143,15 @@ def score_example(benchmark: str, prediction: str, answers: list[str]) -> tuple[
     f1 = 0.0
     for gold in golds:
         if ptext == gold.text:
+            # Equal token lists: F1 is exactly 1.0 (the maximum) unless both are empty and the
+            # convention scores that 0.
+            if ptoks or conv.empty_match:
+                return 1.0, 1.0
             em = 1.0
-        score = _pair_f1(ptext, ptoks, gold, conv.yes_no_rule, conv.empty_match)
+            continue
+        score = _unequal_pair_f1(ptext, ptoks, gold, conv.yes_no_rule)
         if score > f1:
             f1 = score
-        if em and f1 == 1.0:
-            break  # neither can rise further
     return em, f1
 
 

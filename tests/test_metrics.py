@@ -292,7 +292,9 @@ TRICKY = [
 ]
 
 
-def _gold_sets(shared_data):
+@pytest.fixture(scope="module")
+def gold_sets(shared_data):
+    """Real gold answer sets of each benchmark's dev data, as each official evaluator sees them."""
     hotpot = json.loads((shared_data / "hotpotqa/hotpot_dev_qa_full.json").read_text())
     musique = json.loads((shared_data / "musique/musique_ans_v1.0_dev_noparagraphs.json").read_text())
     twowiki = json.loads((shared_data / "2wikimultihopqa/2wiki_dev_qa_full.json").read_text())
@@ -326,8 +328,8 @@ def _perturb(rng, answer, other):
     return rng.choice(choices)()
 
 
-def test_normalize_parity(shared_data):
-    golds = _gold_sets(shared_data)
+def test_normalize_parity(gold_sets):
+    golds = gold_sets
     strings = {a for sets in golds.values() for answers in sets for a in answers}
     strings.update(TRICKY)
     strings.update(t + " " + u for t in TRICKY for u in TRICKY)
@@ -336,9 +338,9 @@ def test_normalize_parity(shared_data):
 
 
 @pytest.mark.parametrize("benchmark", ALL)
-def test_score_parity_with_official(shared_data, benchmark):
+def test_score_parity_with_official(gold_sets, benchmark):
     rng = random.Random(f"parity-{benchmark}")
-    golds = _gold_sets(shared_data)
+    golds = gold_sets
     pool = golds[benchmark]
     everything = [a for sets in golds.values() for answers in sets for a in answers]
     n_yes_no_golds = 0

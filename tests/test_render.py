@@ -42,7 +42,10 @@ def tool_msg(cid: str, obs: dict) -> dict:
 def four_turn_trace() -> Trace:
     messages = [
         {"role": "system", "content": "You answer multi-hop questions with tools."},
-        {"role": "user", "content": "Which magazine was started first, Arthur's Magazine or First for Women?"},
+        {
+            "role": "user",
+            "content": "Which magazine was started first, Arthur's Magazine or First for Women?",
+        },
         {
             "role": "assistant",
             "content": "<think>I need the founding year of both.</think>",
@@ -97,7 +100,9 @@ TRACES = [four_turn_trace, unicode_trace, empty_think_trace]
 
 
 # ---- an independent oracle: the ChatML text as Qwen2.5's template writes it -----------------------
-def expected_text(messages: list[dict], tools: list[dict], default_system: str = DEFAULT_SYSTEM_PROMPT) -> str:
+def expected_text(
+    messages: list[dict], tools: list[dict], default_system: str = DEFAULT_SYSTEM_PROMPT
+) -> str:
     out = []
     if messages[0]["role"] == "system":
         system, rest = messages[0]["content"], messages[1:]
@@ -108,7 +113,9 @@ def expected_text(messages: list[dict], tools: list[dict], default_system: str =
         out.append("\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n")
         out.append("You are provided with function signatures within <tools></tools> XML tags:\n<tools>")
         for tool in tools:
-            out.append("\n" + json.dumps({"type": tool["type"], "function": tool["function"]}, ensure_ascii=False))
+            out.append(
+                "\n" + json.dumps({"type": tool["type"], "function": tool["function"]}, ensure_ascii=False)
+            )
         out.append("\n</tools>\n\nFor each function call, return a json object with function name and ")
         out.append("arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n")
         out.append('{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
@@ -193,7 +200,9 @@ def test_trace_list_and_dict_inputs_agree(renderer):
 def test_system_prompt_is_the_fallback(tok):
     messages = unicode_trace().messages
     custom = ChatRenderer(tok, system_prompt="Custom system.")
-    assert decode(tok, custom.render(messages).input_ids).startswith("<|im_start|>system\nCustom system.<|im_end|>")
+    assert decode(tok, custom.render(messages).input_ids).startswith(
+        "<|im_start|>system\nCustom system.<|im_end|>"
+    )
     with_system = [{"role": "system", "content": "Own."}, *messages]
     assert decode(tok, custom.render(with_system).input_ids).startswith("<|im_start|>system\nOwn.<|im_end|>")
 
@@ -354,3 +363,28 @@ def test_test_tokenizer_is_small_deterministic_and_chatml():
 def test_missing_special_token_is_a_clear_error():
     with pytest.raises(MtrError, match="no special token"):
         tk.special_token_id(tk.build_test_tokenizer(), "<|nope|>")
+
+
+def test_per_text_encoding_path_gives_the_same_ids(tok):
+    # Tokenizers without a Rust backend are encoded one segment at a time; the ids must not change.
+    fast = ChatRenderer(tok)
+    slow = ChatRenderer(tok)
+    slow._encode_batch = None
+    for make in TRACES:
+        assert slow.render(make()) == fast.render(make())
+    msgs = four_turn_trace().messages
+    assert slow.render_observations(msgs[5:7]) == fast.render_observations(msgs[5:7])
+
+
+def test_bench_script_runs(repo_root, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_render", repo_root / "tools" / "bench_render.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert (
+        bench.main(["--tokenizer", tk.TEST_TOKENIZER_NAME, "--traces", "5", "--repeat", "1", "--json"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["traces"] == 5 and result["tokens_per_s"] > 0
+    assert 0 < result["masked_fraction"] < 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from mtr_hpc.toolspec import (
     ToolRegistry,
@@ -163,4 +165,70 @@ def test_registry_strict_and_lenient(tools):
     reg = ToolRegistry(broken, strict=False)
     assert codes(reg.issues) == {"missing_description", "bad_schema"}
     assert "search_wikipedia" in reg and reg.validate_arguments("search_wikipedia", {"query": "q"}) == []
-    assert reg.validate_arguments("open_page", {"title": "x"}) == ["tool 'open_page' has no valid parameters schema"]
+    assert reg.validate_arguments("open_page", {"title": "x"}) == [
+        "tool 'open_page' has no valid parameters schema"
+    ]
+
+
+def _random_schema(rng: random.Random, depth: int = 0) -> dict:
+    kind = rng.choice(
+        ["string", "integer", "number", "boolean", "null", "enum", "array", "object", ["string", "null"]]
+    )
+    if kind == "enum":
+        return {"enum": rng.sample(["a", "b", "c", "yes"], rng.randint(1, 3))}
+    schema: dict = {"type": kind, "description": "d"}
+    if kind == "string" and rng.random() < 0.5:
+        schema["minLength"], schema["maxLength"] = 1, rng.randint(1, 4)
+    if kind in ("integer", "number") and rng.random() < 0.5:
+        schema[rng.choice(["minimum", "exclusiveMinimum"])] = rng.choice([0, 1.5])
+        schema[rng.choice(["maximum", "exclusiveMaximum"])] = rng.choice([3, 10])
+    if kind == "array":
+        schema["items"] = _random_schema(rng, depth + 1) if depth < 2 else {"type": "string"}
+        schema["maxItems"] = rng.randint(0, 3)
+    if kind == "object":
+        props = (
+            {f"p{i}": _random_schema(rng, depth + 1) for i in range(rng.randint(0, 3))} if depth < 2 else {}
+        )
+        schema["properties"] = props
+        schema["required"] = rng.sample(sorted(props), rng.randint(0, len(props)))
+        schema["additionalProperties"] = rng.choice([True, False, {"type": "integer"}])
+    return schema
+
+
+_VALUES = [None, True, False, 0, 1, 2.0, 2.5, -1, 11, "", "a", "yes", "abcde", 1e308, float("nan")]
+
+
+def _random_value(rng: random.Random, depth: int = 0):
+    r = rng.random()
+    if depth < 3 and r < 0.2:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if depth < 3 and r < 0.45:
+        return {
+            rng.choice(["p0", "p1", "p2", "x"]): _random_value(rng, depth + 1)
+            for _ in range(rng.randint(0, 4))
+        }
+    return rng.choice(_VALUES)
+
+
+def test_fast_path_never_accepts_what_jsonschema_rejects():
+    rng = random.Random(7)
+    accepted = 0
+    for _ in range(400):
+        schema = _random_schema(rng)
+        compiled = compiled_validator(schema)
+        assert compiled is not None and compiled.fast is not None, schema
+        reference = Draft202012Validator(schema)
+        for _ in range(15):
+            value = _random_value(rng)
+            if compiled.fast(value):
+                accepted += 1
+                assert reference.is_valid(value), (schema, value)
+            assert (compiled.errors(value) == []) == reference.is_valid(value), (schema, value)
+    assert accepted > 500  # the fast path does accept, it is not trivially conservative
+
+
+def test_fast_path_covers_the_fixture_tools(tools):
+    for tool in tools:
+        for schema in (tool["function"]["parameters"], tool["x-returns"]):
+            assert compiled_validator(schema).fast is not None
+    assert compiled_validator({"type": "object", "patternProperties": {"^a": {}}}).fast is None

@@ -139,7 +139,9 @@ def test_bad_grammar(bridge):
 
 
 def test_call_written_in_content(bridge):
-    bridge.messages[6]["content"] = '<think>t</think><tool_call>{"name": "open_page", "arguments": {}}</tool_call>'
+    bridge.messages[6]["content"] = (
+        '<think>t</think><tool_call>{"name": "open_page", "arguments": {}}</tool_call>'
+    )
     assert codes(bridge) == {"call_in_content", "no_answer"}
 
 

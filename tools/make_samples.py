@@ -21,30 +21,59 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mtr_hpc.data.loaders import SAMPLE_FILES, SAMPLES_DIR  # noqa: E402
 from mtr_hpc.errors import MtrError  # noqa: E402
 from mtr_hpc.io import atomic_write_text, read_json  # noqa: E402
-from mtr_hpc.data.loaders import SAMPLE_FILES, SAMPLES_DIR  # noqa: E402
 
-# (benchmark, source file under DATA_DIR, number of records or None for all, grouping key for balance)
-SOURCES: list[tuple[str, str, int | None, Callable[[dict[str, Any]], str] | None]] = [
-    ("hotpotqa", "hotpotqa/hotpot_dev_distractor_first100.json", 60, lambda r: r["type"]),
-    ("musique", "musique/musique_ans_v1.0_dev_noparagraphs.json", 60, lambda r: r["id"].split("__")[0]),
-    ("2wiki", "2wikimultihopqa/2wiki_dev_4000subset_evidences.json", 60, lambda r: r["type"]),
-    ("bamboogle", "bamboogle/bamboogle_with_decomp.json", None, None),
+Key = Callable[[dict[str, Any]], str]
+
+
+def _musique_hops(rec: dict[str, Any]) -> str:
+    return rec["id"].split("hop")[0]
+
+
+def _musique_pattern(rec: dict[str, Any]) -> str:
+    return rec["id"].split("__")[0]
+
+
+# (benchmark, source file under DATA_DIR, number of records or None for all, balance keys: outer, inner)
+SOURCES: list[tuple[str, str, int | None, tuple[Key, ...]]] = [
+    ("hotpotqa", "hotpotqa/hotpot_dev_distractor_first100.json", 60, (lambda r: r["type"],)),
+    ("musique", "musique/musique_ans_v1.0_dev_noparagraphs.json", 60, (_musique_hops, _musique_pattern)),
+    ("2wiki", "2wikimultihopqa/2wiki_dev_4000subset_evidences.json", 60, (lambda r: r["type"],)),
+    ("bamboogle", "bamboogle/bamboogle_with_decomp.json", None, ()),
 ]
 
 
-def balanced_first(records: list[dict[str, Any]], n: int, key: Callable[[dict[str, Any]], str]) -> list[dict]:
-    """The first `n` records taken round-robin over `key` groups, returned in file order."""
-    groups: dict[str, list[int]] = {}
-    for i, rec in enumerate(records):
-        groups.setdefault(key(rec), []).append(i)
-    queues = [list(reversed(idx)) for idx in groups.values()]
+def _round_robin(groups: list[list[int]], n: int) -> list[int]:
+    queues = [list(reversed(g)) for g in groups]
     chosen: list[int] = []
     while len(chosen) < n and any(queues):
         for queue in queues:
             if queue and len(chosen) < n:
                 chosen.append(queue.pop())
+    return chosen
+
+
+def _group(indices: list[int], records: list[dict[str, Any]], key: Key) -> list[list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i in indices:
+        groups.setdefault(key(records[i]), []).append(i)
+    return list(groups.values())
+
+
+def balanced_first(records: list[dict[str, Any]], n: int, keys: tuple[Key, ...]) -> list[dict[str, Any]]:
+    """`n` records, an equal share per `keys[0]` group (as far as groups allow), each share taken
+    round-robin over `keys[1]` subgroups, earliest records first; returned in file order."""
+    indices = list(range(len(records)))
+    if not keys:
+        return records[:n]
+    outer = _group(indices, records, keys[0])
+    if len(keys) == 1:
+        chosen = _round_robin(outer, n)
+    else:
+        # Per outer group, order its records round-robin over the inner key, then share n out.
+        chosen = _round_robin([_round_robin(_group(g, records, keys[1]), len(g)) for g in outer], n)
     return [records[i] for i in sorted(chosen)]
 
 
@@ -55,12 +84,13 @@ def dump_array(records: list[dict[str, Any]]) -> str:
 
 def make_samples(data_dir: Path, out_dir: Path) -> dict[str, int]:
     sizes = {}
-    for benchmark, rel, n, key in SOURCES:
+    for benchmark, rel, n, keys in SOURCES:
         records = read_json(data_dir / rel)
         if n is not None:
-            records = balanced_first(records, n, key) if key else records[:n]
+            records = balanced_first(records, n, keys)
         path = out_dir / SAMPLE_FILES[benchmark]
         atomic_write_text(path, dump_array(records))
+        path.chmod(0o644)  # package data: the temp file of an atomic write is created owner-only
         sizes[path.name] = path.stat().st_size
         print(f"{benchmark}: {len(records)} records -> {path} ({sizes[path.name]} bytes)", file=sys.stderr)
     return sizes

@@ -16,6 +16,8 @@ from ..data.example import BENCHMARKS
 from ..errors import DataError
 from ..io import iter_jsonl
 
+_SHOW_SKIPPED = 10  # skipped gold records listed on stderr; the rest are counted
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -62,10 +64,6 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     return predictions
 
 
-def _skipped_count(skipped: object) -> int:
-    return skipped if isinstance(skipped, int) else len(skipped)  # type: ignore[arg-type]
-
-
 def run(args: argparse.Namespace) -> int:
     from ..data import load_benchmark
     from ..metrics import score_predictions
@@ -80,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
     result["extra"] = extra
     print(json.dumps(result, ensure_ascii=False))
 
-    skipped = _skipped_count(loaded.skipped)
+    skipped = len(loaded.skipped)
+    for err in loaded.skipped[:_SHOW_SKIPPED]:
+        print(f"mtr score: skipped gold record: {err}", file=sys.stderr)
+    if skipped > _SHOW_SKIPPED:
+        print(f"mtr score: ... and {skipped - _SHOW_SKIPPED} more skipped gold records", file=sys.stderr)
     print(
         f"mtr score: {args.benchmark}: n={report.n} EM={report.em:.4f} F1={report.f1:.4f} "
         f"missing={report.missing} extra={extra}" + (f" skipped={skipped}" if skipped else ""),

@@ -28,7 +28,9 @@ class FieldError(Exception):
 def type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def get(rec: Mapping[str, Any], key: str, *, required: bool = True, prefix: str = "") -> Any:
@@ -94,7 +96,9 @@ def dedupe(items: Iterable[str]) -> list[str]:
     return out
 
 
-def record_id(rec: Mapping[str, Any], benchmark: str, index: int, keys: tuple[str, ...] = ("_id", "id")) -> str:
+def record_id(
+    rec: Mapping[str, Any], benchmark: str, index: int, keys: tuple[str, ...] = ("_id", "id")
+) -> str:
     """The official id (`_id` or `id`), else `<benchmark>-<index in file>` (DESIGN §3)."""
     for key in keys:
         value = rec.get(key)

@@ -16,7 +16,12 @@ from . import bamboogle, hotpotqa, musique, twowiki
 from .example import QAExample
 from .fields import FieldError, dedupe, get, question, record_id, str_list
 
-_READERS: dict[str, Any] = {"hotpotqa": hotpotqa, "musique": musique, "2wiki": twowiki, "bamboogle": bamboogle}
+_READERS: dict[str, Any] = {
+    "hotpotqa": hotpotqa,
+    "musique": musique,
+    "2wiki": twowiki,
+    "bamboogle": bamboogle,
+}
 
 
 def _under_metadata(fn: Callable[..., Any], *args: Any) -> Any:

@@ -23,8 +23,8 @@ from .fields import FieldError, as_int, as_list, as_str, get, opt_str, question,
 
 def _pairs_from_columns(value: Mapping[str, Any], field: str, left: str, right: str) -> list[list[Any]]:
     """The HF column layout {left: [...], right: [...]} as a list of [left, right] pairs."""
-    lefts = as_list(get(value, left), f"{field}.{left}")
-    rights = as_list(get(value, right), f"{field}.{right}")
+    lefts = as_list(get(value, left, prefix=field), f"{field}.{left}")
+    rights = as_list(get(value, right, prefix=field), f"{field}.{right}")
     if len(lefts) != len(rights):
         raise FieldError(field, f"'{left}' has {len(lefts)} items but '{right}' has {len(rights)}")
     return [[a, b] for a, b in zip(lefts, rights, strict=True)]

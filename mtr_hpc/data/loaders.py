@@ -27,14 +27,15 @@ from .source import RawRecord, is_hub_source, read_records
 
 _NATIVE: dict[str, Any] = {"hotpotqa": hotpotqa, "musique": musique, "2wiki": twowiki, "bamboogle": bamboogle}
 
+# Keys are compared without case, "-", "_" and spaces ("2WikiMultiHopQA", "hotpot_qa", "musique-ans").
 ALIASES: dict[str, str] = {
     "hotpotqa": "hotpotqa",
     "hotpot": "hotpotqa",
-    "hotpotqa-distractor": "hotpotqa",
-    "hotpotqa-fullwiki": "hotpotqa",
+    "hotpotqadistractor": "hotpotqa",
+    "hotpotqafullwiki": "hotpotqa",
     "musique": "musique",
-    "musique-ans": "musique",
-    "musique-full": "musique",
+    "musiqueans": "musique",
+    "musiquefull": "musique",
     "2wiki": "2wiki",
     "2wikimultihopqa": "2wiki",
     "2wikimultihop": "2wiki",
@@ -80,8 +81,8 @@ class LoadResult:
 
 
 def canonical_benchmark(name: str) -> str:
-    """The canonical name of a benchmark or one of its aliases (case, `_` and `-` do not matter)."""
-    key = str(name).strip().lower().replace("_", "-")
+    """The canonical name of a benchmark or one of its aliases (case, `_`, `-` and spaces do not matter)."""
+    key = "".join(ch for ch in str(name).lower() if ch not in "-_ ")
     if key not in ALIASES:
         raise BenchmarkError(str(name))
     return ALIASES[key]
@@ -111,7 +112,10 @@ def _layout_for(benchmark: str, rec: Mapping[str, Any], path: str, where: str) -
         raise DataError(path, where, None, "holds passages (title, text), not questions; use load_corpus")
     if layout not in (None, "flashrag", benchmark):
         raise DataError(
-            path, where, None, f"looks like a {layout} file (fields {', '.join(sorted(rec))}), not {benchmark}"
+            path,
+            where,
+            None,
+            f"looks like a {layout} file (fields {', '.join(sorted(rec))}), not {benchmark}",
         )
     return layout or benchmark
 

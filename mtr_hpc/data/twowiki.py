@@ -27,7 +27,9 @@ def parse_triples(value: Any, field: str = "evidences") -> list[list[str]]:
     for i, item in enumerate(as_list(value, field)):
         triple = str_list(item, f"{field}[{i}]")
         if len(triple) != 3:
-            raise FieldError(f"{field}[{i}]", f"must be a [subject, relation, object] triple, got {len(triple)} items")
+            raise FieldError(
+                f"{field}[{i}]", f"must be a [subject, relation, object] triple, got {len(triple)} items"
+            )
         out.append(triple)
     return out
 

@@ -65,7 +65,15 @@ def rank_path(ckpt_dir: str | Path, rank: int) -> Path:
 
 def save_rank(ckpt_dir: str | Path, rank: int, state: Mapping[str, torch.Tensor]) -> None:
     with atomic_write(rank_path(ckpt_dir, rank), "wb") as fh:
-        torch.save({k: v.contiguous() for k, v in state.items()}, fh)
+        torch.save({k: compact(v) for k, v in state.items()}, fh)
+
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """`t` alone in its own contiguous storage."""
+    # torch.save writes a view's whole storage; a TP slice must not carry the full tensor with it.
+    if t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def save_meta(ckpt_dir: str | Path, meta: CheckpointMeta) -> None:
@@ -96,7 +104,9 @@ def load_meta(ckpt_dir: str | Path) -> CheckpointMeta:
         )
     except (KeyError, TypeError, ValueError, MtrError) as exc:
         raise DataError(path, None, None, f"malformed checkpoint config ({exc})") from None
-    return CheckpointMeta(layout, data.get("dtype", "fp32"), data.get("hf_config") or {}, data.get("source", ""))
+    return CheckpointMeta(
+        layout, data.get("dtype", "fp32"), data.get("hf_config") or {}, data.get("source", "")
+    )
 
 
 def load_rank(ckpt_dir: str | Path, rank: int) -> dict[str, torch.Tensor]:
@@ -109,7 +119,9 @@ def load_rank(ckpt_dir: str | Path, rank: int) -> dict[str, torch.Tensor]:
         raise DataError(path, None, None, f"cannot load state dict ({exc})") from None
 
 
-def load_into_model(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_into_model(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """Copy `state` into `model`, failing with the tensor name and both shapes on any mismatch."""
     own = {k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state")}
     for name, tensor in own.items():

@@ -35,7 +35,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.layer_spec not in LAYER_SPECS:
-            raise ConfigError("model.layer_spec", f"'{self.layer_spec}' is not one of {', '.join(LAYER_SPECS)}")
+            raise ConfigError(
+                "model.layer_spec", f"'{self.layer_spec}' is not one of {', '.join(LAYER_SPECS)}"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError("model.dtype", f"'{self.dtype}' is not one of {', '.join(DTYPES)}")
         for key in ("tp", "pp", "make_vocab_size_divisible_by", "seq_length"):
@@ -107,10 +109,14 @@ def arch_from_hf(cfg: Any) -> Arch:
     """Read an `Arch` from a transformers `PretrainedConfig` or its `config.json` dict."""
     model_type = _get(cfg, "model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError("model_type", f"'{model_type}' is not supported ({', '.join(SUPPORTED_MODEL_TYPES)})")
+        raise ConfigError(
+            "model_type", f"'{model_type}' is not supported ({', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
     act = _get(cfg, "hidden_act", "silu")
     if act != "silu":
         raise ConfigError("hidden_act", f"'{act}' is not supported (SwiGLU needs 'silu')")
+    if _get(cfg, "use_sliding_window", False):
+        raise ConfigError("use_sliding_window", "sliding-window attention is not supported")
     if _get(cfg, "mlp_bias", False):
         raise ConfigError("mlp_bias", "MLP biases are not supported")
     hidden = int(_get(cfg, "hidden_size"))

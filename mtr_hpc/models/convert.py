@@ -119,23 +119,25 @@ def _qkv_full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: Arch) -> 
 def _shard(rule: Rule, tensors: list[torch.Tensor], layout: Layout, rank: int) -> torch.Tensor:
     tp, kind = layout.tp, rule.kind
     if kind == "copy":
-        return tensors[0].clone()
+        return tensors[0]
     if kind == "column":
-        return tensors[0].chunk(tp, dim=0)[rank].clone()
+        return tensors[0].chunk(tp, dim=0)[rank]
     if kind == "row":
-        return tensors[0].chunk(tp, dim=1)[rank].clone()
+        return tensors[0].chunk(tp, dim=1)[rank].contiguous()
     if kind == "vocab":
         w = tensors[0]
         pad = layout.padded_vocab - w.shape[0]
         if pad < 0:
-            raise MtrError(f"{rule.hf[0]} has {w.shape[0]} rows, more than the vocabulary {layout.padded_vocab}")
+            raise MtrError(
+                f"{rule.hf[0]} has {w.shape[0]} rows, more than the vocabulary {layout.padded_vocab}"
+            )
         if pad:
             w = torch.cat([w, w.new_zeros(pad, *w.shape[1:])], dim=0)
-        return w.chunk(tp, dim=0)[rank].clone()
+        return w.chunk(tp, dim=0)[rank]
     if kind == "qkv":
         full = _qkv_full(*tensors, layout.arch)
         part = full.chunk(tp, dim=0)[rank]
-        return part.reshape(-1, *part.shape[2:]).clone()
+        return part.reshape(-1, *part.shape[2:])
     if kind == "glu":
         gate, up = (t.chunk(tp, dim=0)[rank] for t in tensors)
         return torch.cat([gate, up], dim=0)
@@ -145,7 +147,10 @@ def _shard(rule: Rule, tensors: list[torch.Tensor], layout: Layout, rank: int) -
 def hf_to_megatron(
     hf_state: Mapping[str, torch.Tensor], layout: Layout, rank: int = 0
 ) -> dict[str, torch.Tensor]:
-    """The Megatron state dict of TP rank `rank` from a full HF state dict."""
+    """The Megatron state dict of TP rank `rank` from a full HF state dict.
+
+    Output tensors may be views of the input ones (no copy where a slice will do).
+    """
     layout.arch.check_tp(layout.tp)
     out: dict[str, torch.Tensor] = {}
     for rule, mcore, hf_names in iter_rule_names(layout):
@@ -162,20 +167,21 @@ def hf_to_megatron(
 def _unshard(rule: Rule, parts: list[torch.Tensor], layout: Layout) -> list[torch.Tensor]:
     arch, kind = layout.arch, rule.kind
     if kind == "copy":
-        return [parts[0].clone()]
+        return [parts[0]]
     if kind == "column":
         return [torch.cat(parts, dim=0)]
     if kind == "row":
         return [torch.cat(parts, dim=1)]
     if kind == "vocab":
-        return [torch.cat(parts, dim=0)[: arch.vocab_size].clone()]
+        full = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        return [full[: arch.vocab_size]]
     if kind == "qkv":
         g, d = arch.num_kv_heads, arch.head_dim
         qd = (arch.num_heads // g) * d
         full = torch.cat(parts, dim=0)
         full = full.reshape(g, qd + 2 * d, *full.shape[1:])
         q, k, v = full.split([qd, d, d], dim=1)
-        return [x.reshape(-1, *x.shape[2:]).clone() for x in (q, k, v)]
+        return [x.reshape(-1, *x.shape[2:]).contiguous() for x in (q, k, v)]
     if kind == "glu":
         halves = [p.chunk(2, dim=0) for p in parts]
         return [torch.cat([h[0] for h in halves], dim=0), torch.cat([h[1] for h in halves], dim=0)]

@@ -25,8 +25,11 @@ def torch_dtype(name: str) -> torch.dtype:
     return _TORCH_DTYPES[name]
 
 
-def transformer_config(arch: Arch, cfg: ModelConfig) -> TransformerConfig:
-    """The Megatron `TransformerConfig` for `arch` under `cfg` (parallel sizes, dtype, fusions)."""
+def transformer_config(arch: Arch, cfg: ModelConfig, init_weights: bool = True) -> TransformerConfig:
+    """The Megatron `TransformerConfig` for `arch` under `cfg` (parallel sizes, dtype, fusions).
+
+    `init_weights=False` skips random initialization, for models whose weights are loaded next.
+    """
     arch.check_tp(cfg.tp)
     on_cpu = cfg.layer_spec == "cpu"
     kwargs = dict(
@@ -50,6 +53,7 @@ def transformer_config(arch: Arch, cfg: ModelConfig) -> TransformerConfig:
         bf16=cfg.dtype == "bf16",
         fp16=cfg.dtype == "fp16",
         use_cpu_initialization=on_cpu,
+        perform_initialization=init_weights,
         # The fused kernels below are CUDA-only (or need apex); the CPU path runs the plain versions.
         masked_softmax_fusion=not on_cpu,
         bias_dropout_fusion=not on_cpu,
@@ -77,9 +81,15 @@ class CpuRotaryEmbedding(RotaryEmbedding):
         return emb[:, None, None, :]
 
 
-def build_gpt(arch: Arch, cfg: ModelConfig, pre_process: bool = True, post_process: bool = True) -> GPTModel:
+def build_gpt(
+    arch: Arch,
+    cfg: ModelConfig,
+    pre_process: bool = True,
+    post_process: bool = True,
+    init_weights: bool = True,
+) -> GPTModel:
     """A `GPTModel` for this rank; `init_parallel` must have run with the same tp/pp."""
-    config = transformer_config(arch, cfg)
+    config = transformer_config(arch, cfg, init_weights)
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec(cfg.layer_spec),

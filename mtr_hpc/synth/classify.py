@@ -35,9 +35,10 @@ class TaskType:
 
 
 def is_yes_no(question: str, answers: list[str] | None = None) -> bool:
-    if answers and answers[0].strip().lower() in ("yes", "no"):
-        return True
-    return bool(_YESNO_RE.match(question))
+    if answers:
+        return answers[0].strip().lower() in ("yes", "no")
+    # "Was X or Y born first?" starts like a yes/no question but asks for a choice.
+    return bool(_YESNO_RE.match(question)) and not re.search(r"\bor\b", question)
 
 
 def _hops(example: QAExample) -> int:
@@ -54,7 +55,8 @@ def _hops(example: QAExample) -> int:
 def classify_rules(example: QAExample) -> TaskType:
     q = example.question
     yes_no = is_yes_no(q, example.answers)
-    comparison = yes_no or bool(_COMPARE_RE.search(q) and (_CHOICE_RE.match(q) or " and " in q))
+    choice = _CHOICE_RE.match(q) or re.search(r"\b(or|and)\b", q)
+    comparison = yes_no or bool(_COMPARE_RE.search(q) and choice)
     return TaskType("comparison" if comparison else "bridge", yes_no, _hops(example), "rules")
 
 

@@ -36,6 +36,9 @@ class ToolActorConfig:
     temperature: float = 0.0
     # Replay cache file (JSONL); empty keeps the cache in memory only.
     cache_path: str = ""
+    # Skip per-call validation of grounded observations of template tools (built in their exact shape;
+    # `validate_trace` still checks every observation of a kept trace).
+    trust_templates: bool = True
 
 
 @dataclass
@@ -53,8 +56,8 @@ class FilterConfig:
     # Reject "wrong_answer" when EM < min_em and F1 < min_f1 (either passing keeps the trace).
     min_em: float = 1.0
     min_f1: float = 1.0
-    # Reject traces whose own comparison observation contradicts their answer.
-    require_consistent: bool = True
+    # Reject a (non yes/no) answer that appears in no observation.
+    require_grounded: bool = True
 
 
 @dataclass

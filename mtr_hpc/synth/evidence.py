@@ -28,6 +28,10 @@ class Step:
     relation: str | None = None
     question: str | None = None
     title: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+    def aliases_match(self, gold_keys: set[str]) -> bool:
+        return any(norm_key(a) in gold_keys for a in self.aliases)
 
 
 @dataclass
@@ -37,6 +41,7 @@ class EvidenceKB:
     steps: list[Step] = field(default_factory=list)
     triples: list[tuple[str, str, str]] = field(default_factory=list)
     supporting: list[str] = field(default_factory=list)
+    supporting_facts: list[tuple[str, int]] = field(default_factory=list)
     _titles: dict[str, str] = field(default_factory=dict)
     _loose_titles: dict[str, str] = field(default_factory=dict)
     _loose_entities: dict[str, str] = field(default_factory=dict)
@@ -96,18 +101,22 @@ def _add_decomposition(kb: EvidenceKB, steps: list[dict]) -> None:
     for raw in steps:
         q = str(raw.get("question", ""))
         answer = as_text(raw.get("answer"))
+        raw_aliases = raw.get("answers") if isinstance(raw.get("answers"), list) else raw.get("answer")
+        aliases = [str(a) for a in raw_aliases] if isinstance(raw_aliases, list | tuple) and raw_aliases else [answer]
         resolved = substitute_refs(q, answers)
         rel = parse_relation_step(resolved)
         doc = str(raw.get("document_id") or "")
         doc_title = doc.rsplit("_", 1)[0] if doc else ""
         if rel is not None:
             entity, relation = rel
-            kb.add_fact(entity, relation, answer)
-            kb.steps.append(Step(answer, entity=entity, relation=relation, title=entity))
+            for alias in aliases:
+                kb.add_fact(entity, relation, alias)
+            kb.steps.append(Step(answer, entity=entity, relation=relation, title=entity, aliases=aliases))
         else:
             title = doc_title or guess_title(resolved, answer)
-            kb.add_sentence(title, f"{resolved.rstrip('?').strip()}? {answer}.")
-            kb.steps.append(Step(answer, question=resolved, title=title))
+            also = f" (also: {'; '.join(aliases[1:])})" if len(aliases) > 1 else ""
+            kb.add_sentence(title, f"{resolved.rstrip('?').strip()}? {answer}{also}.")
+            kb.steps.append(Step(answer, question=resolved, title=title, aliases=aliases))
         answers.append(answer)
 
 
@@ -123,7 +132,11 @@ def build_kb(example: QAExample) -> EvidenceKB:
                 kb.add_sentence(title, str(s).strip())
         if para.get("is_supporting"):
             kb.supporting.append(title)
-    for title, _ in ev.get("supporting_facts") or []:
+    for fact in ev.get("supporting_facts") or []:
+        if len(fact) != 2:
+            continue
+        title, idx = str(fact[0]), fact[1]
+        kb.supporting_facts.append((title, idx))
         if title in kb.pages and title not in kb.supporting:
             kb.supporting.append(title)
     for triple in ev.get("triples") or []:

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
-from .schemas import compiled_validator, instance_errors
+from .schemas import CompiledSchema, compiled_validator
 from .spec import RETURNS_KEY, ToolIssue, ToolSpec, ToolSpecError, openai_view, tool_name
 from .validate import validate_toolset
 
@@ -30,8 +28,8 @@ class ToolRegistry:
         if strict and self.issues:
             raise ToolSpecError(self.issues)
         self._tools: dict[str, ToolSpec] = {}
-        self._params: dict[str, Draft202012Validator | None] = {}
-        self._returns: dict[str, Draft202012Validator | None] = {}
+        self._params: dict[str, CompiledSchema | None] = {}
+        self._returns: dict[str, CompiledSchema | None] = {}
         for tool in self._list:
             name = tool_name(tool)
             if name is None or name in self._tools:
@@ -74,7 +72,7 @@ class ToolRegistry:
         validator = table[name]
         if validator is None:
             return [f"tool '{name}' has no valid {what} schema"]
-        return instance_errors(validator, instance)
+        return validator.errors(instance)
 
     def validate_arguments(self, name: str, args: Any) -> list[str]:
         if not isinstance(args, dict):

@@ -1,5 +1,8 @@
 """Compiled JSON Schema validators, cached by the canonical JSON of the schema.
 
+Valid instances of common tool schemas are accepted by `fastpath` closures; everything else, and every
+error message, comes from `jsonschema`.
+
 Building a `jsonschema` validator (and checking a schema against the metaschema) costs far more than
 validating one small instance, and the same few schemas are used by thousands of calls and traces, so
 both are memoised. Keys are canonical JSON, never object identity: two equal schemas share one entry,
@@ -13,8 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
+from .fastpath import compile_fast
 from .spec import canonical_json
 
 # Errors reported per instance; a wildly wrong object need not list hundreds.
@@ -47,33 +50,41 @@ def schema_errors(schema: Any) -> list[tuple[str, str]]:
     return list(_schema_errors_cached(key))
 
 
+class CompiledSchema:
+    """A valid schema, compiled: the `jsonschema` validator plus, when the schema allows, a fast check."""
+
+    __slots__ = ("validator", "fast")
+
+    def __init__(self, schema: Any):
+        self.validator = Draft202012Validator(schema)
+        self.fast = compile_fast(schema)
+
+    def errors(self, instance: Any) -> list[str]:
+        """Messages `<path>: <message>` of `instance`, sorted by path; empty when valid."""
+        if self.fast is not None and self.fast(instance):
+            return []
+        out = []
+        for err in self.validator.iter_errors(instance):
+            path = _path(err.absolute_path)
+            msg = err.message if len(err.message) <= MAX_MESSAGE else err.message[:MAX_MESSAGE] + "..."
+            out.append(f"{path}: {msg}" if path else msg)
+            if len(out) >= MAX_ERRORS:
+                break
+        out.sort()
+        return out
+
+
 @lru_cache(maxsize=8192)
-def _compiled(key: str) -> Draft202012Validator | None:
-    schema = json.loads(key)
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError:
+def _compiled(key: str) -> CompiledSchema | None:
+    if _schema_errors_cached(key):
         return None
-    return Draft202012Validator(schema)
+    return CompiledSchema(json.loads(key))
 
 
-def compiled_validator(schema: Any) -> Draft202012Validator | None:
-    """A cached validator for `schema`, or None when `schema` is not a valid JSON Schema."""
+def compiled_validator(schema: Any) -> CompiledSchema | None:
+    """A cached compiled schema, or None when `schema` is not a valid JSON Schema."""
     try:
         key = canonical_json(schema)
     except (TypeError, ValueError):
         return None
     return _compiled(key)
-
-
-def instance_errors(validator: Draft202012Validator, instance: Any) -> list[str]:
-    """Messages `<path>: <message>` of `instance` against a compiled validator, sorted by path."""
-    out = []
-    for err in validator.iter_errors(instance):
-        path = _path(err.absolute_path)
-        msg = err.message if len(err.message) <= MAX_MESSAGE else err.message[:MAX_MESSAGE] + "..."
-        out.append(f"{path}: {msg}" if path else msg)
-        if len(out) >= MAX_ERRORS:
-            break
-    out.sort()
-    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schemas import compiled_validator, instance_errors, schema_errors
+from .schemas import compiled_validator, schema_errors
 from .spec import (
     FUNCTION_KEYS,
     NAME_RE,
@@ -147,7 +147,7 @@ def _errors_against(schema: Any, instance: Any, what: str) -> list[str]:
     validator = compiled_validator(schema)
     if validator is None:
         return [f"the tool's {what} schema is not a valid JSON Schema"]
-    return instance_errors(validator, instance)
+    return validator.errors(instance)
 
 
 def validate_arguments(tool: ToolSpec, args: Any) -> list[str]:

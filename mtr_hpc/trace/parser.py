@@ -54,13 +54,17 @@ class ParsedTurn:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def full(self) -> bool:
+        """True once MAX_ERRORS are recorded: callers skip formatting messages nobody will keep."""
+        return len(self.errors) >= MAX_ERRORS
+
     def error(self, code: str, message: str) -> None:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(TurnError(code, message))
 
 
-@dataclass(frozen=True)
-class _Element:
+class _Element(NamedTuple):
     tag: str
     body: str
     start: int
@@ -73,26 +77,29 @@ def _scan(text: str, turn: ParsedTurn) -> list[_Element]:
     stack: list[tuple[str, int, int]] = []  # (tag, start of "<tag>", end of "<tag>")
     open_count = dict.fromkeys(TAGS, 0)
     for m in _TAG_RE.finditer(text):
-        closing, tag = m.group(1) == "/", m.group(2)
-        if not closing:
-            if stack:
-                turn.error("nested_tag", f"<{tag}> at offset {m.start()} inside <{stack[-1][0]}>")
-            stack.append((tag, m.start(), m.end()))
+        slash, tag = m.groups()
+        m_start, m_end = m.span()
+        if not slash:
+            if stack and not turn.full:
+                turn.error("nested_tag", f"<{tag}> at offset {m_start} inside <{stack[-1][0]}>")
+            stack.append((tag, m_start, m_end))
             open_count[tag] += 1
             continue
         if open_count[tag] == 0:
-            turn.error("unbalanced_tag", f"</{tag}> at offset {m.start()} has no opening tag")
+            if not turn.full:
+                turn.error("unbalanced_tag", f"</{tag}> at offset {m_start} has no opening tag")
             continue
         # Close everything opened after the matching tag: each is a tag never closed.
         while stack[-1][0] != tag:
             inner, pos, _ = stack.pop()
             open_count[inner] -= 1
-            turn.error("unbalanced_tag", f"<{inner}> at offset {pos} is never closed")
+            if not turn.full:
+                turn.error("unbalanced_tag", f"<{inner}> at offset {pos} is never closed")
         _, start, body_start = stack.pop()
         open_count[tag] -= 1
         if not stack:
-            elements.append(_Element(tag, text[body_start : m.start()], start, m.end()))
-    for tag, pos, _ in stack:
+            elements.append(_Element(tag, text[body_start:m_start], start, m_end))
+    for tag, pos, _ in stack[:MAX_ERRORS]:
         turn.error("unbalanced_tag", f"<{tag}> at offset {pos} is never closed")
     return elements
 

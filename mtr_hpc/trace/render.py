@@ -82,8 +82,14 @@ class ChatRenderer:
         self.im_start_id = special_token_id(tokenizer, IM_START)
         self.end_of_turn_id = special_token_id(tokenizer, IM_END)
         self.stop_strings: list[str] = [IM_END]
+        # Batch-encoding through the Rust tokenizer directly skips per-call Python overhead; the
+        # `_fast` variant also skips character offsets, which rendering never uses.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._encode_batch = getattr(backend, "encode_batch_fast", None) or getattr(
+            backend, "encode_batch", None
+        )
+        # What closes a finished episode: a rollout that ended at <|im_end|> plus these equals render().
         self.turn_separator_ids: list[int] = self._encode(["\n"])[0]
-        self._backend = getattr(tokenizer, "backend_tokenizer", None)
 
     # ---- public API -------------------------------------------------------------------------------
     def render(self, trace_or_messages, tools: list[ToolSpec] | None = None) -> RenderedTrace:
@@ -94,7 +100,7 @@ class ChatRenderer:
         for start, group in _blocks(messages):
             if group[0].get("role") == "assistant":
                 turn_marks.append(len(segments) + 2)
-            segments += self._block_segments(start, group, messages, tools, label)
+            segments += self._block_segments(start, group, tools, label)
         ids, mask, seg_starts = self._materialize(segments)
         spans = []
         for mark in turn_marks:
@@ -106,13 +112,13 @@ class ChatRenderer:
     def render_prefix(self, messages: list[Message], tools: list[ToolSpec] | None) -> list[int]:
         """The prompt for the next assistant turn, ending with "<|im_start|>assistant\\n"."""
         messages, tools, label = _unpack(messages, tools)
-        if messages and messages[-1].get("role") == "assistant":
+        if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
             raise DataError(
                 None, _where(label, len(messages) - 1), "role", "a prompt cannot end with an assistant turn"
             )
         segments: list[Segment] = []
         for start, group in _blocks(messages):
-            segments += self._block_segments(start, group, messages, tools, label)
+            segments += self._block_segments(start, group, tools, label)
         segments += [(self.im_start_id, 0), ("assistant\n", 0)]
         return self._materialize(segments)[0]
 
@@ -138,12 +144,12 @@ class ChatRenderer:
         messages, tools, label = _unpack(trace_or_messages, tools)
         parts = []
         for start, group in _blocks(messages):
-            for piece, _ in self._block_segments(start, group, messages, tools, label):
+            for piece, _ in self._block_segments(start, group, tools, label):
                 parts.append(piece if isinstance(piece, str) else self._special_text(piece))
         return "".join(parts)
 
     # ---- segments ---------------------------------------------------------------------------------
-    def _block_segments(self, start, group, messages, tools, label) -> list[Segment]:
+    def _block_segments(self, start, group, tools, label) -> list[Segment]:
         role = group[0].get("role")
         if role == "tool":
             return self._tool_group_segments(start, group, label)
@@ -179,9 +185,8 @@ class ChatRenderer:
 
     # ---- tokenization -----------------------------------------------------------------------------
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        backend = getattr(self, "_backend", None)
-        if backend is not None:
-            return [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
+        if self._encode_batch is not None:
+            return [enc.ids for enc in self._encode_batch(texts, add_special_tokens=False)]
         return [self.tokenizer.encode(t, add_special_tokens=False) if t else [] for t in texts]
 
     def _materialize(self, segments: list[Segment]) -> tuple[list[int], list[int], list[int]]:
@@ -211,7 +216,7 @@ def _unpack(trace_or_messages, tools) -> tuple[list[Message], list[ToolSpec], st
     if isinstance(trace_or_messages, dict) and "messages" in trace_or_messages:
         t = trace_or_messages
         label = f"trace {t['id']}" if "id" in t else None
-        return t["messages"], (t.get("tools") or [] if tools is None else tools), label
+        return t["messages"], ((t.get("tools") or []) if tools is None else tools), label
     if not isinstance(trace_or_messages, list):
         raise DataError(
             None,

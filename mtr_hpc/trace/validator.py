@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from ..toolspec import ToolRegistry
+from ..toolspec import ToolRegistry, canonical_json
 from .io import record_problems, trace_from_dict
 from .model import Trace
 from .parser import ParsedTurn, decode_arguments, parse_turn
@@ -43,6 +44,23 @@ class TraceIssue:
     def __str__(self) -> str:
         where = f"message {self.index}: " if self.index is not None else ""
         return f"{where}{self.code}: {self.message}"
+
+
+@lru_cache(maxsize=1024)
+def _registry_cached(key: str) -> ToolRegistry:
+    return ToolRegistry(json.loads(key), strict=False)
+
+
+def registry_for(tools: Any) -> ToolRegistry:
+    """A lenient registry of a trace's tools; traces with equal tool sets share one (one dump per trace
+    instead of one validation per tool)."""
+    if not isinstance(tools, list):
+        return ToolRegistry([], strict=False)
+    try:
+        key = canonical_json(tools)
+    except (TypeError, ValueError):
+        return ToolRegistry(tools, strict=False)
+    return _registry_cached(key)
 
 
 @dataclass
@@ -194,7 +212,9 @@ def _check_answer(walk: _Walk, trace: Trace, n_messages: int) -> None:
 
 def validate_trace(trace: Trace, max_turns: int = DEFAULT_MAX_TURNS) -> list[TraceIssue]:
     """Every issue of one trace; an empty list means valid. Never raises on a `Trace`."""
-    walk = _Walk(ToolRegistry(trace.tools if isinstance(trace.tools, list) else [], strict=False))
+    walk = _Walk(registry_for(trace.tools))
+    if not isinstance(trace.tools, list):
+        walk.add("bad_field", "'tools' must be a list")
     for issue in walk.registry.issues:
         walk.add("bad_tool", str(issue))
     if not isinstance(trace.messages, list):

@@ -1,0 +1,69 @@
+"""The grounded agent's words: thinks that restate what the last observations said.
+
+Each think opens with what the previous turn's observations established (quoting the observed values,
+so a reader and the consistency reward can follow the chain) and ends with the next intent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .evidence import EvidenceKB
+from .text import tokens
+
+MAX_QUOTE = 220
+_RELATION_WORDS = {
+    "earlier": "earlier than",
+    "later": "later than",
+    "less": "less than",
+    "greater": "greater than",
+    "equal": "the same as",
+    "not_equal": "different from",
+}
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_QUOTE else text[: MAX_QUOTE - 3].rstrip() + "..."
+
+
+def _best_sentence(sentences: list[str], focus: str, preferred: list[int]) -> str:
+    want = set(tokens(focus))
+    pool = [sentences[i] for i in preferred if 0 <= i < len(sentences)] or sentences
+    return max(pool, key=lambda s: len(want.intersection(tokens(s)))) if pool else ""
+
+
+def describe(name: str, args: dict[str, Any], obs: dict[str, Any], kb: EvidenceKB, focus: str) -> str:
+    """One or two sentences on what a call returned."""
+    if "error" in obs:
+        return f"The {name} call failed ({obs['error'].get('message', 'error')})."
+    if "values" in obs and "relation" in obs:
+        if obs.get("found"):
+            return f"The {obs['relation']} of {obs['entity']} is {', '.join(obs['values'])}."
+        return f"No {obs['relation']} is recorded for {obs.get('entity')}."
+    if name == "search":
+        results = obs.get("results") or []
+        if not results:
+            return "The search returned nothing."
+        titles = ", ".join(r["title"] for r in results[:3])
+        return f"The search for \"{_clip(obs.get('query', ''))}\" returned {titles}; the top result says: {_clip(results[0]['snippet'])}"
+    if name == "open_page":
+        if not obs.get("found"):
+            return f"There is no page titled {obs.get('title')}."
+        title = obs["title"]
+        preferred = [int(i) for t, i in kb.supporting_facts if t == title and isinstance(i, int)]
+        return f"The page on {title} says: {_clip(_best_sentence(obs['sentences'], focus, preferred))}"
+    if name == "compare":
+        rel = _RELATION_WORDS.get(str(args.get("operator")), str(args.get("operator")))
+        verdict = "Yes" if obs.get("result") else "No"
+        return f"Is {args.get('a')} {rel} {args.get('b')}? {verdict}."
+    if name == "calculate":
+        return f"{args.get('expression')} = {obs.get('value')}."
+    return f"{name} returned {_clip(str(obs))}."
+
+
+def opening(question: str) -> str:
+    return f"The question is: {question} I will answer it step by step with the tools."
+
+
+def conclusion(answer: str) -> str:
+    return f"Putting these facts together, the answer is {answer}."

@@ -1,0 +1,79 @@
+"""BM25 passage retrieval for the grounded `search` tool (rank_bm25's Okapi BM25).
+
+The corpus of one example is its own pages (context paragraphs, fact and sub-answer passages) plus
+seeded distractor passages of other examples, so a search returns the evidence among plausible noise.
+Snippets are the passage's sentences that best overlap the query, in page order.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rank_bm25 import BM25Okapi
+
+from .evidence import EvidenceKB
+from .text import tokens
+
+
+@dataclass
+class Passage:
+    title: str
+    sentences: list[str]
+
+
+class DistractorPool:
+    """Passages of many examples; each example draws its distractors from it with its own seed."""
+
+    def __init__(self, passages: list[Passage] | None = None):
+        self.passages = passages or []
+
+    @classmethod
+    def from_kbs(cls, kbs: list[EvidenceKB]) -> DistractorPool:
+        seen: set[str] = set()
+        out = []
+        for kb in kbs:
+            for title, sentences in kb.pages.items():
+                if title not in seen:
+                    seen.add(title)
+                    out.append(Passage(title, list(sentences)))
+        return cls(out)
+
+    def sample(self, rng: random.Random, k: int, exclude: set[str]) -> list[Passage]:
+        if not self.passages or k <= 0:
+            return []
+        picks = rng.sample(range(len(self.passages)), min(len(self.passages), k + len(exclude)))
+        out = [self.passages[i] for i in picks if self.passages[i].title not in exclude]
+        return out[:k]
+
+
+class PassageIndex:
+    def __init__(self, passages: list[Passage]):
+        self.passages = passages
+        docs = [tokens(p.title + " " + " ".join(p.sentences)) or ["_"] for p in passages]
+        self._bm25 = BM25Okapi(docs) if passages else None
+
+    def search(self, query: str, top_k: int, snippet_sentences: int) -> list[dict[str, str]]:
+        if self._bm25 is None:
+            return []
+        q = tokens(query)
+        scores = self._bm25.get_scores(q) if q else [0.0] * len(self.passages)
+        order = sorted(range(len(self.passages)), key=lambda i: (-scores[i], i))[:top_k]
+        return [{"title": self.passages[i].title, "snippet": snippet(self.passages[i], q, snippet_sentences)} for i in order]
+
+
+def snippet(passage: Passage, query_tokens: list[str], n: int) -> str:
+    sents = passage.sentences
+    if len(sents) <= n:
+        return " ".join(s.strip() for s in sents)
+    q = set(query_tokens)
+    ranked = sorted(range(len(sents)), key=lambda i: (-len(q.intersection(tokens(sents[i]))), i))[:n]
+    return " ".join(sents[i].strip() for i in sorted(ranked))
+
+
+def example_corpus(kb: EvidenceKB, pool: DistractorPool | None, rng: random.Random, n_distractors: int) -> list[Passage]:
+    own = [Passage(t, s) for t, s in kb.pages.items()]
+    extra = pool.sample(rng, n_distractors, set(kb.pages)) if pool is not None else []
+    corpus = own + extra
+    rng.shuffle(corpus)
+    return corpus

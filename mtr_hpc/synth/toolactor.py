@@ -1,0 +1,140 @@
+"""ToolActor: the simulated environment of one episode (DESIGN §5).
+
+`ToolActor.episode(example, toolset, seed)` opens an `Episode`; `call(episode, name, args)` returns the
+observation, always a JSON object valid against the tool's `x-returns`: an undeclared tool, invalid
+arguments or a failed simulation give a typed error observation `{"error": {"type", "message"}}`
+instead of an exception. The same call within an episode returns the same observation, and every
+simulated observation goes through the replay cache keyed by (interface hash, canonical arguments,
+example id, seed). Transient client errors (`llm_error`) are not cached, so a rerun can retry them.
+`compare`/`calculate` are computed, never simulated, in both backends.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data.example import QAExample
+from ..errors import ConfigError
+from ..toolspec import ToolRegistry, canonical_json
+from .config import ToolActorConfig
+from .drive import drive
+from .evidence import EvidenceKB
+from .grounded_sim import conform, first_string_arg, lookup_payload, page_payload
+from .retrieval import DistractorPool, PassageIndex, example_corpus
+from .schemas import error_observation, is_error
+from .sim_cache import SimCache, cache_key
+from .toolmaker import ToolSet
+from .utility_tools import COMPUTED, run_computed
+
+
+@dataclass
+class Episode:
+    example: QAExample
+    kb: EvidenceKB
+    toolset: ToolSet
+    registry: ToolRegistry
+    seed: int
+    memo: dict[str, Any] = field(default_factory=dict)
+    history: list[tuple[str, dict, Any]] = field(default_factory=list)
+    _index: PassageIndex | None = None
+
+
+class ToolActor:
+    def __init__(
+        self,
+        cfg: ToolActorConfig | None = None,
+        *,
+        llm: Any = None,
+        cache: SimCache | None = None,
+        pool: DistractorPool | None = None,
+    ):
+        self.cfg = cfg or ToolActorConfig()
+        if self.cfg.backend == "llm" and llm is None:
+            raise ConfigError("toolactor.backend", "the llm backend needs an LLM client")
+        self.llm = llm
+        self.cache = cache if cache is not None else SimCache(self.cfg.cache_path or None)
+        self.pool = pool
+        self.stats: Counter[str] = Counter()
+
+    def episode(self, example: QAExample, kb: EvidenceKB, toolset: ToolSet, seed: int) -> Episode:
+        return Episode(example, kb, toolset, ToolRegistry(toolset.tools, strict=False), seed)
+
+    def call(self, ep: Episode, name: str, args: Any) -> dict[str, Any]:
+        """Synchronous `acall` (grounded backend)."""
+        return drive(self.acall(ep, name, args))
+
+    async def acall(self, ep: Episode, name: str, args: Any) -> dict[str, Any]:
+        self.stats["calls"] += 1
+        tool = ep.registry.get(name) if isinstance(name, str) else None
+        if tool is None:
+            self.stats["unknown_tool"] += 1
+            return error_observation("unknown_tool", f"no tool named {name!r} is declared")
+        arg_errors = ep.registry.validate_arguments(name, args)
+        if arg_errors:
+            self.stats["bad_arguments"] += 1
+            return error_observation("bad_arguments", f"invalid arguments: {arg_errors[0]}")
+        memo_key = name + "\x00" + canonical_json(args)
+        if memo_key in ep.memo:
+            self.stats["episode_repeats"] += 1
+            return ep.memo[memo_key]
+        key = cache_key(tool, args, ep.example.id, ep.seed)
+        obs = self.cache.get(key)
+        if obs is None:
+            obs = await self._simulate(ep, name, tool, args)
+            if not (is_error(obs) and obs["error"]["type"] == "llm_error"):
+                self.cache.put(key, obs)
+        if is_error(obs):
+            self.stats[f"error:{obs['error']['type']}"] += 1
+        ep.memo[memo_key] = obs
+        ep.history.append((name, args, obs))
+        return obs
+
+    async def _simulate(self, ep: Episode, name: str, tool: dict, args: dict) -> dict[str, Any]:
+        def validate(obs: Any) -> list[str]:
+            return ep.registry.validate_observation(name, obs)
+
+        if name in COMPUTED and name in ep.toolset.names():
+            return conform(tool, run_computed(name, args), validate)
+        if self.cfg.backend == "grounded":
+            payload = self._grounded(ep, name, args)
+            if name in ep.toolset.templated and self.cfg.trust_templates:
+                return payload
+            return conform(tool, payload, validate)
+        from .llm_sim import simulate_llm
+
+        hint = "\n".join(f"{t}: {' '.join(s)}" for t, s in ep.kb.pages.items()) if self.cfg.evidence_hint else None
+        return await simulate_llm(
+            self.llm,
+            tool,
+            args,
+            ep.history,
+            hint,
+            validate,
+            retries=self.cfg.llm_retries,
+            max_tokens=self.cfg.max_tokens,
+            temperature=self.cfg.temperature,
+            seed=ep.seed,
+            stats=self.stats,
+        )
+
+    def _grounded(self, ep: Episode, name: str, args: dict) -> dict[str, Any]:
+        relation = ep.toolset.relation_of.get(name)
+        if relation is not None:
+            return lookup_payload(ep.kb, relation, first_string_arg(args))
+        if name == "open_page":
+            return page_payload(ep.kb, str(args.get("title", "")))
+        if name == "search":
+            query = str(args.get("query", ""))
+            top_k = int(args.get("top_k") or self.cfg.search_top_k)
+            results = self._index(ep).search(query, top_k, self.cfg.snippet_sentences)
+            return {"query": query, "results": results}
+        return error_observation("unsupported", f"the grounded simulator has no evidence for tool {name!r}")
+
+    def _index(self, ep: Episode) -> PassageIndex:
+        if ep._index is None:
+            rng = random.Random(f"{ep.seed}:{ep.example.id}")
+            ep._index = PassageIndex(example_corpus(ep.kb, self.pool, rng, self.cfg.n_distractors))
+        return ep._index

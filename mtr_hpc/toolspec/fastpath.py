@@ -1,0 +1,164 @@
+"""A fast acceptance check for the JSON Schema subset tool interfaces use.
+
+`jsonschema` validates a small tool argument in tens of microseconds, mostly in generic dispatch.
+Tool schemas are nearly always plain objects of typed properties, so `compile_fast` turns such a schema
+into nested closures that answer "certainly valid" (True) or "not sure" (False). Only a True is trusted;
+a False sends the instance to `jsonschema`, which decides and words the errors. So the fast path may be
+conservative (it gives up on anything unusual) but must never accept what `jsonschema` rejects. A
+schema using any keyword outside `_KEYWORDS` gets no fast path at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Check = Callable[[Any], bool]
+
+_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$schema", "$comment", "deprecated"})
+_KEYWORDS = _ANNOTATIONS | {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+# Draft 2020-12 type semantics as jsonschema implements them (1.0 is an integer, True is not).
+_TYPES: dict[str, Check] = {
+    "string": lambda x: isinstance(x, str),
+    "integer": lambda x: (
+        (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x.is_integer())
+    ),
+    "number": _is_number,
+    "boolean": lambda x: isinstance(x, bool),
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+    "null": lambda x: x is None,
+}
+
+
+def _type_check(spec: Any) -> Check | None:
+    names = [spec] if isinstance(spec, str) else spec
+    if not isinstance(names, list) or not names or any(n not in _TYPES for n in names):
+        return None
+    checks = [_TYPES[n] for n in names]
+    return lambda x: any(c(x) for c in checks)
+
+
+def _literal_check(schema: dict) -> Check | None:
+    """enum / const, only over strings (other literals compare subtly: 1 == True, 1 == 1.0)."""
+    if "enum" in schema:
+        values = schema["enum"]
+        if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+            return None
+        allowed = frozenset(values)
+        return lambda x: isinstance(x, str) and x in allowed
+    value = schema["const"]
+    if not isinstance(value, str):
+        return None
+    return lambda x: isinstance(x, str) and x == value
+
+
+def _bound_checks(schema: dict) -> list[Check] | None:
+    checks: list[Check] = []
+    for key, test, applies in (
+        ("minLength", lambda x, b: len(x) >= b, lambda x: isinstance(x, str)),
+        ("maxLength", lambda x, b: len(x) <= b, lambda x: isinstance(x, str)),
+        ("minItems", lambda x, b: len(x) >= b, lambda x: isinstance(x, list)),
+        ("maxItems", lambda x, b: len(x) <= b, lambda x: isinstance(x, list)),
+        ("minimum", lambda x, b: x >= b, _is_number),
+        ("maximum", lambda x, b: x <= b, _is_number),
+        ("exclusiveMinimum", lambda x, b: x > b, _is_number),
+        ("exclusiveMaximum", lambda x, b: x < b, _is_number),
+    ):
+        if key in schema:
+            bound = schema[key]
+            if not _is_number(bound):
+                return None
+            checks.append(lambda x, t=test, b=bound, a=applies: not a(x) or t(x, b))
+    return checks
+
+
+def _object_checks(schema: dict) -> list[Check] | None:
+    checks: list[Check] = []
+    props = schema.get("properties", {})
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    if not isinstance(props, dict) or not isinstance(required, list) or not isinstance(extra, bool | dict):
+        return None
+    subs: dict[str, Check] = {}
+    for name, sub in props.items():
+        compiled = compile_fast(sub)
+        if compiled is None:
+            return None
+        subs[name] = compiled
+    extra_check = compile_fast(extra) if isinstance(extra, dict) else None
+    if isinstance(extra, dict) and extra_check is None:
+        return None
+    req = tuple(required)
+
+    def check(x: Any) -> bool:
+        if not isinstance(x, dict):
+            return True
+        for key in req:
+            if key not in x:
+                return False
+        for key, value in x.items():
+            sub = subs.get(key)
+            if sub is not None:
+                if not sub(value):
+                    return False
+            elif extra is False:
+                return False
+            elif extra_check is not None and not extra_check(value):
+                return False
+        return True
+
+    checks.append(check)
+    return checks
+
+
+def compile_fast(schema: Any) -> Check | None:
+    """A conservative acceptance check for `schema`, or None when it uses anything unsupported."""
+    if schema is True:
+        return lambda x: True
+    if not isinstance(schema, dict) or any(k not in _KEYWORDS for k in schema):
+        return None
+    checks: list[Check] = []
+    if "type" in schema:
+        tc = _type_check(schema["type"])
+        if tc is None:
+            return None
+        checks.append(tc)
+    if "enum" in schema or "const" in schema:
+        lc = _literal_check(schema)
+        if lc is None:
+            return None
+        checks.append(lc)
+    bounds = _bound_checks(schema)
+    objects = _object_checks(schema)
+    if bounds is None or objects is None:
+        return None
+    checks += bounds + objects
+    if "items" in schema:
+        item = compile_fast(schema["items"])
+        if item is None:
+            return None
+        checks.append(lambda x: not isinstance(x, list) or all(item(v) for v in x))
+    return lambda x: all(c(x) for c in checks)

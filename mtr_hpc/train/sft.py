@@ -1,0 +1,223 @@
+"""Stage 1: supervised fine-tuning on synthesized traces (`mtr sft`).
+
+Reads like the algorithm: render and pack traces, build the Megatron model on this rank, then for each
+step take a global batch of packed rows, run forward/backward over microbatches through the device
+seam, step the optimizer on the warmup-cosine schedule, log, evaluate, checkpoint. A killed run resumes
+from its newest checkpoint with the same model, optimizer, RNG and data position, so its losses are
+those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import time
+from pathlib import Path
+
+from ..config import to_dict
+from ..errors import ConfigError, MtrError
+from ..models.parallel import init_parallel
+from ..models.registry import load_tokenizer
+from ..rundir import prepare_run_dir, write_manifest
+from ..trace.io import read_traces
+from ..trace.render import ChatRenderer
+from ..tracking import MetricsLogger
+from . import checkpoint as ckpt
+from .batches import microbatches
+from .model_io import build_policy, export_hf, policy_source
+from .schedule import ScheduleConfig, lr_at
+from .seams import get_seam
+from .sft_config import SFTConfig, SFTDataConfig
+from .sft_data import DataPosition, RowSampler, SFTDataError, build_rows, split_heldout
+from .step import sft_forward_step
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps
+
+    init_parallel(cfg.model.tp, cfg.model.pp, seed=cfg.train.seed)
+    rank0 = dist.get_rank() == 0
+    dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    _check_batch(cfg, dp_size)
+    seam = get_seam(cfg.device, bf16=cfg.model.dtype == "bf16")
+    thd = cfg.model.layer_spec == "te"
+
+    run_dir = Path(cfg.out)
+    if rank0:
+        prepare_run_dir(run_dir, cfg, ignore_keys=("train.steps", "resume", "export_hf", "wandb"))
+    dist.barrier()
+
+    # Data: traces -> token ids + loss masks -> packed rows.
+    src = policy_source(cfg.model)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.hf)
+    renderer = ChatRenderer(tokenizer, cfg.data.system_prompt)
+    traces, bad_lines = load_traces(cfg.data)
+    train_traces, held_traces = split_heldout(traces, cfg.data.heldout_fraction, cfg.train.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else renderer.end_of_turn_id
+    rows, stats = build_rows(train_traces, renderer, cfg.data.seq_len, pad_id, cfg.data.overflow)
+    eval_rows = []
+    if held_traces:
+        eval_rows, _ = build_rows(held_traces, renderer, cfg.data.seq_len, pad_id, cfg.data.overflow)
+        eval_rows = eval_rows[: cfg.train.eval_rows]
+    sampler = RowSampler(rows, cfg.train.global_batch_rows, cfg.train.seed)
+
+    # Model and optimizer, then resume if a checkpoint exists.
+    model = seam.wrap_model(build_policy(cfg.model, src, cfg.init))
+    optimizer = seam.build_optimizer(model, cfg.optim)
+    ckpt_root = run_dir / "checkpoints"
+    start_step, position = 0, DataPosition()
+    latest = ckpt.latest_checkpoint(ckpt_root) if cfg.resume else None
+    if latest is not None:
+        meta = ckpt.read_meta(latest)
+        ckpt.check_topology(meta, _topology(cfg, dp_size), latest)
+        seam.load(latest, model, optimizer)
+        start_step, position = meta["step"], DataPosition(**meta["position"])
+
+    logger = (
+        MetricsLogger(run_dir, "sft", cfg.wandb, to_dict(cfg), resume_step=start_step - 1) if rank0 else None
+    )
+    schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
+    batches = sampler.batches(position)
+    bar = _progress(rank0, start_step, cfg.train.steps)
+    last = {}
+    for step in range(start_step, cfg.train.steps):
+        t0 = time.perf_counter()
+        step_rows, position = next(batches)
+        local_rows = step_rows[dp_rank::dp_size]
+        model.train()
+        mbs = [seam.to_device(b) for b in microbatches(local_rows, cfg.train.micro_batch_rows, thd)]
+        loss_sum, tokens = seam.forward_backward(model, sft_forward_step, mbs)
+        lr = lr_at(step, cfg.train.steps, schedule)
+        grad_norm, skipped = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
+        dt = time.perf_counter() - t0
+        loss = loss_sum / max(tokens, 1)
+        if not math.isfinite(loss):
+            raise MtrError(f"SFT loss is {loss} at step {step}; lower optim.lr or check the data")
+        real = sum(sum(1 for s in r.segment_ids if s >= 0) for r in step_rows)
+        last = {
+            "sft/loss": loss,
+            "sft/lr": lr,
+            "sft/grad_norm": grad_norm,
+            "sft/skipped_step": int(skipped),
+            "sft/tokens_per_s": real / dt,
+            "sft/masked_fraction": tokens / max(real, 1),
+            "sft/epoch": position.epoch + position.index / len(rows),
+            "timing_s/step": dt,
+        }
+        done = step + 1
+        if eval_rows and (done % cfg.train.eval_every == 0 or done == cfg.train.steps):
+            last["sft/eval_loss"] = evaluate(seam, model, eval_rows[dp_rank::dp_size], cfg, thd)
+        if logger is not None:
+            logger.log(step, last)
+        if done % cfg.train.save_every == 0 or done == cfg.train.steps:
+            save(seam, model, optimizer, ckpt_root, done, position, cfg, dp_size)
+        _tick(bar, last)
+
+    if bar is not None:
+        bar.close()
+    hf_dir = None
+    if cfg.export_hf:
+        hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf")
+    summary = {
+        "steps": cfg.train.steps,
+        "traces": len(traces),
+        "bad_trace_lines": len(bad_lines),
+        "train_traces": len(train_traces),
+        "heldout_traces": len(held_traces),
+        "rows": stats.rows,
+        "truncated": stats.truncated,
+        "dropped": stats.dropped,
+        "packed_fraction": stats.packed_fraction,
+        "padded_fraction": stats.padded_fraction,
+        "final": last,
+        "hf_dir": str(hf_dir) if hf_dir else None,
+    }
+    if logger is not None:
+        logger.summary(last)
+        logger.close()
+        write_manifest(run_dir, "sft", **summary)
+    return summary
+
+
+def evaluate(seam, model, rows, cfg: SFTConfig, thd: bool) -> float:
+    model.eval()
+    mbs = [seam.to_device(b) for b in microbatches(rows, cfg.train.micro_batch_rows, thd)]
+    loss_sum, tokens = seam.forward_backward(model, sft_forward_step, mbs, forward_only=True)
+    return loss_sum / max(tokens, 1)
+
+
+def save(
+    seam, model, optimizer, root: Path, step: int, position: DataPosition, cfg: SFTConfig, dp: int
+) -> None:
+    import torch.distributed as dist
+
+    stage = ckpt.staging_dir(root, step)
+    seam.save(stage, model, optimizer, {"step": step})
+    dist.barrier()
+    if dist.get_rank() == 0:
+        meta = {"step": step, "position": position.to_dict(), "seam": seam.name, **_topology(cfg, dp)}
+        ckpt.commit(root, step, meta, keep_last=cfg.train.keep_last)
+    dist.barrier()
+
+
+def load_traces(cfg: SFTDataConfig):
+    files = expand_trace_paths(cfg.traces)
+    traces, bad = [], []
+    for f in files:
+        got, errors = read_traces(f, skip_bad=cfg.skip_bad)
+        traces += got
+        bad += errors
+    if not traces:
+        raise SFTDataError(f"no traces found in {', '.join(map(str, files))} (empty files?)")
+    return traces, bad
+
+
+def expand_trace_paths(specs: list[str]) -> list[Path]:
+    if not specs:
+        raise ConfigError("data.traces", "no trace files given")
+    files: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = (
+                sorted((p / "traces").glob("*.jsonl"))
+                if (p / "traces").is_dir()
+                else sorted(p.glob("*.jsonl"))
+            )
+        elif any(ch in spec for ch in "*?["):
+            found = [Path(x) for x in sorted(glob.glob(spec))]
+        else:
+            found = [p] if p.is_file() else []
+        if not found:
+            raise ConfigError("data.traces", f"'{spec}' matches no trace file")
+        files += found
+    return files
+
+
+def _check_batch(cfg: SFTConfig, dp: int) -> None:
+    g, m = cfg.train.global_batch_rows, cfg.train.micro_batch_rows
+    if g % dp:
+        raise ConfigError("train.global_batch_rows", f"{g} is not divisible by the data-parallel size {dp}")
+    if (g // dp) % m:
+        raise ConfigError("train.micro_batch_rows", f"{m} does not divide the {g // dp} rows per DP rank")
+    if cfg.model.layer_spec == "te" and m != 1:
+        raise ConfigError("train.micro_batch_rows", "the te spec packs one row per microbatch (THD layout)")
+
+
+def _topology(cfg: SFTConfig, dp: int) -> dict:
+    return {"tp": cfg.model.tp, "pp": cfg.model.pp, "dp": dp, "hf": cfg.model.hf}
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="sft", unit="step", dynamic_ncols=True)
+
+
+def _tick(bar, metrics: dict) -> None:
+    if bar is not None:
+        bar.set_postfix(loss=f"{metrics['sft/loss']:.4f}", lr=f"{metrics['sft/lr']:.2e}", refresh=False)
+        bar.update(1)

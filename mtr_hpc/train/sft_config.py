@@ -1,0 +1,47 @@
+"""Configs of the SFT stage: one dataclass per component, nested in `SFTConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..models.config import ModelConfig
+from ..tracking import WandbConfig
+from .seams.base import OptimConfig
+
+
+@dataclass
+class SFTDataConfig:
+    traces: list[str] = field(default_factory=list)  # JSONL files, globs, or run dirs (DIR/traces/*.jsonl)
+    seq_len: int = 2048
+    overflow: Literal["truncate", "drop"] = "truncate"
+    heldout_fraction: float = 0.05
+    skip_bad: bool = True  # malformed trace lines are counted and skipped, not fatal
+    system_prompt: str | None = None
+
+
+@dataclass
+class SFTTrainConfig:
+    steps: int = 100
+    global_batch_rows: int = 8  # packed rows per optimizer step, over all data-parallel ranks
+    micro_batch_rows: int = 1
+    eval_every: int = 50
+    eval_rows: int = 8
+    save_every: int = 50
+    keep_last: int = 2
+    seed: int = 1234
+
+
+@dataclass
+class SFTConfig:
+    out: str = "runs/sft"
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    init: Literal["pretrained", "random"] = "pretrained"
+    tokenizer: str | None = None  # defaults to model.hf
+    resume: bool = True
+    export_hf: bool = True  # write OUT/hf (safetensors, config, tokenizer) at the end
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
