@@ -70,7 +70,9 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
         while len(out) < world_size:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DistributedFailure(f"distributed run timed out after {timeout:.0f}s ({len(out)}/{world_size} done)")
+                raise DistributedFailure(
+                    f"distributed run timed out after {timeout:.0f}s ({len(out)}/{world_size} done)"
+                )
             try:
                 rank, ok, value = results.get(timeout=min(left, 1.0))
             except queue.Empty:

@@ -73,8 +73,14 @@ def test_relation_tools_valid_and_shared(benchmark):
 
 
 def test_2wiki_relation_names():
-    ex = QAExample("y", "2wiki", "When did the director of X die?", ["1990"], "compositional",
-                   {"triples": [["X", "director", "Y"], ["Y", "date of death", "1990"]]})
+    ex = QAExample(
+        "y",
+        "2wiki",
+        "When did the director of X die?",
+        ["1990"],
+        "compositional",
+        {"triples": [["X", "director", "Y"], ["Y", "date of death", "1990"]]},
+    )
     toolset = ToolMaker().make(ex, build_kb(ex))
     assert {"get_director", "get_date_of_death"} <= set(toolset.names())
     death = next(t for t in toolset.tools if t["function"]["name"] == "get_date_of_death")
@@ -92,7 +98,9 @@ def test_library_persist_reload_and_merge(tmp_path):
     path = tmp_path / "lib.jsonl"
     a.library.save(path)
     loaded = ToolLibrary.load(path)
-    assert {k: e.count for k, e in loaded.entries.items()} == {k: e.count for k, e in a.library.entries.items()}
+    assert {k: e.count for k, e in loaded.entries.items()} == {
+        k: e.count for k, e in a.library.entries.items()
+    }
     assert all(loaded.get(k).tool == e.tool for k, e in a.library.entries.items())
     merged = ToolLibrary.load(path).merge(b.library)
     for key in set(a.library.entries) | set(b.library.entries):
@@ -126,7 +134,9 @@ def _llm_interface(name="find_director"):
 def test_llm_backend_accepts_valid_interface_and_reuses_it():
     client = ScriptedClient([_llm_interface()])
     maker = ToolMaker(ToolMakerConfig(backend="llm"), llm=client)
-    ex = QAExample("z", "2wiki", "Who directed X?", ["Y"], "compositional", {"triples": [["X", "director", "Y"]]})
+    ex = QAExample(
+        "z", "2wiki", "Who directed X?", ["Y"], "compositional", {"triples": [["X", "director", "Y"]]}
+    )
     toolset = asyncio.run(maker.amake(ex, build_kb(ex)))
     tool = next(t for t in toolset.tools if t["function"]["name"] == "find_director")
     assert validate_tool(tool) == []
@@ -137,11 +147,16 @@ def test_llm_backend_accepts_valid_interface_and_reuses_it():
 
 
 def test_llm_backend_invalid_output_retries_then_falls_back():
-    bad = ["not json", json.dumps({"name": "bad name!", "description": "d", "parameters": {}, "returns": {}}),
-           LLMError("timeout", "slow", retryable=True)]
+    bad = [
+        "not json",
+        json.dumps({"name": "bad name!", "description": "d", "parameters": {}, "returns": {}}),
+        LLMError("timeout", "slow", retryable=True),
+    ]
     client = ScriptedClient(bad)
     maker = ToolMaker(ToolMakerConfig(backend="llm", llm_retries=2), llm=client)
-    ex = QAExample("z", "2wiki", "Who directed X?", ["Y"], "compositional", {"triples": [["X", "director", "Y"]]})
+    ex = QAExample(
+        "z", "2wiki", "Who directed X?", ["Y"], "compositional", {"triples": [["X", "director", "Y"]]}
+    )
     toolset = asyncio.run(maker.amake(ex, build_kb(ex)))
     assert "get_director" in toolset.names()
     assert maker.stats["llm_fallback"] == 1

@@ -19,7 +19,8 @@ from mtr_hpc.toolspec import (
     validate_tool,
     validate_toolset,
 )
-from mtr_hpc.toolspec.schemas import compiled_validator
+from mtr_hpc.toolspec.fastpath import quick_schema_ok
+from mtr_hpc.toolspec.schemas import compiled_validator, schema_errors
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -232,3 +233,54 @@ def test_fast_path_covers_the_fixture_tools(tools):
         for schema in (tool["function"]["parameters"], tool["x-returns"]):
             assert compiled_validator(schema).fast is not None
     assert compiled_validator({"type": "object", "patternProperties": {"^a": {}}}).fast is None
+
+
+_BAD_KEYWORDS = [
+    ("type", "strng"),
+    ("type", []),
+    ("type", ["string", "string"]),
+    ("type", [{"x": 1}]),
+    ("required", ["a", "a"]),
+    ("required", "a"),
+    ("required", [1]),
+    ("minLength", -1),
+    ("maxItems", 1.5),
+    ("maxItems", True),
+    ("minimum", "0"),
+    ("enum", "a"),
+    ("description", 3),
+    ("properties", {"a": 3}),
+    ("properties", []),
+    ("items", "string"),
+    ("additionalProperties", None),
+    ("examples", {}),
+    ("deprecated", "no"),
+    ("$schema", "https://json-schema.org/draft/2020-12/schema"),
+    ("patternProperties", {"^a": {}}),
+]
+
+
+def _mutate_schema(rng: random.Random, schema: dict) -> dict:
+    schema = copy.deepcopy(schema)
+    target = schema
+    while isinstance(target.get("properties"), dict) and target["properties"] and rng.random() < 0.5:
+        target = rng.choice(list(target["properties"].values()))
+    key, value = rng.choice(_BAD_KEYWORDS)
+    target[key] = value
+    return schema
+
+
+def test_quick_schema_check_never_accepts_an_invalid_schema():
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    rng = random.Random(11)
+    n_quick = n_invalid = 0
+    for _ in range(300):
+        schema = _random_schema(rng)
+        for candidate in (schema, _mutate_schema(rng, schema)):
+            valid = meta.is_valid(candidate)
+            n_invalid += not valid
+            if quick_schema_ok(candidate):
+                n_quick += 1
+                assert valid, candidate
+            assert (schema_errors(candidate) == []) == valid, candidate
+    assert n_quick >= 300 and n_invalid > 100

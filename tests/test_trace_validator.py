@@ -193,3 +193,48 @@ def test_unicode_line_separator_inside_a_string(tmp_path, traces):
     write_traces(tmp_path / "t.jsonl", [trace])
     again, _ = read_traces(tmp_path / "t.jsonl")
     assert again[0].meta["note"] == "a\u2028b\u0085c"
+
+
+_JUNK = [None, 0, -1, "", "x", "<think>", [], {}, [None], {"role": "tool"}, 1.5, True, "\ud800"]
+
+
+def _mutate(rng, value, depth=0):
+    """Replace, delete or duplicate one random node of a JSON-like value."""
+    if isinstance(value, dict) and value and depth < 6 and rng.random() < 0.8:
+        key = rng.choice(list(value))
+        op = rng.random()
+        if op < 0.2:
+            del value[key]
+        elif op < 0.35:
+            value[key] = rng.choice(_JUNK)
+        else:
+            value[key] = _mutate(rng, value[key], depth + 1)
+        return value
+    if isinstance(value, list) and value and depth < 6 and rng.random() < 0.8:
+        i = rng.randrange(len(value))
+        op = rng.random()
+        if op < 0.2:
+            del value[i]
+        elif op < 0.3:
+            value.insert(i, copy.deepcopy(value[i]))
+        else:
+            value[i] = _mutate(rng, value[i], depth + 1)
+        return value
+    if isinstance(value, str) and value and rng.random() < 0.7:
+        pos = rng.randrange(len(value))
+        return value[:pos] + rng.choice(["<", "}", ",", "</think>", '"', "é", ""]) + value[pos + 1 :]
+    return rng.choice(_JUNK)
+
+
+def test_fuzzed_records_never_raise(traces):
+    import random
+
+    rng = random.Random(3)
+    seen = set()
+    for i in range(1500):
+        record = traces[i % 2].to_dict()
+        for _ in range(rng.randint(1, 4)):
+            record = _mutate(rng, record)
+        issues = validate_record(record)
+        seen.update(issue.code for issue in issues)
+    assert len(seen) >= 15, seen  # the mutations reach many different checks

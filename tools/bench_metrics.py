@@ -3,10 +3,11 @@
 Single process, one core. Gold answers are the real dev answers of each benchmark (the shared data
 directory: `--data`, else $MTR_SHARED_DATA, else `shared/data` beside the repository); predictions are
 a deterministic mix of exact, re-cased, punctuated, partial and wrong answers. Two figures per
-convention: "cold" scores each example once with an empty gold cache (a one-off evaluation), "warm"
-scores repeated predictions against already-seen golds (GRPO groups, several checkpoints).
+convention, in answers per CPU second (best of --repeat passes): "cold" scores each example once with
+an empty gold cache (a one-off evaluation), "warm" scores repeated predictions against already-seen
+golds (GRPO groups, several checkpoints).
 
-    python tools/bench_metrics.py [--data DIR] [--n 200000] [--json]
+    python tools/bench_metrics.py [--data DIR] [--n 200000] [--repeat 5] [--json]
 """
 
 from __future__ import annotations
@@ -60,19 +61,27 @@ def predictions(golds: list[list[str]], seed: int = 0) -> list[str]:
 
 
 def rate(benchmark: str, preds: list[str], golds: list[list[str]], n: int, cold: bool) -> float:
+    """Answers per CPU second of one timed pass ("cold": every example once, empty gold cache).
+
+    CPU time, not wall time: on a shared machine it still measures what one core does.
+    """
     score = metrics.score_example
+    pairs = list(zip(preds, golds, strict=True))
     if cold:
         metrics._golds.cache_clear()
-        pairs = list(zip(preds, golds, strict=True))
     else:
-        for p, g in zip(preds, golds, strict=True):
+        for p, g in pairs:
             score(benchmark, p, g)
-        reps = -(-n // len(preds))
-        pairs = (list(zip(preds, golds, strict=True)) * reps)[:n]
-    start = time.perf_counter()
+        pairs = (pairs * -(-n // len(pairs)))[:n]
+    start = time.process_time()
     for p, g in pairs:
         score(benchmark, p, g)
-    return len(pairs) / (time.perf_counter() - start)
+    return len(pairs) / (time.process_time() - start)
+
+
+def best_rate(benchmark: str, preds: list[str], golds: list[list[str]], n: int, cold: bool, repeat: int):
+    # Best of several passes: on a shared machine the slower passes measure the neighbours.
+    return max(rate(benchmark, preds, golds, n, cold) for _ in range(repeat))
 
 
 def main() -> int:
@@ -80,6 +89,7 @@ def main() -> int:
     default = os.environ.get("MTR_SHARED_DATA") or str(REPO.parent / "shared" / "data")
     ap.add_argument("--data", type=Path, default=Path(default))
     ap.add_argument("--n", type=int, default=200_000, help="answers scored per warm measurement")
+    ap.add_argument("--repeat", type=int, default=5, help="timed passes per figure; the best is shown")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     args = ap.parse_args()
 
@@ -90,8 +100,8 @@ def main() -> int:
         results[benchmark] = {
             "examples": len(golds),
             "answers_per_example": sum(map(len, golds)) / len(golds),
-            "cold_per_s": rate(benchmark, preds, golds, args.n, cold=True),
-            "warm_per_s": rate(benchmark, preds, golds, args.n, cold=False),
+            "cold_per_s": best_rate(benchmark, preds, golds, args.n, True, args.repeat),
+            "warm_per_s": best_rate(benchmark, preds, golds, args.n, False, args.repeat),
         }
     if args.json:
         print(json.dumps(results))

@@ -39,7 +39,9 @@ class _Pool:
 
         n_clients = -(-concurrency // _SHARD)
         limits = httpx.Limits(max_connections=_SHARD, max_keepalive_connections=_SHARD)
-        clients = [httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout_s) for _ in range(n_clients)]
+        clients = [
+            httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout_s) for _ in range(n_clients)
+        ]
         slots: asyncio.Queue = asyncio.Queue()
         for i in range(concurrency):
             slots.put_nowait(i)

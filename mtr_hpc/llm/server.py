@@ -29,6 +29,7 @@ from .fake import echo_response
 from .protocol import ChatRequest, ChatResponse, InvalidRequestError, LLMError
 
 BACKENDS = ("transformers", "echo")
+ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 @dataclass
@@ -124,6 +125,11 @@ def request_from_body(body: Any) -> ChatRequest:
         raise InvalidRequestError("stream", "streaming is not supported by this server")
     if body.get("n", 1) != 1:
         raise InvalidRequestError("n", "only n=1 is supported")
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for i, msg in enumerate(messages):
+            if isinstance(msg, dict) and msg.get("role") not in ROLES:
+                raise InvalidRequestError(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
     stop = body.get("stop")
     schema = None
     fmt = body.get("response_format")
@@ -137,8 +143,10 @@ def request_from_body(body: Any) -> ChatRequest:
     elif fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
         raise InvalidRequestError("response_format", "type must be text, json_object or json_schema")
     return ChatRequest(
-        messages=body.get("messages"),  # type: ignore[arg-type]
-        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 512,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=next(
+            (body[k] for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None), 512
+        ),
         temperature=body.get("temperature", 1.0),  # the OpenAI API's default
         top_p=body.get("top_p", 1.0),
         seed=body.get("seed"),

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.example import QAExample
 from ..errors import ConfigError
 from ..toolspec import openai_view
 from ..trace.model import Trace
@@ -28,8 +27,8 @@ from .toolactor import Episode, ToolActor
 
 SYSTEM_PROMPT = (
     "You answer questions by reasoning step by step and calling tools. In every turn first think inside "
-    "<think>...</think>, then either call one or more tools, each as <tool_call>{\"name\": ..., "
-    "\"arguments\": {...}}</tool_call>, or give the final short answer inside <answer>...</answer>."
+    '<think>...</think>, then either call one or more tools, each as <tool_call>{"name": ..., '
+    '"arguments": {...}}</tool_call>, or give the final short answer inside <answer>...</answer>.'
 )
 
 
@@ -45,7 +44,10 @@ class TraceBuilder:
     n_calls: int = 0
 
     def __post_init__(self) -> None:
-        self.messages = [{"role": "system", "content": self.system}, {"role": "user", "content": self.question}]
+        self.messages = [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.question},
+        ]
 
     def call_turn(self, think: str, calls: list[tuple[str, Any]]) -> list[str]:
         """Append an assistant turn with `calls` (name, arguments); returns the call ids."""
@@ -55,22 +57,30 @@ class TraceBuilder:
             self.n_calls += 1
             ids.append(call_id)
             arguments = args if isinstance(args, str) else _dumps(args)
-            tool_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
-        self.messages.append({"role": "assistant", "content": f"<think>{think}</think>", "tool_calls": tool_calls})
+            tool_calls.append(
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            )
+        self.messages.append(
+            {"role": "assistant", "content": f"<think>{think}</think>", "tool_calls": tool_calls}
+        )
         return ids
 
     def observation(self, call_id: str, obs: Any) -> None:
         self.messages.append({"role": "tool", "tool_call_id": call_id, "content": _dumps(obs)})
 
     def answer_turn(self, think: str, answer: str) -> None:
-        self.messages.append({"role": "assistant", "content": f"<think>{think}</think><answer>{answer}</answer>"})
+        self.messages.append(
+            {"role": "assistant", "content": f"<think>{think}</think><answer>{answer}</answer>"}
+        )
 
     def raw_turn(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})
 
 
 class AutoAgent:
-    def __init__(self, cfg: AutoAgentConfig | None = None, actor: ToolActor | None = None, *, llm: Any = None):
+    def __init__(
+        self, cfg: AutoAgentConfig | None = None, actor: ToolActor | None = None, *, llm: Any = None
+    ):
         self.cfg = cfg or AutoAgentConfig()
         if self.cfg.backend == "llm" and llm is None:
             raise ConfigError("autoagent.backend", "the llm backend needs an LLM client")
@@ -145,5 +155,8 @@ class AutoAgent:
                 obs = await self.actor.acall(ep, call.name, call.arguments)
                 builder.observation(call_id, obs)
                 responses.append(f"<tool_response>{_dumps(obs)}</tool_response>")
-            convo += [{"role": "assistant", "content": text}, {"role": "user", "content": "\n".join(responses)}]
+            convo += [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": "\n".join(responses)},
+            ]
         return builder, answer, stop, notes

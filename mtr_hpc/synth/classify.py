@@ -65,7 +65,9 @@ def classify_dataset(example: QAExample) -> TaskType:
     if qtype in KINDS:
         return TaskType(qtype, is_yes_no(example.question, example.answers), _hops(example), "dataset")
     if _HOPS_RE.match(qtype):
-        return TaskType("compositional", is_yes_no(example.question, example.answers), _hops(example), "dataset")
+        return TaskType(
+            "compositional", is_yes_no(example.question, example.answers), _hops(example), "dataset"
+        )
     return classify_rules(example)
 
 

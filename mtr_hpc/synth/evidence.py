@@ -102,7 +102,11 @@ def _add_decomposition(kb: EvidenceKB, steps: list[dict]) -> None:
         q = str(raw.get("question", ""))
         answer = as_text(raw.get("answer"))
         raw_aliases = raw.get("answers") if isinstance(raw.get("answers"), list) else raw.get("answer")
-        aliases = [str(a) for a in raw_aliases] if isinstance(raw_aliases, list | tuple) and raw_aliases else [answer]
+        aliases = (
+            [str(a) for a in raw_aliases]
+            if isinstance(raw_aliases, list | tuple) and raw_aliases
+            else [answer]
+        )
         resolved = substitute_refs(q, answers)
         rel = parse_relation_step(resolved)
         doc = str(raw.get("document_id") or "")

@@ -41,7 +41,9 @@ def _grounded(trace: Trace) -> bool:
     answer = normalize_answer(trace.answer or "")
     if answer in ("yes", "no"):
         return True
-    observed = " ".join(normalize_answer(m.get("content") or "") for m in trace.messages if m.get("role") == "tool")
+    observed = " ".join(
+        normalize_answer(m.get("content") or "") for m in trace.messages if m.get("role") == "tool"
+    )
     return bool(answer) and answer in observed
 
 
@@ -122,15 +124,22 @@ async def asynthesize_example(
         toolset = await agents.toolmaker.amake(example, kb)
         ep = agents.actor.episode(example, kb, toolset, cfg.seed)
         trace = await agents.agent.arun(ep, trace_id)
-        trace.meta["task"] = {"kind": toolset.task.kind, "yes_no": toolset.task.yes_no, "source": toolset.task.source}
+        trace.meta["task"] = {
+            "kind": toolset.task.kind,
+            "yes_no": toolset.task.yes_no,
+            "source": toolset.task.source,
+        }
     except LLMError as exc:
         trace = _failed_trace(example, trace_id, "llm_error", str(exc))
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         trace = _failed_trace(example, trace_id, "timeout", str(exc) or "timed out")
     keep, reason, scores = filter_trace(trace, example, cfg.filter)
     trace.meta.update(_provenance(cfg, agents))
     trace.meta["validation"] = {"keep": keep, "reason": reason, **scores}
-    trace.meta["timings"] = {"total_s": round(time.perf_counter() - t0, 6), "agent_s": trace.meta.pop("agent_s", None)}
+    trace.meta["timings"] = {
+        "total_s": round(time.perf_counter() - t0, 6),
+        "agent_s": trace.meta.pop("agent_s", None),
+    }
     return trace, Verdict(keep, reason, scores)
 
 

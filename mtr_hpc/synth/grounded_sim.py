@@ -29,7 +29,11 @@ def lookup_payload(kb, relation: str, entity: str) -> dict[str, Any]:
 
 def page_payload(kb, title: str) -> dict[str, Any]:
     found = kb.find_page(title)
-    return {"title": found or title, "found": found is not None, "sentences": list(kb.pages[found]) if found else []}
+    return {
+        "title": found or title,
+        "found": found is not None,
+        "sentences": list(kb.pages[found]) if found else [],
+    }
 
 
 _VALUE_NAMES = ("value", "values", "result", "results", "answer", "answers", "output", "data")
@@ -60,7 +64,9 @@ def _fit_value(prop: dict[str, Any], name: str, payload: dict[str, Any]) -> Any:
 
 def fit_to_schema(schema: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """The canonical payload re-expressed in the fields a (model-written) `x-returns` declares."""
-    props = {k: v for k, v in (schema.get("properties") or {}).items() if k != "error" and isinstance(v, dict)}
+    props = {
+        k: v for k, v in (schema.get("properties") or {}).items() if k != "error" and isinstance(v, dict)
+    }
     if all(k in payload for k in props) and set(payload) <= set(props):
         return payload
     out: dict[str, Any] = {}
@@ -80,4 +86,6 @@ def conform(tool: dict[str, Any], payload: dict[str, Any], validate) -> dict[str
     fitted = fit_to_schema(tool.get(RETURNS_KEY) or {}, payload)
     if not validate(fitted):
         return fitted
-    return error_observation("unsupported", "the simulator cannot express this result in the tool's declared output")
+    return error_observation(
+        "unsupported", "the simulator cannot express this result in the tool's declared output"
+    )

@@ -45,7 +45,7 @@ def describe(name: str, args: dict[str, Any], obs: dict[str, Any], kb: EvidenceK
         if not results:
             return "The search returned nothing."
         titles = ", ".join(r["title"] for r in results[:3])
-        return f"The search for \"{_clip(obs.get('query', ''))}\" returned {titles}; the top result says: {_clip(results[0]['snippet'])}"
+        return f'The search for "{_clip(obs.get("query", ""))}" returned {titles}; the top result says: {_clip(results[0]["snippet"])}'
     if name == "open_page":
         if not obs.get("found"):
             return f"There is no page titled {obs.get('title')}."

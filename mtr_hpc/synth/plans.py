@@ -162,7 +162,11 @@ def plan_decomposition(example: QAExample, kb: EvidenceKB, toolset: ToolSet) -> 
     gold = {norm_key(a) for a in example.answers}
     # The gold phrasing wins when the chain's last answer holds it ("10.8 grams" for gold "10.8").
     contains = any(g and f" {g} " in f" {norm_key(last.answer)} " for g in gold)
-    answer = example.answer if norm_key(last.answer) in gold or last.aliases_match(gold) or contains else last.answer
+    answer = (
+        example.answer
+        if norm_key(last.answer) in gold or last.aliases_match(gold) or contains
+        else last.answer
+    )
     return Plan(turns, answer=answer)
 
 
@@ -171,18 +175,36 @@ def _bridge_order(kb: EvidenceKB, titles: list[str]) -> list[str]:
         return titles
     a, b = titles
     text_a = norm_key(" ".join(kb.pages.get(a, [])))
-    return [a, b] if loose_key(b) in text_a else [b, a] if loose_key(a) in norm_key(" ".join(kb.pages.get(b, []))) else titles
+    return (
+        [a, b]
+        if loose_key(b) in text_a
+        else [b, a]
+        if loose_key(a) in norm_key(" ".join(kb.pages.get(b, [])))
+        else titles
+    )
 
 
 def plan_paragraphs(example: QAExample, kb: EvidenceKB, task: TaskType) -> Plan:
-    turns = [PlannedTurn("Let me search for the question's main entities.", [PlannedCall("search", {"query": example.question})])]
+    turns = [
+        PlannedTurn(
+            "Let me search for the question's main entities.",
+            [PlannedCall("search", {"query": example.question})],
+        )
+    ]
     titles = [t for t in dict.fromkeys(kb.supporting) if t in kb.pages][:4]
     if titles and task.kind == "comparison":
         calls = [PlannedCall("open_page", {"title": t}) for t in titles]
-        turns.append(PlannedTurn(f"I should read the pages on {' and '.join(titles)} and compare them.", calls))
+        turns.append(
+            PlannedTurn(f"I should read the pages on {' and '.join(titles)} and compare them.", calls)
+        )
     else:
         for t in _bridge_order(kb, titles):
-            turns.append(PlannedTurn(f"The page on {t} should have what I need; let me open it.", [PlannedCall("open_page", {"title": t})]))
+            turns.append(
+                PlannedTurn(
+                    f"The page on {t} should have what I need; let me open it.",
+                    [PlannedCall("open_page", {"title": t})],
+                )
+            )
     return Plan(turns, answer=example.answer)
 
 

@@ -59,7 +59,10 @@ class PassageIndex:
         q = tokens(query)
         scores = self._bm25.get_scores(q) if q else [0.0] * len(self.passages)
         order = sorted(range(len(self.passages)), key=lambda i: (-scores[i], i))[:top_k]
-        return [{"title": self.passages[i].title, "snippet": snippet(self.passages[i], q, snippet_sentences)} for i in order]
+        return [
+            {"title": self.passages[i].title, "snippet": snippet(self.passages[i], q, snippet_sentences)}
+            for i in order
+        ]
 
 
 def snippet(passage: Passage, query_tokens: list[str], n: int) -> str:
@@ -71,7 +74,9 @@ def snippet(passage: Passage, query_tokens: list[str], n: int) -> str:
     return " ".join(sents[i].strip() for i in sorted(ranked))
 
 
-def example_corpus(kb: EvidenceKB, pool: DistractorPool | None, rng: random.Random, n_distractors: int) -> list[Passage]:
+def example_corpus(
+    kb: EvidenceKB, pool: DistractorPool | None, rng: random.Random, n_distractors: int
+) -> list[Passage]:
     own = [Passage(t, s) for t, s in kb.pages.items()]
     extra = pool.sample(rng, n_distractors, set(kb.pages)) if pool is not None else []
     corpus = own + extra

@@ -92,5 +92,7 @@ class SimCache:
             raise DataError(self.path, where, None, "not valid JSON") from None
         key = rec.get("key") if isinstance(rec, dict) else None
         if not (isinstance(key, list) and len(key) == 4 and "obs" in rec):
-            raise DataError(self.path, where, "key", "a cache record needs 'key' [tool, args, example, seed] and 'obs'")
+            raise DataError(
+                self.path, where, "key", "a cache record needs 'key' [tool, args, example, seed] and 'obs'"
+            )
         self._mem[(str(key[0]), str(key[1]), str(key[2]), int(key[3]))] = rec["obs"]

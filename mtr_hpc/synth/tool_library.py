@@ -33,7 +33,13 @@ class LibraryEntry:
         return tool_name(self.tool) or ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "name": self.name, "count": self.count, "origin": self.origin, "tool": self.tool}
+        return {
+            "key": self.key,
+            "name": self.name,
+            "count": self.count,
+            "origin": self.origin,
+            "tool": self.tool,
+        }
 
 
 class ToolLibrary:

@@ -25,7 +25,7 @@ from .evidence import EvidenceKB
 from .grounded_sim import conform, first_string_arg, lookup_payload, page_payload
 from .retrieval import DistractorPool, PassageIndex, example_corpus
 from .schemas import error_observation, is_error
-from .sim_cache import SimCache, cache_key
+from .sim_cache import SimCache, tool_hash
 from .toolmaker import ToolSet
 from .utility_tools import COMPUTED, run_computed
 
@@ -58,9 +58,24 @@ class ToolActor:
         self.cache = cache if cache is not None else SimCache(self.cfg.cache_path or None)
         self.pool = pool
         self.stats: Counter[str] = Counter()
+        # Tool sets and interfaces come from the ToolMaker's library, so the same objects recur across
+        # episodes: registries and interface hashes are memoised by object identity (the value keeps the
+        # objects alive, so an id is never reused while its entry exists).
+        self._registries: dict[tuple[int, ...], tuple[list, ToolRegistry]] = {}
+        self._hashes: dict[int, tuple[dict, str]] = {}
 
     def episode(self, example: QAExample, kb: EvidenceKB, toolset: ToolSet, seed: int) -> Episode:
-        return Episode(example, kb, toolset, ToolRegistry(toolset.tools, strict=False), seed)
+        key = tuple(id(t) for t in toolset.tools)
+        hit = self._registries.get(key)
+        if hit is None:
+            hit = self._registries[key] = (list(toolset.tools), ToolRegistry(toolset.tools, strict=False))
+        return Episode(example, kb, toolset, hit[1], seed)
+
+    def _tool_hash(self, tool: dict) -> str:
+        hit = self._hashes.get(id(tool))
+        if hit is None:
+            hit = self._hashes[id(tool)] = (tool, tool_hash(tool))
+        return hit[1]
 
     def call(self, ep: Episode, name: str, args: Any) -> dict[str, Any]:
         """Synchronous `acall` (grounded backend)."""
@@ -80,7 +95,7 @@ class ToolActor:
         if memo_key in ep.memo:
             self.stats["episode_repeats"] += 1
             return ep.memo[memo_key]
-        key = cache_key(tool, args, ep.example.id, ep.seed)
+        key = (self._tool_hash(tool), canonical_json(args), str(ep.example.id), int(ep.seed))
         obs = self.cache.get(key)
         if obs is None:
             obs = await self._simulate(ep, name, tool, args)
@@ -105,7 +120,11 @@ class ToolActor:
             return conform(tool, payload, validate)
         from .llm_sim import simulate_llm
 
-        hint = "\n".join(f"{t}: {' '.join(s)}" for t, s in ep.kb.pages.items()) if self.cfg.evidence_hint else None
+        hint = (
+            "\n".join(f"{t}: {' '.join(s)}" for t, s in ep.kb.pages.items())
+            if self.cfg.evidence_hint
+            else None
+        )
         return await simulate_llm(
             self.llm,
             tool,

@@ -18,7 +18,14 @@ from typing import Any
 from ..data.example import QAExample
 from ..errors import ConfigError
 from ..toolspec import validate_tool
-from .classify import CLASSIFY_SCHEMA, TaskType, classify_dataset, classify_prompt, classify_rules, parse_classification
+from .classify import (
+    CLASSIFY_SCHEMA,
+    TaskType,
+    classify_dataset,
+    classify_prompt,
+    classify_rules,
+    parse_classification,
+)
 from .config import ToolMakerConfig
 from .drive import drive
 from .evidence import EvidenceKB
@@ -106,7 +113,10 @@ def interface_prompt(relation: str, question: str) -> list[dict]:
         "name": example["function"]["name"],
         "description": example["function"]["description"],
         "parameters": example["function"]["parameters"],
-        "returns": {"type": "object", "properties": {"values": {"type": "array", "items": {"type": "string"}}}},
+        "returns": {
+            "type": "object",
+            "properties": {"values": {"type": "array", "items": {"type": "string"}}},
+        },
     }
     return [
         {
@@ -144,11 +154,15 @@ def interface_from_llm(text: str) -> tuple[dict[str, Any] | None, str]:
 
 
 class ToolMaker:
-    def __init__(self, cfg: ToolMakerConfig | None = None, library: ToolLibrary | None = None, llm: Any = None):
+    def __init__(
+        self, cfg: ToolMakerConfig | None = None, library: ToolLibrary | None = None, llm: Any = None
+    ):
         self.cfg = cfg or ToolMakerConfig()
         unknown = [u for u in self.cfg.utility_tools if u not in UTILITY_TOOLS]
         if unknown:
-            raise ConfigError("toolmaker.utility_tools", f"unknown utility tool {unknown[0]!r} ({sorted(UTILITY_TOOLS)})")
+            raise ConfigError(
+                "toolmaker.utility_tools", f"unknown utility tool {unknown[0]!r} ({sorted(UTILITY_TOOLS)})"
+            )
         if (self.cfg.backend == "llm" or self.cfg.classifier == "llm") and llm is None:
             raise ConfigError("toolmaker.backend", "the llm backend needs an LLM client")
         self.library = library if library is not None else ToolLibrary()
@@ -175,7 +189,9 @@ class ToolMaker:
             name = tool["function"]["name"]
             relation_of[name] = relation
             tools.append(tool)
-            if self.library.get(f"relation:{relation}").origin == "template" and tool == relation_tool(relation, name):
+            if self.library.get(f"relation:{relation}").origin == "template" and tool == relation_tool(
+                relation, name
+            ):
                 templated.add(name)
         self.stats["toolsets"] += 1
         return ToolSet(tools, relation_of, task, templated)

@@ -75,23 +75,35 @@ def _literal_check(schema: dict) -> Check | None:
     return lambda x: isinstance(x, str) and x == value
 
 
+def _is_str(x: Any) -> bool:
+    return isinstance(x, str)
+
+
+def _is_list(x: Any) -> bool:
+    return isinstance(x, list)
+
+
+# keyword -> (test of instance against bound, which instances the keyword applies to)
+_BOUND_RULES: dict[str, tuple[Callable[[Any, Any], bool], Check]] = {
+    "minLength": (lambda x, b: len(x) >= b, _is_str),
+    "maxLength": (lambda x, b: len(x) <= b, _is_str),
+    "minItems": (lambda x, b: len(x) >= b, _is_list),
+    "maxItems": (lambda x, b: len(x) <= b, _is_list),
+    "minimum": (lambda x, b: x >= b, _is_number),
+    "maximum": (lambda x, b: x <= b, _is_number),
+    "exclusiveMinimum": (lambda x, b: x > b, _is_number),
+    "exclusiveMaximum": (lambda x, b: x < b, _is_number),
+}
+
+
 def _bound_checks(schema: dict) -> list[Check] | None:
     checks: list[Check] = []
-    for key, test, applies in (
-        ("minLength", lambda x, b: len(x) >= b, lambda x: isinstance(x, str)),
-        ("maxLength", lambda x, b: len(x) <= b, lambda x: isinstance(x, str)),
-        ("minItems", lambda x, b: len(x) >= b, lambda x: isinstance(x, list)),
-        ("maxItems", lambda x, b: len(x) <= b, lambda x: isinstance(x, list)),
-        ("minimum", lambda x, b: x >= b, _is_number),
-        ("maximum", lambda x, b: x <= b, _is_number),
-        ("exclusiveMinimum", lambda x, b: x > b, _is_number),
-        ("exclusiveMaximum", lambda x, b: x < b, _is_number),
-    ):
-        if key in schema:
-            bound = schema[key]
-            if not _is_number(bound):
-                return None
-            checks.append(lambda x, t=test, b=bound, a=applies: not a(x) or t(x, b))
+    for key in schema.keys() & _BOUND_RULES.keys():
+        test, applies = _BOUND_RULES[key]
+        bound = schema[key]
+        if not _is_number(bound):
+            return None
+        checks.append(lambda x, t=test, b=bound, a=applies: not a(x) or t(x, b))
     return checks
 
 
@@ -162,3 +174,55 @@ def compile_fast(schema: Any) -> Check | None:
             return None
         checks.append(lambda x: not isinstance(x, list) or all(item(v) for v in x))
     return lambda x: all(c(x) for c in checks)
+
+
+_SIMPLE_TYPES = frozenset(_TYPES)
+_COUNTS = ("minLength", "maxLength", "minItems", "maxItems")
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+# $schema is left out: its metaschema rule checks a URI format.
+_QUICK_KEYWORDS = _KEYWORDS - {"$schema"}
+
+
+def _unique_strings(values: Any) -> bool:
+    return (
+        isinstance(values, list)
+        and all(isinstance(v, str) for v in values)
+        and len(set(values)) == len(values)
+    )
+
+
+def _quick_keyword_ok(key: str, value: Any) -> bool:
+    if key in ("description", "title", "$comment"):
+        return isinstance(value, str)
+    if key in ("default", "const"):
+        return True
+    if key in ("examples", "enum"):
+        return isinstance(value, list)
+    if key == "deprecated":
+        return isinstance(value, bool)
+    if key == "type":
+        names = [value] if isinstance(value, str) else value
+        return _unique_strings(names) and bool(names) and set(names) <= _SIMPLE_TYPES
+    if key in _COUNTS:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if key in _BOUNDS:
+        return _is_number(value)
+    if key == "required":
+        return _unique_strings(value)
+    if key == "properties":
+        return isinstance(value, dict) and all(quick_schema_ok(v) for v in value.values())
+    return quick_schema_ok(value)  # items, additionalProperties
+
+
+def quick_schema_ok(schema: Any) -> bool:
+    """True only if `schema` is certainly valid under the Draft 2020-12 metaschema.
+
+    The metaschema check is the slow part of validating a new tool (milliseconds per schema); tool
+    schemas written in the plain subset of `_QUICK_KEYWORDS` are recognised here in microseconds. A
+    False means "not sure": the caller runs the full metaschema check.
+    """
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict):
+        return False
+    return all(key in _QUICK_KEYWORDS and _quick_keyword_ok(key, value) for key, value in schema.items())

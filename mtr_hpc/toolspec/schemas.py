@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from .fastpath import compile_fast
+from .fastpath import compile_fast, quick_schema_ok
 from .spec import canonical_json
 
 # Errors reported per instance; a wildly wrong object need not list hundreds.
@@ -37,6 +37,8 @@ def _path(parts) -> str:
 @lru_cache(maxsize=8192)
 def _schema_errors_cached(key: str) -> tuple[tuple[str, str], ...]:
     schema = json.loads(key)
+    if quick_schema_ok(schema):
+        return ()
     errors = sorted(_META.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])
     return tuple((_path(e.absolute_path), e.message) for e in errors[:MAX_ERRORS])
 

@@ -97,7 +97,7 @@ class ChatRenderer:
         messages, tools, label = _unpack(trace_or_messages, tools)
         segments: list[Segment] = []
         turn_marks: list[int] = []  # segment index where each assistant turn's generated part starts
-        for start, group in _blocks(messages):
+        for start, group in _blocks(messages, label):
             if group[0].get("role") == "assistant":
                 turn_marks.append(len(segments) + 2)
             segments += self._block_segments(start, group, tools, label)
@@ -117,7 +117,7 @@ class ChatRenderer:
                 None, _where(label, len(messages) - 1), "role", "a prompt cannot end with an assistant turn"
             )
         segments: list[Segment] = []
-        for start, group in _blocks(messages):
+        for start, group in _blocks(messages, label):
             segments += self._block_segments(start, group, tools, label)
         segments += [(self.im_start_id, 0), ("assistant\n", 0)]
         return self._materialize(segments)[0]
@@ -143,7 +143,7 @@ class ChatRenderer:
         """The ChatML text of `render()` (for engines that take text; token ids come from `render`)."""
         messages, tools, label = _unpack(trace_or_messages, tools)
         parts = []
-        for start, group in _blocks(messages):
+        for start, group in _blocks(messages, label):
             for piece, _ in self._block_segments(start, group, tools, label):
                 parts.append(piece if isinstance(piece, str) else self._special_text(piece))
         return "".join(parts)
@@ -227,9 +227,9 @@ def _unpack(trace_or_messages, tools) -> tuple[list[Message], list[ToolSpec], st
     return trace_or_messages, tools or [], None
 
 
-def _blocks(messages: list[Message]):
+def _blocks(messages: list[Message], label: str | None):
     """(index of first message, messages) per ChatML turn: consecutive tool messages form one turn;
-    a conversation without a leading system message gets an implicit one (index 0, empty content)."""
+    a conversation without a leading system message gets an implicit one (the renderer's prompt)."""
     if not messages or not isinstance(messages[0], dict) or messages[0].get("role") != "system":
         yield 0, [{"role": "system", "content": None, "_implicit": True}]
     i = 0
@@ -237,7 +237,9 @@ def _blocks(messages: list[Message]):
         msg = messages[i]
         if not isinstance(msg, dict) or msg.get("role") not in _ROLES:
             role = msg.get("role") if isinstance(msg, dict) else type(msg).__name__
-            raise DataError(None, f"message {i}", "role", f"unknown role {role!r}; expected one of {_ROLES}")
+            raise DataError(
+                None, _where(label, i), "role", f"unknown role {role!r}; expected one of {_ROLES}"
+            )
         j = i + 1
         if msg["role"] == "tool":
             while j < len(messages) and isinstance(messages[j], dict) and messages[j].get("role") == "tool":

@@ -27,6 +27,7 @@ from .model import Trace
 from .parser import ParsedTurn, decode_arguments, parse_turn
 
 DEFAULT_MAX_TURNS = 8
+_NOT_JSON = object()
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
@@ -122,10 +123,10 @@ def _check_response(walk: _Walk, msg: Any, index: int, call_id: str | None, name
         walk.add("id_mismatch", f"tool_call_id {msg.get('tool_call_id')!r:.60} != call id {call_id!r}", index)
     content = msg.get("content")
     try:
-        obs = json.loads(content) if isinstance(content, str) else None
+        obs = json.loads(content) if isinstance(content, str) else _NOT_JSON
     except (ValueError, RecursionError):
-        obs = None
-    if obs is None:
+        obs = _NOT_JSON
+    if obs is _NOT_JSON:
         walk.add("bad_observation_json", "tool message content must be a JSON-encoded observation", index)
         return
     if name is not None:
@@ -164,7 +165,7 @@ def _answer_turn(walk: _Walk, msg: dict, i: int) -> None:
 
 def _walk_messages(walk: _Walk, messages: list) -> None:
     for i, msg in enumerate(messages):
-        if not isinstance(msg, dict) or msg.get("role") not in ROLES:
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or msg["role"] not in ROLES:
             walk.add("bad_message", "a message must be an object with a known 'role'", i)
     if any(not isinstance(m, dict) for m in messages):
         return
@@ -206,7 +207,7 @@ def _check_answer(walk: _Walk, trace: Trace, n_messages: int) -> None:
     index, answer = walk.answers[-1]
     if index != n_messages - 1:
         walk.add("answer_not_last", "the answer turn must be the last message", index)
-    if trace.answer is None or answer != trace.answer.strip():
+    if not isinstance(trace.answer, str) or answer != trace.answer.strip():
         walk.add("answer_mismatch", f"<answer> {answer!r:.80} != trace.answer {trace.answer!r:.80}", index)
 
 

@@ -1,0 +1,206 @@
+"""The embedded rollout engine: Hugging Face transformers with our own KV-cached decode loop (CPU or GPU).
+
+`model.generate` is not used because GRPO needs, for every sampled token, its logprob under the
+distribution it was drawn from (see `protocol` for the convention), per-request seeds and per-request
+stop conditions inside one batch. The loop here:
+
+- left-pads a batch of prompts of different lengths, with position ids counted over real tokens only,
+  so every row sees the same positions it would see alone;
+- prefills once, then feeds one token per row per step through a `DynamicCache`;
+- drops a row from the batch (and from the KV cache) as soon as it finishes, so finished rows cost
+  nothing;
+- stops a row on a stop token id (the request's, plus the model's end-of-sequence ids), on a stop
+  string found in its decoded tail, or at `max_new_tokens`.
+
+Prompts are sorted by length before batching to cut padding; results come back in request order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..errors import MtrError
+from .protocol import Generation, SamplingParams, check_prompts, per_request_params
+from .sampling import StopStringMatcher, make_generator, select_tokens
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class HFRolloutEngine:
+    """`RolloutEngine` over a transformers causal LM.
+
+    `model` is a name `resolve_model` knows ("smollm2-135m"), a HF directory, or an already-built
+    `PreTrainedModel` (used as is, on its own device; pass `tokenizer` for stop strings).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        dtype: str = "fp32",
+        device: str = "cpu",
+        batch_size: int = 16,
+        tokenizer: Any = None,
+        eos_token_ids: list[int] | None = None,
+    ):
+        if dtype not in DTYPES:
+            raise MtrError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if batch_size < 1:
+            raise MtrError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from ..models.registry import resolve_model
+
+            path = resolve_model(model)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+            tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.eos_token_ids = set(eos_token_ids if eos_token_ids is not None else _model_eos_ids(model))
+        self._params = dict(model.named_parameters(remove_duplicate=False))
+        self._asleep = False
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
+    ) -> list[Generation]:
+        check_prompts(prompts, self.vocab_size)
+        plist = per_request_params(params, len(prompts))
+        if self.tokenizer is None and any(p.stop_strings for p in plist):
+            raise MtrError("stop_strings need a tokenizer; build HFRolloutEngine with tokenizer=...")
+        if self._asleep:
+            raise MtrError("the rollout engine is asleep; call wake() before generate()")
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            outs = self._generate_batch([list(prompts[i]) for i in chunk], [plist[i] for i in chunk])
+            for i, out in zip(chunk, outs, strict=True):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
+        from transformers import DynamicCache
+
+        n, width, dev = len(prompts), max(len(p) for p in prompts), self.device
+        input_ids = torch.zeros((n, width), dtype=torch.long, device=dev)
+        mask = torch.zeros((n, width), dtype=torch.long, device=dev)
+        for b, p in enumerate(prompts):
+            input_ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[b, width - len(p) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        gens = [make_generator(p.seed, dev) for p in params]
+        stops = [StopStringMatcher(self.tokenizer, p.stop_strings) for p in params]
+        stop_ids = [set(p.stop_token_ids) | self.eos_token_ids for p in params]
+        out_ids: list[list[int]] = [[] for _ in range(n)]
+        out_lps: list[list[float]] = [[] for _ in range(n)]
+        done: list[Generation | None] = [None] * n
+        active = list(range(n))
+        cache = DynamicCache(config=self.model.config)
+        step_ids, step_pos = input_ids, positions
+        while True:
+            logits = self.model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1, :]
+            tokens, lps = select_tokens(logits, [params[r] for r in active], [gens[r] for r in active])
+            keep = []
+            for j, (r, tok, lp) in enumerate(zip(active, tokens.tolist(), lps.tolist(), strict=True)):
+                out_ids[r].append(tok)
+                out_lps[r].append(lp)
+                done[r] = _finished(out_ids[r], out_lps[r], params[r], stop_ids[r], stops[r])
+                if done[r] is None:
+                    keep.append(j)
+            if not keep:
+                break
+            last_pos = step_pos[:, -1]
+            if len(keep) < len(active):
+                idx = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(idx)
+                mask, tokens, last_pos = mask[idx], tokens[idx], last_pos[idx]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            step_ids, step_pos = tokens.unsqueeze(-1), (last_pos + 1).unsqueeze(-1)
+        return done  # type: ignore[return-value]
+
+    # -- weights and memory -----------------------------------------------------------------------
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
+        """Copy `(HF name, tensor)` pairs into the model's parameters in place.
+
+        Tied embeddings: `lm_head.weight` and `model.embed_tokens.weight` name the same tensor, so
+        either name updates both. Tensors are cast to the engine's dtype and device. An unknown name
+        or a shape mismatch raises `MtrError`; pairs before it are already applied.
+        """
+        t0 = time.perf_counter()
+        nbytes = count = 0
+        with torch.no_grad():
+            for name, tensor in named_tensors:
+                param = self._params.get(name)
+                if param is None:
+                    raise MtrError(f"update_weights: unknown parameter name {name!r} (not in the rollout model)")
+                if tuple(tensor.shape) != tuple(param.shape):
+                    raise MtrError(
+                        f"update_weights: {name!r} has shape {tuple(tensor.shape)}, "
+                        f"the rollout model expects {tuple(param.shape)}"
+                    )
+                param.copy_(tensor.detach().to(device=param.device, dtype=param.dtype))
+                nbytes += tensor.numel() * tensor.element_size()
+                count += 1
+        return {"bytes": nbytes, "seconds": time.perf_counter() - t0, "tensors": count}
+
+    def sleep(self) -> None:
+        """On GPU, move the weights to host memory (frees the device for the trainer); no-op on CPU."""
+        if self.device.type != "cpu" and not self._asleep:
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+        self._asleep = self.device.type != "cpu"
+
+    def wake(self) -> None:
+        if self._asleep:
+            self.model.to(self.device)
+        self._asleep = False
+
+    @torch.inference_mode()
+    def logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Full-sequence logits [len(token_ids), vocab] as float32 on CPU."""
+        check_prompts([token_ids], self.vocab_size)
+        ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
+        return self.model(input_ids=ids, use_cache=False).logits[0].float().cpu()
+
+
+def _finished(
+    ids: list[int], lps: list[float], p: SamplingParams, stop_ids: set[int], stops: StopStringMatcher
+) -> Generation | None:
+    """The finished `Generation` of a row whose newest token is `ids[-1]`, or None to go on."""
+    if ids[-1] in stop_ids:
+        return Generation(list(ids), list(lps), "stop", ids[-1])
+    hit = stops.match(ids)
+    if hit is not None:
+        return Generation(list(ids), list(lps), "stop", hit)
+    if len(ids) >= p.max_new_tokens:
+        return Generation(list(ids), list(lps), "length", None)
+    return None
+
+
+def _model_eos_ids(model) -> list[int]:
+    """End-of-sequence ids from the generation config (else the model config); may be empty."""
+    for cfg in (getattr(model, "generation_config", None), model.config):
+        eos = getattr(cfg, "eos_token_id", None)
+        if eos is not None:
+            return list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]
+    return []
