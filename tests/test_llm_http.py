@@ -248,11 +248,13 @@ def test_server_batches_concurrent_requests():
     assert max(model.batches) == 4 and sum(model.batches) == 12 and len(model.batches) < 12
 
 
+@pytest.mark.slow
 def test_mtr_serve_transformers_answers_once(repo_root):
     """The real SmolLM2 behind `mtr serve`, over HTTP: one short greedy answer."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(repo_root))
     cmd = [sys.executable, "-m", "mtr_hpc", "serve", "--model", "smollm2-135m", "--port", str(port)]
+    cmd += ["--threads", "1", "--max-batch", "2"]
     proc = subprocess.Popen(cmd, cwd=repo_root, env=env, stderr=subprocess.PIPE, text=True)
     try:
 

@@ -50,8 +50,6 @@ SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 SETUP_HINT = "run `bash tools/setup.sh --test` as root (it installs the Debian packages slurm-wlm and munge)"
 CLUSTER_NAME = "mtr"
 PARTITION = "debug"
-# Unix socket paths (munge's, slurmstepd's under the spool dir) must fit in sockaddr_un (108 bytes).
-MAX_STATE_DIR_LEN = 60
 PORT_RANGE = (20000, 45000)
 
 
@@ -189,6 +187,7 @@ def render_conf(layout: Layout, node: NodeSpec, ctld_port: int, slurmd_port: int
         "AccountingStorageType": "accounting_storage/none",
         "JobCompType": "jobcomp/none",
         "MpiDefault": "none",
+        "MailProg": "/bin/true",
         "SelectType": "select/cons_tres",
         "SelectTypeParameters": "CR_CPU",
         "SlurmdParameters": "config_overrides",
@@ -204,6 +203,9 @@ def render_conf(layout: Layout, node: NodeSpec, ctld_port: int, slurmd_port: int
         "WaitTime": 0,
         # Finished jobs stay in slurmctld's memory a day: with accounting off, that is where their state is.
         "MinJobAge": 86400,
+        # Schedule at submit time, without the default batching delay, so a test job starts in well
+        # under a second.
+        "SchedulerParameters": "batch_sched_delay=0,sched_min_interval=0",
     }
     text = "".join(f"{key}={value}\n" for key, value in lines.items())
     text += (
@@ -331,16 +333,23 @@ def wait_idle(layout: Layout, timeout: float) -> None:
     )
 
 
+def max_state_dir_len(hostname: str) -> int:
+    """Unix socket paths under the state dir (munge's; slurmstepd's, named after node and step ids)
+    must fit in a socket address (107 bytes)."""
+    return 107 - max(len("/munge/munge.socket"), len(f"/spool/{hostname}_4294967294.4294967294"))
+
+
 def check_prerequisites(layout: Layout) -> None:
     missing = missing_binaries()
     if missing:
         raise ClusterError(f"Slurm/munge programs not found: {', '.join(missing)}; {SETUP_HINT}")
     if os.geteuid() != 0:
         raise ClusterError("the local Slurm cluster must be started as root (slurmd launches the jobs)")
-    if len(str(layout.state_dir)) > MAX_STATE_DIR_LEN:
+    limit = max_state_dir_len(socket.gethostname().split(".")[0])
+    if len(str(layout.state_dir)) > limit:
         raise ClusterError(
-            f"state dir {layout.state_dir} is longer than {MAX_STATE_DIR_LEN} characters; "
-            "the unix sockets under it would not fit in a socket address"
+            f"state dir {layout.state_dir} is longer than {limit} characters; "
+            "the unix sockets under it would not fit in a socket address: choose a shorter --state-dir"
         )
 
 

@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--fail-first", type=int, default=0, help="answer the first N completions with 500")
     p.add_argument("--seed", type=int, default=0, help="seed of the --fail-rate draws")
     p.add_argument("--device", default="cpu", help="torch device of the transformers backend")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--served-model-name", default=None, help="model id reported by /v1/models")
     p.set_defaults(func=run)
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         fail_first=args.fail_first,
         seed=args.seed,
         device=args.device,
+        threads=args.threads,
         served_model_name=args.served_model_name,
     )
     server = LLMServer(cfg)

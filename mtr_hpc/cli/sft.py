@@ -24,6 +24,8 @@ def run(args) -> int:
     from ..train.sft_config import SFTConfig
 
     cfg = load_config(SFTConfig, args.config, overrides_of(args), section="sft")
+    from ..train.preempt import PREEMPTED_EXIT_CODE
+
     summary = run_sft(cfg)
     print(json.dumps(summary, default=str), file=sys.stderr)
-    return 0
+    return PREEMPTED_EXIT_CODE if summary.get("preempted") else 0

@@ -44,6 +44,7 @@ class ServeConfig:
     fail_first: int = 0
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None
     served_model_name: str | None = None
     batch_wait_ms: float = 2.0
 

@@ -1,5 +1,7 @@
 """Local chat generation with Hugging Face transformers (CPU or GPU): the embedded default backend.
 
+`num_threads` sets torch's intra-op threads for the whole process when given.
+
 Requests are rendered with the tokenizer's chat template and generated in left-padded batches of at
 most `max_batch`; requests whose sampling settings differ (temperature, top_p, seed, stop) go into
 different batches, while differing `max_tokens` share one and are cut per row. Stop strings end
@@ -98,6 +100,7 @@ class TransformersClient:
         dtype: str | None = None,
         max_batch: int = 8,
         strict_json: bool = True,
+        num_threads: int | None = None,
         name: str | None = None,
     ):
         if max_batch < 1:
@@ -108,6 +111,7 @@ class TransformersClient:
         self.dtype = dtype
         self.max_batch = max_batch
         self.strict_json = strict_json
+        self.num_threads = num_threads
         self._model = None
         self._tok = None
         # One generate at a time: the model is not safe to share between threads mid-forward.
@@ -126,6 +130,10 @@ class TransformersClient:
 
         from ..models.registry import resolve_model
 
+        if self.num_threads:
+            # Process-wide. On CPUs shared with other jobs one thread is often several times faster than
+            # two, because every op waits for its slowest, descheduled worker.
+            torch.set_num_threads(self.num_threads)
         path = resolve_model(self.model_name)
         tok = AutoTokenizer.from_pretrained(path)
         tok.padding_side = "left"  # decoder-only batches must end where generation starts

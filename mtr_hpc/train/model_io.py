@@ -50,7 +50,7 @@ def build_policy(model_cfg: ModelConfig, src: PolicySource, init: str):
     from ..models.gpt import build_gpt
     from ..models.verify import load_hf_state_dict
 
-    model = build_gpt(src.arch, model_cfg)
+    model = build_gpt(src.arch, model_cfg, init_weights=init != "pretrained")
     if init == "pretrained":
         hf_state = load_hf_state_dict(src.hf_dir)
         state = hf_to_megatron(hf_state, src.layout, rank=ps.get_tensor_model_parallel_rank())

@@ -25,6 +25,7 @@ from ..tracking import MetricsLogger
 from . import checkpoint as ckpt
 from .batches import microbatches
 from .model_io import build_policy, export_hf, policy_source
+from .preempt import PreemptionFlag
 from .schedule import ScheduleConfig, lr_at
 from .seams import get_seam
 from .sft_config import SFTConfig, SFTDataConfig
@@ -80,7 +81,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
     batches = sampler.batches(position)
     bar = _progress(rank0, start_step, cfg.train.steps)
-    last = {}
+    preempt = PreemptionFlag()
+    last, preempted = {}, False
     for step in range(start_step, cfg.train.steps):
         t0 = time.perf_counter()
         step_rows, position = next(batches)
@@ -110,14 +112,18 @@ def run_sft(cfg: SFTConfig) -> dict:
             last["sft/eval_loss"] = evaluate(seam, model, eval_rows[dp_rank::dp_size], cfg, thd)
         if logger is not None:
             logger.log(step, last)
-        if done % cfg.train.save_every == 0 or done == cfg.train.steps:
+        preempted = preempt.agreed()
+        if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
             save(seam, model, optimizer, ckpt_root, done, position, cfg, dp_size)
         _tick(bar, last)
+        if preempted:
+            break
 
     if bar is not None:
         bar.close()
+    preempt.restore()
     hf_dir = None
-    if cfg.export_hf:
+    if cfg.export_hf and not preempted:
         hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf")
     summary = {
         "steps": cfg.train.steps,
@@ -132,6 +138,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         "padded_fraction": stats.padded_fraction,
         "final": last,
         "hf_dir": str(hf_dir) if hf_dir else None,
+        "preempted": preempted,
     }
     if logger is not None:
         logger.summary(last)

@@ -1,0 +1,139 @@
+"""`EvalConfig`: what `mtr eval` evaluates (models x modes x benchmarks) and how.
+
+Loaded with `mtr_hpc.config.load_config` (YAML + dotted overrides); `validate_config` checks the
+cross-field rules that the type checker cannot (unique names, known modes, what each environment needs),
+so a bad config fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigError
+from ..tracking import WandbConfig
+
+MODES = ("direct", "tools")
+
+
+@dataclass
+class ModelSpec:
+    """A model to evaluate: `path` is a HF directory, `smollm2-135m`, an SFT/GRPO run directory (its
+    `hf/` export is used) or a Megatron checkpoint directory (`mcore_config.json`, converted on load)."""
+
+    name: str
+    path: str
+
+
+@dataclass
+class BenchmarkSpec:
+    """`name` labels the column; `benchmark` (default: `name`) picks the loader and scoring convention,
+    so one benchmark can appear twice (e.g. `hotpotqa-distractor` and `hotpotqa-fullwiki`).
+    `source`: `sample` (the file shipped in the package), a local file, or `hf://owner/name[:config]`.
+    `limit > 0` evaluates a random sample of that many questions drawn with `seed` (same ids every run)."""
+
+    name: str
+    benchmark: str = ""
+    source: str = "sample"
+    limit: int = 0
+    seed: int = 0
+    split: str | None = None
+    skip_bad: bool = False
+
+
+@dataclass
+class RetrievalEnvConfig:
+    """The `retrieval` environment: BM25 over a local passage corpus (JSON/JSONL of {title, text})."""
+
+    corpus: str = ""
+    top_k: int = 5
+    snippet_sentences: int = 2
+    # Malformed corpus records are an error unless this is set (then they are skipped and counted).
+    skip_bad: bool = False
+
+
+@dataclass
+class LLMEnvConfig:
+    """The `llm` environment: a ToolActor endpoint (OpenAI-compatible, e.g. `mtr serve` or vLLM)."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+
+
+@dataclass
+class GenerationConfig:
+    max_turns: int = 6
+    max_new_tokens: int = 256  # per assistant turn
+    max_tokens: int = 4096  # whole-episode budget (prompt + turns + observations)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    out: str = "runs/eval"
+    models: list[ModelSpec] = field(default_factory=list)
+    benchmarks: list[BenchmarkSpec] = field(default_factory=list)
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    env: Literal["grounded", "llm", "retrieval"] = "grounded"
+    retrieval: RetrievalEnvConfig = field(default_factory=RetrievalEnvConfig)
+    llm: LLMEnvConfig = field(default_factory=LLMEnvConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # SFT / GRPO run directories whose metrics.jsonl is plotted as training curves.
+    training_runs: list[str] = field(default_factory=list)
+    progress: bool = True
+    wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
+
+
+def validate_config(cfg: EvalConfig) -> EvalConfig:
+    """`cfg`, or a `ConfigError` naming the first key at fault."""
+    if not cfg.models:
+        raise ConfigError("models", "list at least one model ({name, path})")
+    if not cfg.benchmarks:
+        raise ConfigError("benchmarks", "list at least one benchmark ({name, source})")
+    _unique([m.name for m in cfg.models], "models")
+    _unique([b.name for b in cfg.benchmarks], "benchmarks")
+    for i, m in enumerate(cfg.models):
+        if not m.name.strip() or "/" in m.name:
+            raise ConfigError(f"models[{i}].name", f"must be a non-empty name without '/', got {m.name!r}")
+    for i, b in enumerate(cfg.benchmarks):
+        if b.limit < 0:
+            raise ConfigError(f"benchmarks[{i}].limit", f"must be >= 0 (0 = all), got {b.limit}")
+    if not cfg.modes:
+        raise ConfigError("modes", f"list at least one of {MODES}")
+    for i, mode in enumerate(cfg.modes):
+        if mode not in MODES:
+            raise ConfigError(f"modes[{i}]", f"unknown mode {mode!r}; expected one of {MODES}")
+    _unique(cfg.modes, "modes")
+    if "tools" in cfg.modes:
+        if cfg.env == "retrieval" and not cfg.retrieval.corpus:
+            raise ConfigError("retrieval.corpus", "the retrieval environment needs a passage corpus file")
+        if cfg.env == "llm" and not cfg.llm.base_url:
+            raise ConfigError("llm.base_url", "the llm environment needs the ToolActor endpoint's base_url")
+    if cfg.retrieval.top_k < 1:
+        raise ConfigError("retrieval.top_k", f"must be >= 1, got {cfg.retrieval.top_k}")
+    g = cfg.generation
+    for key, value in (("max_turns", g.max_turns), ("max_new_tokens", g.max_new_tokens)):
+        if value < 1:
+            raise ConfigError(f"generation.{key}", f"must be >= 1, got {value}")
+    if g.max_tokens <= g.max_new_tokens:
+        raise ConfigError("generation.max_tokens", "the episode budget must exceed max_new_tokens")
+    if g.temperature < 0:
+        raise ConfigError("generation.temperature", f"must be >= 0, got {g.temperature}")
+    if cfg.batch_size < 1:
+        raise ConfigError("batch_size", f"must be >= 1, got {cfg.batch_size}")
+    return cfg
+
+
+def _unique(names: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(f"{key}[{i}]", f"duplicate name {name!r}")
+        seen.add(name)

@@ -1,0 +1,67 @@
+"""Everything an eval run needs, loaded and checked before any model is: the up-front validation.
+
+Model paths are checked for shape (not loaded), every benchmark is loaded and sampled, the retrieval
+corpus is read and indexed, and training run directories are checked, so a typo or a bad file fails
+in seconds with a `MtrError` naming it, not after an hour of generation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import load_benchmark, sample_path
+from ..data.example import QAExample
+from ..data.loaders import canonical_benchmark
+from ..errors import ConfigError, DataError, MtrError
+from .config import BenchmarkSpec, EvalConfig, validate_config
+from .models import ModelSource, check_model
+from .retrieval import CorpusIndex
+
+
+@dataclass
+class EvalPlan:
+    cfg: EvalConfig
+    models: list[ModelSource]
+    examples: dict[str, list[QAExample]]  # benchmark name (as configured) -> questions
+    conventions: dict[str, str]  # benchmark name -> canonical benchmark (scoring convention)
+    corpus: CorpusIndex | None
+
+
+def load_questions(spec: BenchmarkSpec, index: int) -> tuple[str, list[QAExample]]:
+    """(canonical benchmark, questions): the whole source, or `limit` of them drawn with `seed`."""
+    key = "benchmark" if spec.benchmark else "name"
+    try:
+        bench = canonical_benchmark(spec.benchmark or spec.name)
+    except MtrError as exc:
+        raise ConfigError(f"benchmarks[{index}].{key}", str(exc)) from None
+    source = sample_path(bench) if spec.source == "sample" else spec.source
+    if spec.source != "sample" and not spec.source.startswith("hf://") and not Path(source).is_file():
+        raise ConfigError(f"benchmarks[{index}].source", f"benchmark file {source} does not exist")
+    loaded = load_benchmark(bench, source, skip_bad=spec.skip_bad, split=spec.split)
+    examples = loaded.examples
+    if not examples:
+        raise DataError(loaded.path, None, None, "holds no usable questions")
+    if 0 < spec.limit < len(examples):
+        picks = sorted(random.Random(spec.seed).sample(range(len(examples)), spec.limit))
+        examples = [examples[i] for i in picks]
+    return bench, examples
+
+
+def build_plan(cfg: EvalConfig) -> EvalPlan:
+    validate_config(cfg)
+    models = [check_model(m, i) for i, m in enumerate(cfg.models)]
+    examples: dict[str, list[QAExample]] = {}
+    conventions: dict[str, str] = {}
+    for i, spec in enumerate(cfg.benchmarks):
+        conventions[spec.name], examples[spec.name] = load_questions(spec, i)
+    for i, run in enumerate(cfg.training_runs):
+        if not (Path(run) / "metrics.jsonl").is_file():
+            raise ConfigError(f"training_runs[{i}]", f"{run} has no metrics.jsonl (not a training run dir)")
+    corpus = None
+    if "tools" in cfg.modes and cfg.env == "retrieval":
+        if not Path(cfg.retrieval.corpus).is_file():
+            raise ConfigError("retrieval.corpus", f"corpus file {cfg.retrieval.corpus} does not exist")
+        corpus = CorpusIndex.load(cfg.retrieval.corpus, skip_bad=cfg.retrieval.skip_bad)
+    return EvalPlan(cfg, models, examples, conventions, corpus)

@@ -1,0 +1,168 @@
+"""`results.json` and `report.md` of an eval run, computed from the prediction journal.
+
+EM/F1 (overall and per question type) come from `mtr_hpc.metrics.score_predictions` over exactly the
+evaluated questions, so a cell's numbers equal `mtr score` run on that cell's predictions against a
+gold file of those questions. The other columns describe behaviour: format-valid rate (a final
+`<answer>` the grammar accepts), mean turns, mean tool calls per question and the invalid-call rate
+(calls the environment refused: unknown tool, bad arguments, over all calls made).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..data.example import QAExample
+from ..metrics import score_predictions
+
+
+@dataclass
+class CellResult:
+    model: str
+    mode: str
+    benchmark: str
+    n: int
+    em: float
+    f1: float
+    by_type: dict[str, dict[str, float]] = field(default_factory=dict)
+    missing: int = 0
+    format_valid_rate: float = 0.0
+    mean_turns: float = 0.0
+    mean_tool_calls: float = 0.0
+    invalid_call_rate: float = 0.0
+    finish: dict[str, int] = field(default_factory=dict)
+
+
+def score_cell(
+    model: str,
+    mode: str,
+    benchmark: str,
+    examples: list[QAExample],
+    records: list[dict[str, Any]],
+    convention: str | None = None,
+) -> CellResult:
+    """One cell; `convention` is the scoring benchmark when `benchmark` is a label (default: itself)."""
+    by_id = {str(r["id"]): r for r in records}
+    done = [by_id[ex.id] for ex in examples if ex.id in by_id]
+    report = score_predictions(
+        examples, {i: str(r.get("prediction") or "") for i, r in by_id.items()}, convention or benchmark
+    )
+    k = max(len(done), 1)
+    calls = sum(int(r.get("tool_calls", 0)) for r in done)
+    invalid = sum(int(r.get("invalid_calls", 0)) for r in done)
+    return CellResult(
+        model=model,
+        mode=mode,
+        benchmark=benchmark,
+        n=report.n,
+        em=report.em,
+        f1=report.f1,
+        by_type=report.by_type,
+        missing=report.missing,
+        format_valid_rate=sum(bool(r.get("format_valid")) for r in done) / k,
+        mean_turns=sum(int(r.get("turns", 0)) for r in done) / k,
+        mean_tool_calls=calls / k,
+        invalid_call_rate=invalid / calls if calls else 0.0,
+        finish=dict(sorted(Counter(str(r.get("finish")) for r in done).items())),
+    )
+
+
+def build_results(
+    models: list[str],
+    modes: list[str],
+    examples: dict[str, list[QAExample]],
+    select,
+    conventions: dict[str, str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The content of results.json; `select(model, mode, benchmark)` returns that cell's records and
+    `conventions` maps a benchmark label to its scoring benchmark."""
+    conventions = conventions or {}
+    cells = [
+        asdict(score_cell(m, mode, b, exs, select(m, mode, b), conventions.get(b)))
+        for m in models
+        for mode in modes
+        for b, exs in examples.items()
+    ]
+    return {
+        "models": list(models),
+        "modes": list(modes),
+        "benchmarks": list(examples),
+        "n_questions": {b: len(exs) for b, exs in examples.items()},
+        "conventions": {b: conventions.get(b, b) for b in examples},
+        "cells": cells,
+        "meta": meta or {},
+    }
+
+
+def find_cell(results: dict[str, Any], model: str, mode: str, benchmark: str) -> dict[str, Any]:
+    for c in results["cells"]:
+        if (c["model"], c["mode"], c["benchmark"]) == (model, mode, benchmark):
+            return c
+    raise KeyError((model, mode, benchmark))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_report(results: dict[str, Any]) -> str:
+    """Markdown: the main EM/F1 table, a behaviour table, and one per-type table per benchmark."""
+    models, modes, benches = results["models"], results["modes"], results["benchmarks"]
+    cell = {(c["model"], c["mode"], c["benchmark"]): c for c in results["cells"]}
+    out = ["# Evaluation report", ""]
+    sizes = ", ".join(f"{b}: {n}" for b, n in results["n_questions"].items())
+    out += [f"Questions per benchmark: {sizes}. EM / F1 in percent (0-100).", ""]
+    out += ["## EM / F1", ""]
+    header = ["model", "mode"] + [f"{b} EM / F1" for b in benches]
+    rows = [
+        [m, mode] + [f"{_pct(cell[m, mode, b]['em'])} / {_pct(cell[m, mode, b]['f1'])}" for b in benches]
+        for m in models
+        for mode in modes
+    ]
+    out += _table(header, rows) + [""]
+    out += ["## Behaviour (all benchmarks pooled per row, question-weighted)", ""]
+    header = ["model", "mode", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
+    rows = []
+    for m in models:
+        for mode in modes:
+            cs = [cell[m, mode, b] for b in benches]
+            n = sum(c["n"] for c in cs) or 1
+            calls = sum(c["mean_tool_calls"] * c["n"] for c in cs)
+            invalid = sum(c["invalid_call_rate"] * c["mean_tool_calls"] * c["n"] for c in cs)
+            rows.append(
+                [
+                    m,
+                    mode,
+                    _pct(sum(c["format_valid_rate"] * c["n"] for c in cs) / n),
+                    f"{sum(c['mean_turns'] * c['n'] for c in cs) / n:.2f}",
+                    f"{calls / n:.2f}",
+                    _pct(invalid / calls) if calls else "-",
+                ]
+            )
+    out += _table(header, rows) + [""]
+    for b in benches:
+        types = sorted({t for m in models for mode in modes for t in cell[m, mode, b]["by_type"]})
+        if not types:
+            continue
+        out += [f"## {b} by question type", ""]
+        header = ["model", "mode"] + [f"{t} EM / F1" for t in types]
+        rows = []
+        for m in models:
+            for mode in modes:
+                bt = cell[m, mode, b]["by_type"]
+                rows.append(
+                    [m, mode]
+                    + [
+                        f"{_pct(bt[t]['em'])} / {_pct(bt[t]['f1'])} (n={bt[t]['n']})" if t in bt else "-"
+                        for t in types
+                    ]
+                )
+        out += _table(header, rows) + [""]
+    return "\n".join(out)

@@ -1,0 +1,274 @@
+"""Rollout engines: the transformers engine's decode loop, sampling, stops and weight sync; vLLM's seam.
+
+Most tests run a tiny random Llama that shares SmolLM2's vocabulary (so stop strings decode to real
+text); two run the real SmolLM2-135M-Instruct weights with a ChatML prompt.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mtr_hpc.errors import ConfigError, MissingDependencyError, MtrError
+from mtr_hpc.models.registry import load_tokenizer
+from mtr_hpc.models.tiny import tiny_hf_model
+from mtr_hpc.rollout import Generation, HFRolloutEngine, RolloutEngine, SamplingParams
+from mtr_hpc.rollout.sampling import truncate_logits
+
+VOCAB = 49152  # SmolLM2's
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    model = tiny_hf_model(seed=0, model_type="llama", vocab_size=VOCAB, hidden_size=32, intermediate_size=64)
+    return HFRolloutEngine(model, tokenizer=tokenizer, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return HFRolloutEngine("smollm2-135m", batch_size=4)
+
+
+def _prompts(seed: int = 1, lengths=(5, 11, 8)) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(100, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def _chatml(tok, question: str) -> list[int]:
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def _reference_logprobs(engine, prompt: list[int], gen: Generation, temperature: float) -> torch.Tensor:
+    logits = engine.logits(prompt + gen.token_ids)[len(prompt) - 1 : -1]
+    scaled = logits / (temperature if temperature > 0 else 1.0)
+    return scaled.log_softmax(-1).gather(-1, torch.tensor(gen.token_ids).unsqueeze(-1)).squeeze(-1)
+
+
+def _hf_greedy(model, prompts: list[list[int]], max_new: int, pad_id: int) -> list[list[int]]:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id
+        )
+    return out[:, width:].tolist()
+
+
+# -- real SmolLM2 -----------------------------------------------------------------------------------
+
+
+def test_smollm2_greedy_matches_hf_generate_and_logprobs_match_a_full_forward(smol):
+    tok = smol.tokenizer
+    questions = ["Hi", "What is 2+2?", "Name the capital of France and say why in one sentence."]
+    prompts = [_chatml(tok, q) for q in questions]
+    assert len({len(p) for p in prompts}) == 3
+    outs = smol.generate(prompts, SamplingParams(max_new_tokens=24, temperature=0))
+    refs = _hf_greedy(smol.model, prompts, 24, tok.pad_token_id)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    for prompt, out, ref in zip(prompts, outs, refs, strict=True):
+        assert out.token_ids == ref[: len(out.token_ids)]
+        if out.finish_reason == "stop":  # the model's end-of-turn is a stop token by default
+            assert out.stop == im_end and out.token_ids[-1] == im_end
+        else:
+            assert len(out.token_ids) == 24
+        diff = (_reference_logprobs(smol, prompt, out, 0.0) - torch.tensor(out.logprobs)).abs().max()
+        assert diff < 1e-4
+    assert any(o.finish_reason == "stop" for o in outs)
+
+
+def test_smollm2_stops_right_after_a_stop_string(smol):
+    tok = smol.tokenizer
+    prompt = _chatml(tok, "What is the capital of France?")
+    free = smol.generate([prompt], SamplingParams(max_new_tokens=24, temperature=0))[0]
+    text = tok.decode(free.token_ids)
+    word = "Paris" if "Paris" in text else text.split()[2]
+    out = smol.generate([prompt], SamplingParams(max_new_tokens=24, temperature=0, stop_strings=[word]))[0]
+    assert (out.finish_reason, out.stop) == ("stop", word)
+    assert word in tok.decode(out.token_ids) and word not in tok.decode(out.token_ids[:-1])
+    assert out.token_ids == free.token_ids[: len(out.token_ids)]
+
+
+# -- tiny model: decode loop ------------------------------------------------------------------------
+
+
+def test_engine_satisfies_the_protocol(tiny):
+    assert isinstance(tiny, RolloutEngine)
+    assert tiny.vocab_size == VOCAB
+
+
+def test_greedy_batch_with_left_padding_matches_hf_generate(tiny):
+    prompts = _prompts(lengths=(3, 17, 9, 1, 12))  # two batches of at most 4
+    outs = tiny.generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
+    assert [o.token_ids for o in outs] == _hf_greedy(tiny.model, prompts, 12, 0)
+    assert all(o.finish_reason == "length" and o.stop is None and len(o.logprobs) == 12 for o in outs)
+
+
+def test_rows_finishing_early_leave_the_other_rows_unchanged(tiny):
+    prompts = _prompts()
+    alone = [tiny.generate([p], SamplingParams(max_new_tokens=10, temperature=0))[0] for p in prompts]
+    # Row 0 stops at its 3rd token, row 1 at its 6th; row 2 runs on with a smaller batch and cache.
+    params = [
+        SamplingParams(max_new_tokens=10, temperature=0, stop_token_ids=[alone[0].token_ids[2]]),
+        SamplingParams(max_new_tokens=10, temperature=0, stop_token_ids=[alone[1].token_ids[5]]),
+        SamplingParams(max_new_tokens=10, temperature=0),
+    ]
+    outs = tiny.generate(prompts, params)
+    for out, ref, p in zip(outs, alone, params, strict=True):
+        if p.stop_token_ids:
+            cut = ref.token_ids.index(p.stop_token_ids[0]) + 1
+            assert (out.finish_reason, out.stop) == ("stop", p.stop_token_ids[0])
+        else:
+            cut = 10
+            assert out.finish_reason == "length"
+        assert out.token_ids == ref.token_ids[:cut]
+        assert torch.allclose(torch.tensor(out.logprobs), torch.tensor(ref.logprobs[:cut]), atol=1e-5)
+
+
+def test_sampled_logprobs_are_tempered_log_softmax_of_a_full_forward(tiny):
+    prompts = _prompts(seed=2)
+    params = [SamplingParams(max_new_tokens=8, temperature=t, seed=i) for i, t in enumerate((0.7, 1.0, 1.5))]
+    for prompt, out, p in zip(prompts, tiny.generate(prompts, params), params, strict=True):
+        ref = _reference_logprobs(tiny, prompt, out, p.temperature)
+        assert (ref - torch.tensor(out.logprobs)).abs().max() < 1e-4
+
+
+def test_logprobs_are_taken_before_top_k_truncation(tiny):
+    prompt = _prompts(seed=3)[:1]
+    out = tiny.generate(prompt, SamplingParams(max_new_tokens=6, temperature=0.8, top_k=5, seed=1))[0]
+    ref = _reference_logprobs(tiny, prompt[0], out, 0.8)
+    assert (ref - torch.tensor(out.logprobs)).abs().max() < 1e-4
+
+
+def test_seeds_reproduce_and_differ_independently_of_the_batch(tiny):
+    prompts = _prompts(seed=4)
+    p = SamplingParams(max_new_tokens=10, temperature=1.0, seed=123)
+    first = tiny.generate(prompts, p)
+    again = tiny.generate(prompts, p)
+    assert [o.token_ids for o in first] == [o.token_ids for o in again]
+    alone = tiny.generate(prompts[1:2], p)[0]
+    assert alone.token_ids == first[1].token_ids
+    other = tiny.generate(prompts, SamplingParams(max_new_tokens=10, temperature=1.0, seed=124))
+    assert [o.token_ids for o in other] != [o.token_ids for o in first]
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(tiny):
+    prompts = _prompts(seed=5)
+    greedy = [o.token_ids for o in tiny.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0))]
+    for p in (SamplingParams(max_new_tokens=6, top_k=1, seed=3), SamplingParams(max_new_tokens=6, top_p=1e-6)):
+        assert [o.token_ids for o in tiny.generate(prompts, p)] == greedy
+
+
+def test_truncate_logits_keeps_top_k_and_the_nucleus():
+    logits = torch.log(torch.tensor([[0.1, 0.5, 0.15, 0.25], [0.1, 0.5, 0.15, 0.25]]))
+    out = truncate_logits(logits, torch.tensor([2, 0]), torch.tensor([1.0, 0.7]))
+    assert torch.isfinite(out).tolist() == [[False, True, False, True], [False, True, False, True]]
+    out = truncate_logits(logits, torch.tensor([0, 0]), torch.tensor([0.8, 1.0]))
+    assert torch.isfinite(out).tolist() == [[False, True, True, True], [True] * 4]
+
+
+def test_stop_string_ends_generation_right_after_it(tiny, tokenizer):
+    prompt = _prompts(seed=6)[:1]
+    free = tiny.generate(prompt, SamplingParams(max_new_tokens=16, temperature=0))[0].token_ids
+    text = tokenizer.decode(free)
+    start = len(tokenizer.decode(free[:6]))
+    stop = next(text[i : i + 3] for i in range(start, len(text) - 3) if text[i : i + 3].isprintable())
+    expected = next(n for n in range(1, len(free) + 1) if stop in tokenizer.decode(free[:n]))
+    out = tiny.generate(prompt, SamplingParams(max_new_tokens=16, temperature=0, stop_strings=["@@@@", stop]))[0]
+    assert (out.finish_reason, out.stop) == ("stop", stop)
+    assert out.token_ids == free[:expected]
+
+
+def test_max_new_tokens_gives_length(tiny):
+    out = tiny.generate(_prompts()[:1], SamplingParams(max_new_tokens=3, temperature=0.9, seed=0))[0]
+    assert (out.finish_reason, out.stop, len(out.token_ids), len(out.logprobs)) == ("length", None, 3, 3)
+
+
+def test_bad_requests_raise_typed_errors(tiny):
+    with pytest.raises(ConfigError, match="temperature"):
+        tiny.generate(_prompts()[:1], SamplingParams(temperature=-1))
+    with pytest.raises(ConfigError, match="top_p"):
+        tiny.generate(_prompts()[:1], SamplingParams(top_p=0))
+    with pytest.raises(MtrError, match="prompt 1 is empty"):
+        tiny.generate([[5], []], SamplingParams())
+    with pytest.raises(MtrError, match="outside the vocabulary"):
+        tiny.generate([[5, VOCAB]], SamplingParams())
+    with pytest.raises(MtrError, match="2 SamplingParams for 1 prompts"):
+        tiny.generate([[5]], [SamplingParams(), SamplingParams()])
+    bare = HFRolloutEngine(tiny.model)
+    with pytest.raises(MtrError, match="tokenizer"):
+        bare.generate([[5]], SamplingParams(stop_strings=["x"]))
+
+
+# -- weight sync ------------------------------------------------------------------------------------
+
+
+def _fresh_tiny(tied: bool = True):
+    return tiny_hf_model(seed=7, model_type="llama", vocab_size=300, tied=tied)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_update_weights_matches_a_model_loaded_with_the_tensors(tied):
+    engine = HFRolloutEngine(_fresh_tiny(tied))
+    g = torch.Generator().manual_seed(0)
+    new = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in _fresh_tiny(tied).state_dict().items()}
+    if tied:  # the trainer may send the tied head under its own name
+        new["lm_head.weight"] = new["model.embed_tokens.weight"]
+    ids = [3, 17, 250, 9, 42]
+    before = engine.logits(ids)
+    stats = engine.update_weights((k, v.to(torch.bfloat16)) for k, v in new.items())
+    reference = _fresh_tiny(tied)
+    reference.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in new.items()}, strict=False)
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0]
+    after = engine.logits(ids)
+    assert (after - expected).abs().max() < 1e-5
+    assert (after - before).abs().max() > 1e-2
+    assert stats["tensors"] == len(new)
+    assert stats["bytes"] == sum(v.numel() * 2 for v in new.values())
+    assert stats["seconds"] >= 0
+
+
+def test_update_weights_rejects_unknown_names_and_wrong_shapes():
+    engine = HFRolloutEngine(_fresh_tiny())
+    with pytest.raises(MtrError, match="unknown parameter name 'model.layers.9.mlp.up_proj.weight'"):
+        engine.update_weights([("model.layers.9.mlp.up_proj.weight", torch.zeros(2))])
+    with pytest.raises(MtrError, match=r"shape \(64, 63\).*expects \(64, 64\)"):
+        engine.update_weights([("model.layers.0.self_attn.q_proj.weight", torch.zeros(64, 63))])
+
+
+def test_sleep_and_wake_keep_generation_working_on_cpu(tiny):
+    prompts = _prompts()[:1]
+    before = tiny.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0))
+    tiny.sleep()
+    tiny.wake()
+    assert tiny.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0)) == before
+
+
+# -- vLLM seam --------------------------------------------------------------------------------------
+
+
+def test_vllm_engine_without_vllm_raises_missing_dependency(monkeypatch):
+    from mtr_hpc.rollout import VLLMRolloutEngine
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail as if not installed
+    with pytest.raises(MissingDependencyError, match="'vllm'.*pip install vllm"):
+        VLLMRolloutEngine("smollm2-135m")
+
+
+def test_importing_the_rollout_package_imports_neither_vllm_nor_torch(repo_root):
+    code = (
+        "import sys, mtr_hpc.rollout as r; r.SamplingParams(); "
+        "print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
