@@ -164,7 +164,10 @@ def test_seeds_reproduce_and_differ_independently_of_the_batch(tiny):
 def test_top_k_one_and_tiny_top_p_are_greedy(tiny):
     prompts = _prompts(seed=5)
     greedy = [o.token_ids for o in tiny.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0))]
-    for p in (SamplingParams(max_new_tokens=6, top_k=1, seed=3), SamplingParams(max_new_tokens=6, top_p=1e-6)):
+    for p in (
+        SamplingParams(max_new_tokens=6, top_k=1, seed=3),
+        SamplingParams(max_new_tokens=6, top_p=1e-6),
+    ):
         assert [o.token_ids for o in tiny.generate(prompts, p)] == greedy
 
 
@@ -183,7 +186,9 @@ def test_stop_string_ends_generation_right_after_it(tiny, tokenizer):
     start = len(tokenizer.decode(free[:6]))
     stop = next(text[i : i + 3] for i in range(start, len(text) - 3) if text[i : i + 3].isprintable())
     expected = next(n for n in range(1, len(free) + 1) if stop in tokenizer.decode(free[:n]))
-    out = tiny.generate(prompt, SamplingParams(max_new_tokens=16, temperature=0, stop_strings=["@@@@", stop]))[0]
+    out = tiny.generate(
+        prompt, SamplingParams(max_new_tokens=16, temperature=0, stop_strings=["@@@@", stop])
+    )[0]
     assert (out.finish_reason, out.stop) == ("stop", stop)
     assert out.token_ids == free[:expected]
 
@@ -270,5 +275,7 @@ def test_importing_the_rollout_package_imports_neither_vllm_nor_torch(repo_root)
         "import sys, mtr_hpc.rollout as r; r.SamplingParams(); "
         "print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"

@@ -37,7 +37,9 @@ def check_model(spec: ModelSpec, index: int) -> ModelSource:
     if not path.exists():
         raise ConfigError(key, f"model path {path} does not exist")
     if not path.is_dir():
-        raise ConfigError(key, f"{path} is a file; expected a model directory, a run directory or a checkpoint")
+        raise ConfigError(
+            key, f"{path} is a file; expected a model directory, a run directory or a checkpoint"
+        )
     if (path / "mcore_config.json").is_file():
         _check_megatron(path, key)
         return ModelSource(spec.name, "megatron", str(path))

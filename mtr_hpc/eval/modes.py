@@ -78,7 +78,9 @@ def decode_turn(tokenizer, token_ids: list[int], end_of_turn: str) -> str:
     return text[: -len(end_of_turn)] if text.endswith(end_of_turn) else text
 
 
-def run_direct(engine: RolloutEngine, renderer, jobs: list[Job], gen: GenerationConfig) -> list[dict[str, Any]]:
+def run_direct(
+    engine: RolloutEngine, renderer, jobs: list[Job], gen: GenerationConfig
+) -> list[dict[str, Any]]:
     """One generation per question, batched in a single engine call."""
     from ..trace.render import IM_END
 

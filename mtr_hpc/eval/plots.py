@@ -37,7 +37,9 @@ def plot_scores(results: dict[str, Any], path: str | Path) -> Path:
     benches = results["benchmarks"]
     pairs = [(m, mode) for m in results["models"] for mode in results["modes"]]
     cell = {(c["model"], c["mode"], c["benchmark"]): c for c in results["cells"]}
-    fig, axes = plt.subplots(1, len(benches), figsize=(max(4.0, 1.2 * len(pairs)) * len(benches), 4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(benches), figsize=(max(4.0, 1.2 * len(pairs)) * len(benches), 4), squeeze=False
+    )
     width = 0.4
     for ax, b in zip(axes[0], benches, strict=True):
         xs = list(range(len(pairs)))

@@ -152,7 +152,9 @@ class HFRolloutEngine:
             for name, tensor in named_tensors:
                 param = self._params.get(name)
                 if param is None:
-                    raise MtrError(f"update_weights: unknown parameter name {name!r} (not in the rollout model)")
+                    raise MtrError(
+                        f"update_weights: unknown parameter name {name!r} (not in the rollout model)"
+                    )
                 if tuple(tensor.shape) != tuple(param.shape):
                     raise MtrError(
                         f"update_weights: {name!r} has shape {tuple(tensor.shape)}, "

@@ -64,7 +64,9 @@ def dumps_line(obj: Any) -> str:
 def _shard_manifests(run_dir: Path) -> list[dict[str, Any]]:
     paths = sorted((run_dir / "shards").glob("shard-*.manifest.json"))
     if not paths:
-        raise MergeError(f"{run_dir} holds no finished shard (no shards/shard-*.manifest.json); run mtr synth")
+        raise MergeError(
+            f"{run_dir} holds no finished shard (no shards/shard-*.manifest.json); run mtr synth"
+        )
     manifests = [read_json(p) for p in paths]
     counts = {m.get("num_shards") for m in manifests}
     if len(counts) != 1:
@@ -73,7 +75,9 @@ def _shard_manifests(run_dir: Path) -> list[dict[str, Any]]:
     missing = sorted(set(range(n)) - {m.get("shard_index") for m in manifests})
     if missing:
         shown = ", ".join(map(str, missing[:10]))
-        raise MergeError(f"{run_dir}: {len(missing)} of {n} shards are not finished (shard {shown}); rerun them")
+        raise MergeError(
+            f"{run_dir}: {len(missing)} of {n} shards are not finished (shard {shown}); rerun them"
+        )
     return sorted(manifests, key=lambda m: m["shard_index"])
 
 

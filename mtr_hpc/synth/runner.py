@@ -37,6 +37,7 @@ from .evidence import build_kb
 from .filtering import SynthAgents, Verdict, asynthesize_example
 from .merge import dumps_line, summarize
 from .retrieval import DistractorPool
+from .config import SynthConfig
 from .run_config import IDENTITY_IGNORE, SAMPLE_SOURCE, SynthRunConfig
 from .shards import Journal, ShardPaths, ShardSpec, example_key
 from .sim_cache import SimCache
@@ -83,16 +84,15 @@ def make_llm(cfg: SynthRunConfig) -> Any:
     from ..llm import make_client
 
     model = cfg.llm.model or cfg.agents.model
+    options: dict[str, Any] = {}
     if cfg.llm.backend == "openai":
-        return make_client(
-            "openai",
-            model,
-            base_url=cfg.llm.base_url,
-            api_key_env=cfg.llm.api_key_env,
-            concurrency=cfg.llm.max_in_flight,
-            timeout_s=cfg.llm.timeout_s,
-        ) if cfg.llm.base_url else make_client("openai", model)
-    return make_client(cfg.llm.backend, model) if cfg.llm.backend != "echo" else make_client("echo", model)
+        options = {"api_key_env": cfg.llm.api_key_env, "concurrency": cfg.llm.max_in_flight}
+        options["timeout_s"] = cfg.llm.timeout_s
+        if cfg.llm.base_url:
+            options["base_url"] = cfg.llm.base_url
+    if cfg.llm.backend == "echo":
+        return make_client("echo", model)
+    return make_client(cfg.llm.backend, model, **options)
 
 
 def _failed(ex: QAExample, cfg: SynthRunConfig, exc: Exception) -> tuple[Trace, Verdict]:
@@ -101,7 +101,9 @@ def _failed(ex: QAExample, cfg: SynthRunConfig, exc: Exception) -> tuple[Trace, 
     meta = {"stop_reason": "agent_error", "error": message, "seed": cfg.agents.seed}
     meta["validation"] = {"keep": False, "reason": "agent_error"}
     trace_id = f"{ex.benchmark}:{ex.id}:s{cfg.agents.seed}"
-    return Trace(trace_id, ex.id, ex.benchmark, [], builder.messages, None, meta), Verdict(False, "agent_error")
+    return Trace(trace_id, ex.id, ex.benchmark, [], builder.messages, None, meta), Verdict(
+        False, "agent_error"
+    )
 
 
 class ShardRunner:
@@ -118,6 +120,7 @@ class ShardRunner:
         self.journal: Journal | None = None
         self.library = ToolLibrary()
         self.agents: dict[str, SynthAgents] = {}
+        self.agent_cfgs: dict[str, SynthConfig] = {}
 
     # -- setup ---------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -126,29 +129,31 @@ class ShardRunner:
             self._replay_library(self.library, rec)
         cache = SimCache(self.paths.cache)
         for benchmark, pool in self.inputs.pools.items():
-            agents_cfg = dataclasses.replace(self.cfg.agents, benchmark=benchmark)
+            self.agent_cfgs[benchmark] = dataclasses.replace(self.cfg.agents, benchmark=benchmark)
             self.agents[benchmark] = SynthAgents.build(
-                agents_cfg, llm=self.llm, library=self.library, cache=cache, pool=pool
+                self.agent_cfgs[benchmark], llm=self.llm, library=self.library, cache=cache, pool=pool
             )
 
     @staticmethod
     def _replay_library(library: ToolLibrary, rec: dict[str, Any]) -> None:
         for tool, (key, origin) in zip(rec["trace"]["tools"], rec.get("library", []), strict=False):
-            library.add(key, tool, origin, count=1)
+            if key is not None:
+                library.add(key, tool, origin, count=1)
 
     def _record(self, key: str, trace: Trace, verdict: Verdict) -> dict[str, Any]:
         key_of = {e.name: k for k, e in self.library.entries.items()}
+        # Aligned with trace.tools; a tool the library does not know (None) is not replayed.
         lib = []
         for tool in trace.tools:
             k = key_of.get(tool.get("function", {}).get("name", ""))
-            lib.append([k, self.library.entries[k].origin] if k else [None, "unknown"])
+            lib.append([k, self.library.entries[k].origin if k else None])
         return {
             "key": key,
             "keep": verdict.keep,
             "reason": verdict.reason,
             "scores": {k: v for k, v in verdict.scores.items() if k != "issues"},
             "trace": trace.to_dict(),
-            "library": [x for x in lib if x[0] is not None] if all(x[0] for x in lib) else [],
+            "library": lib,
         }
 
     # -- work ----------------------------------------------------------------------------------
@@ -175,9 +180,8 @@ class ShardRunner:
     def _synth_sync(self, ex: QAExample) -> tuple[Trace, Verdict]:
         from .drive import drive
 
-        agents = self.agents[ex.benchmark]
         try:
-            return drive(asynthesize_example(ex, agents_cfg(agents, self.cfg, ex), agents))
+            return drive(asynthesize_example(ex, self.agent_cfgs[ex.benchmark], self.agents[ex.benchmark]))
         except Exception as exc:  # noqa: BLE001 - one bad example must not stop the shard
             return _failed(ex, self.cfg, exc)
 
@@ -186,9 +190,10 @@ class ShardRunner:
 
         async def one(key: str, ex: QAExample) -> None:
             async with sem:
-                agents = self.agents[ex.benchmark]
                 try:
-                    trace, verdict = await asynthesize_example(ex, agents_cfg(agents, self.cfg, ex), agents)
+                    trace, verdict = await asynthesize_example(
+                        ex, self.agent_cfgs[ex.benchmark], self.agents[ex.benchmark]
+                    )
                 except Exception as exc:  # noqa: BLE001
                     trace, verdict = _failed(ex, self.cfg, exc)
                 if self.cfg.example_delay_s:
@@ -239,10 +244,6 @@ class ShardRunner:
         atomic_write_json(self.paths.manifest, manifest)
         self.paths.journal.unlink(missing_ok=True)
         return manifest
-
-
-def agents_cfg(agents: SynthAgents, cfg: SynthRunConfig, ex: QAExample):
-    return dataclasses.replace(cfg.agents, benchmark=ex.benchmark)
 
 
 def _reject_line(rec: dict[str, Any]) -> dict[str, Any]:
@@ -324,3 +325,13 @@ def run_shards(cfg: SynthRunConfig, shards: Iterable[ShardSpec], llm: Any = None
     prepare_run_dir(cfg.out, identity_cfg(cfg), ignore_keys=IDENTITY_IGNORE)
     llm = llm if llm is not None else make_llm(cfg)
     return [ShardRunner(cfg, shard, inputs, llm).run() for shard in shards]
+
+
+def run_from_config(config_path: str | None, overrides: list[str]) -> list[dict[str, Any]]:
+    """The `synth` entry of `mtr_hpc.launch`: run the shard(s) the overrides name; slim manifests back."""
+    from ..config import load_config
+
+    cfg = load_config(SynthRunConfig, config_path, overrides, section="synth")
+    indices = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
+    manifests = run_shards(cfg, [ShardSpec(i, cfg.num_shards) for i in indices])
+    return [{k: v for k, v in m.items() if k not in ("config", "versions")} for m in manifests]

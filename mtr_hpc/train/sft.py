@@ -89,7 +89,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         local_rows = step_rows[dp_rank::dp_size]
         model.train()
         mbs = [seam.to_device(b) for b in microbatches(local_rows, cfg.train.micro_batch_rows, thd)]
-        loss_sum, tokens = seam.forward_backward(model, sft_forward_step, mbs)
+        loss_sum, tokens, _ = seam.forward_backward(model, sft_forward_step, mbs)
         lr = lr_at(step, cfg.train.steps, schedule)
         grad_norm, skipped = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
         dt = time.perf_counter() - t0
@@ -150,7 +150,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 def evaluate(seam, model, rows, cfg: SFTConfig, thd: bool) -> float:
     model.eval()
     mbs = [seam.to_device(b) for b in microbatches(rows, cfg.train.micro_batch_rows, thd)]
-    loss_sum, tokens = seam.forward_backward(model, sft_forward_step, mbs, forward_only=True)
+    loss_sum, tokens, _ = seam.forward_backward(model, sft_forward_step, mbs, forward_only=True)
     return loss_sum / max(tokens, 1)
 
 

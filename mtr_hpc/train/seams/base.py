@@ -39,10 +39,12 @@ class DeviceSeam(Protocol):
 
     def forward_backward(
         self, model, forward_step: Callable, microbatches: list[dict], forward_only: bool = False
-    ) -> tuple[float, int]:
-        """Run every microbatch; return (summed masked loss, masked tokens), both over all DP ranks.
+    ) -> tuple[float, int, list[dict]]:
+        """Run every microbatch; return (summed masked loss, masked tokens, per-microbatch reports).
 
-        With `forward_only=False` gradients are accumulated and already divided by the token count.
+        Loss and tokens are summed over all DP ranks; the reports are this rank's (last pipeline stage),
+        whatever the loss function put in its third return value. With `forward_only=False` gradients
+        are accumulated and already divided by the token count of the whole step.
         """
         ...
 

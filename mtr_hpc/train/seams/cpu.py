@@ -55,15 +55,17 @@ class CpuSeam:
 
     def forward_backward(
         self, model, forward_step: Callable, microbatches: list[dict], forward_only: bool = False
-    ) -> tuple[float, int]:
+    ) -> tuple[float, int, list[dict]]:
         it = iter(microbatches)
+        reports = []
         loss_sum = torch.zeros((), dtype=torch.float64)
         tokens = torch.zeros((), dtype=torch.float64)
         ctx = torch.no_grad() if forward_only else torch.enable_grad()
         with ctx:
             for _ in microbatches:
                 output, loss_func = forward_step(it, model)
-                s, n, _report = loss_func(output)
+                s, n, report = loss_func(output)
+                reports.append(report)
                 if not forward_only:
                     s.backward()
                 loss_sum += s.detach().double()
@@ -74,7 +76,7 @@ class CpuSeam:
             dist.all_reduce(totals, group=group)
         if not forward_only:
             self._finalize_grads(model, totals[1].item())
-        return totals[0].item(), int(totals[1].item())
+        return totals[0].item(), int(totals[1].item()), reports
 
     def _finalize_grads(self, model, step_tokens: float) -> None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]

@@ -85,7 +85,7 @@ class GpuSeam:
 
     def forward_backward(
         self, model, forward_step: Callable, microbatches: list[dict], forward_only: bool = False
-    ) -> tuple[float, int]:
+    ) -> tuple[float, int, list[dict]]:
         from megatron.core import parallel_state as ps
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -109,7 +109,7 @@ class GpuSeam:
         torch.distributed.all_reduce(totals, group=ps.get_data_parallel_group())
         if ps.get_pipeline_model_parallel_world_size() > 1:
             torch.distributed.all_reduce(totals, group=ps.get_pipeline_model_parallel_group())
-        return totals[0].item(), int(totals[1].item())
+        return totals[0].item(), int(totals[1].item()), list(stats)
 
     def optimizer_step(self, model, optimizer, lr: float, clip_grad: float) -> tuple[float, bool]:
         for group in optimizer.param_groups:

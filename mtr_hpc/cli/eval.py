@@ -1,0 +1,37 @@
+"""`mtr eval --config F [key=value ...] --out DIR`: models x modes x benchmarks, EM/F1 tables and plots.
+
+Writes predictions.jsonl (resumable journal), results.json, report.md and PNG plots into the run
+directory; prints a one-line JSON summary on stdout and the main table on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ._stage import add_stage_args, overrides_of
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate models (direct / with tools) on the benchmarks: EM/F1 tables and plots",
+        description="Evaluate every model x mode x benchmark of the config; resumable.",
+    )
+    add_stage_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..eval.config import EvalConfig
+
+    cfg = load_config(EvalConfig, args.config, overrides_of(args), section="eval")
+    from ..eval.harness import run_eval
+
+    summary = run_eval(cfg)
+    report = Path(summary["out"]) / "report.md"
+    print(report.read_text(encoding="utf-8"), file=sys.stderr)
+    print(json.dumps({**summary, "report": str(report)}))
+    return 0

@@ -1,0 +1,35 @@
+"""Evaluation (`mtr eval`): models x modes (`direct`, `tools`) x benchmarks, EM/F1 and behaviour.
+
+Modules, one concern each: `config` (EvalConfig), `plan` (up-front loading and validation), `models`
+(which weights a path names; Megatron checkpoints converted on load), `modes` (direct / ReAct batches),
+`environments` (tool sets and actors of `tools` mode), `retrieval` (BM25 over a real corpus, a live-tool
+environment), `journal` (resumable predictions.jsonl), `report` (results.json, report.md), `plots`,
+`outputs`, and `harness` (`run_eval`). Importing this package imports no torch.
+"""
+
+from .config import (
+    BenchmarkSpec,
+    EvalConfig,
+    GenerationConfig,
+    ModelSpec,
+    RetrievalEnvConfig,
+    validate_config,
+)
+
+__all__ = [
+    "BenchmarkSpec",
+    "EvalConfig",
+    "GenerationConfig",
+    "ModelSpec",
+    "RetrievalEnvConfig",
+    "run_eval",
+    "validate_config",
+]
+
+
+def __getattr__(name: str):
+    if name == "run_eval":
+        from .harness import run_eval
+
+        return run_eval
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

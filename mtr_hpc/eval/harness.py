@@ -1,0 +1,156 @@
+"""`run_eval`: every (model, mode, benchmark) cell of an `EvalConfig`, resumable, then the outputs.
+
+Order of work: build and check the whole plan (`plan.build_plan`) before loading any model; then per
+model load one engine and run its pending questions grouped by (mode, benchmark) in batches of
+`batch_size`, each batch one engine call (`direct`) or one `run_episodes` call (`tools`), appended to
+the journal as it finishes. A rerun loads only models with pending questions. Finally results.json,
+report.md, the plots, `eval/*` metrics (metrics.jsonl and W&B) and manifest.json are (re)written from
+the whole journal, so they always describe every question answered so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import to_dict
+from ..rundir import prepare_run_dir, write_manifest
+from .config import EvalConfig
+from .environments import ToolEnvironment
+from .journal import PredictionJournal
+from .models import ModelSource, hf_dir_for
+from .modes import TOOLS_SYSTEM_PROMPT, Job, run_direct, run_tools
+from .plan import EvalPlan, build_plan
+from .report import build_results
+
+# Keys that do not change any prediction: a resumed run may differ in them.
+RESUMABLE_KEYS = ("out", "progress", "training_runs", "wandb", "batch_size", "device")
+
+EngineFactory = Callable[[str, EvalConfig], tuple[Any, Any]]
+
+
+def hf_engine(model_path: str, cfg: EvalConfig) -> tuple[Any, Any]:
+    """The embedded engine: (HFRolloutEngine, tokenizer) for a HF directory or embedded name."""
+    from ..models.registry import load_tokenizer
+    from ..rollout.hf_engine import HFRolloutEngine
+
+    tokenizer = load_tokenizer(model_path)
+    engine = HFRolloutEngine(
+        model_path, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size, tokenizer=tokenizer
+    )
+    return engine, tokenizer
+
+
+def pending_jobs(plan: EvalPlan, journal: PredictionJournal, model: str) -> list[Job]:
+    return [
+        Job(model, mode, bench, ex)
+        for mode in plan.cfg.modes
+        for bench, exs in plan.examples.items()
+        for ex in exs
+        if (model, mode, bench, ex.id) not in journal
+    ]
+
+
+class _Runner:
+    """Runs batches of one model; tool environments are built once per benchmark."""
+
+    def __init__(self, plan: EvalPlan, engine: Any, tokenizer: Any):
+        from ..trace.render import ChatRenderer
+
+        self.plan = plan
+        self.engine = engine
+        self.direct_renderer = ChatRenderer(tokenizer)
+        self.tools_renderer = ChatRenderer(tokenizer, system_prompt=TOOLS_SYSTEM_PROMPT)
+        self.envs: dict[str, ToolEnvironment] = {}
+        self._env_cfg: Any = None
+
+    def env_cfg(self) -> Any:
+        if self._env_cfg is None:
+            from ..rollout.env import EnvConfig
+
+            g = self.plan.cfg.generation
+            self._env_cfg = EnvConfig(
+                max_turns=g.max_turns, max_tokens=g.max_tokens, max_turn_tokens=g.max_new_tokens
+            )
+        return self._env_cfg
+
+    def env(self, bench: str) -> ToolEnvironment:
+        if bench not in self.envs:
+            self.envs[bench] = ToolEnvironment(self.plan.cfg, self.plan.examples[bench], self.plan.corpus)
+        return self.envs[bench]
+
+    def run(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        gen = self.plan.cfg.generation
+        mode, bench = jobs[0].mode, jobs[0].benchmark
+        if mode == "direct":
+            return run_direct(self.engine, self.direct_renderer, jobs, gen)
+        setups = self.env(bench).setups([j.example for j in jobs])
+        return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg())
+
+
+def _batches(jobs: list[Job], size: int):
+    group: list[Job] = []
+    for job in jobs:
+        if group and ((job.mode, job.benchmark) != (group[0].mode, group[0].benchmark) or len(group) == size):
+            yield group
+            group = []
+        group.append(job)
+    if group:
+        yield group
+
+
+def _evaluate_model(
+    plan: EvalPlan, source: ModelSource, run_dir: Path, journal: PredictionJournal, factory: EngineFactory
+) -> int:
+    from tqdm import tqdm
+
+    jobs = pending_jobs(plan, journal, source.name)
+    if not jobs:
+        return 0
+    engine, tokenizer = factory(hf_dir_for(source, run_dir), plan.cfg)
+    runner = _Runner(plan, engine, tokenizer)
+    with tqdm(total=len(jobs), desc=f"eval {source.name}", unit="q", disable=not plan.cfg.progress) as bar:
+        for batch in _batches(jobs, plan.cfg.batch_size):
+            bar.set_postfix(mode=batch[0].mode, bench=batch[0].benchmark, refresh=False)
+            journal.append(runner.run(batch))
+            bar.update(len(batch))
+    return len(jobs)
+
+
+def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) -> dict[str, Any]:
+    """Evaluate every cell of `cfg` into `cfg.out`; returns a summary (counts, timings, output paths)."""
+    from .outputs import write_outputs
+
+    t0 = time.time()
+    plan = build_plan(cfg)
+    run_dir = prepare_run_dir(cfg.out, cfg, ignore_keys=RESUMABLE_KEYS)
+    journal = PredictionJournal(run_dir / "predictions.jsonl")
+    resumed = len(journal)
+    answered = 0
+    for source in plan.models:
+        answered += _evaluate_model(plan, source, run_dir, journal, engine_factory or hf_engine)
+    results = build_results(
+        [m.name for m in plan.models],
+        list(cfg.modes),
+        plan.examples,
+        journal.select,
+        plan.conventions,
+        meta={
+            "env": cfg.env,
+            "generation": to_dict(cfg.generation),
+            "models": {m.name: m.path for m in plan.models},
+        },
+    )
+    paths = write_outputs(run_dir, cfg, results)
+    summary = {
+        "out": str(run_dir),
+        "answered": answered,
+        "resumed": resumed,
+        "questions": len(journal),
+        "seconds": round(time.time() - t0, 2),
+        "outputs": [str(p) for p in paths],
+    }
+    write_manifest(run_dir, "eval", **summary)
+    return summary

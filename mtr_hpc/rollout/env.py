@@ -1,0 +1,215 @@
+"""The multi-turn environment of GRPO: a batch of episodes against the simulated tools, token in / token out.
+
+Per turn round, every active episode's whole token sequence goes to ONE `engine.generate` call. The
+policy's turn ends at the end-of-turn token `<|im_end|>` (the renderer's `end_of_turn_id`) or at the
+length limit, and nowhere else: stopping at `</tool_call>` or `</answer>` would leave a turn without the
+`<|im_end|>` the policy never sampled, and inventing it would put a token into the sequence that the
+policy did not choose. So stop strings other than "<|im_end|>" itself are rejected.
+
+Then the environment decodes the sampled ids (less `<|im_end|>`), parses the text with `parse_turn`,
+and ends the episode at:
+
+- an answer (`answer`);
+- a parse error, a sampled special token, a turn closed by another stop token, or (with
+  `end_on_invalid_call`, the default) a call to an undeclared tool or with schema-invalid arguments
+  (`parse_error`; `Episode.error` says which);
+- a turn cut by `max_turn_tokens` (`engine_length`) or by the episode budget (`max_tokens`);
+- `max_turns` assistant turns without an answer (`max_turns`); the last turn's calls are not run;
+- observations that would leave no room for another sampled token (`max_tokens`; not appended).
+
+Otherwise each call goes to the episode's simulator and `render_observations(tool messages)` is
+appended with loss mask 0. An episode always ends right after one of its sampled turns, so its token
+ids are the renderer's layout of its messages (see `episode.check_drift`). `max_tokens` bounds the
+whole sequence, prompt included: the length the trainer sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError, MtrError
+from ..synth.autoagent import SYSTEM_PROMPT
+from ..trace.parser import ToolCall, parse_turn
+from ..trace.render import IM_END
+from ..trace.validator import registry_for
+from .episode import Episode, EpisodeSetup
+from .protocol import Generation, SamplingParams
+
+
+@dataclass
+class EnvConfig:
+    max_turns: int = 8
+    max_tokens: int = 4096  # whole episode, prompt included
+    max_turn_tokens: int = 512
+    # None: the system prompt of the synthesized traces, so GRPO prompts look like the SFT data.
+    system_prompt: str | None = None
+    end_on_invalid_call: bool = True
+
+    def validate(self) -> EnvConfig:
+        for key in ("max_turns", "max_tokens", "max_turn_tokens"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"env.{key}", f"must be an integer >= 1, got {value!r}")
+        return self
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+class _Runner:
+    """The state of one episode while it runs."""
+
+    def __init__(self, index: int, setup: EpisodeSetup, renderer, cfg: EnvConfig):
+        self.index, self.setup, self.renderer, self.cfg = index, setup, renderer, cfg
+        self.registry = registry_for(setup.tools)
+        system = cfg.system_prompt if cfg.system_prompt is not None else SYSTEM_PROMPT
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": setup.example.question},
+        ]
+        prompt = renderer.render_prefix(messages, setup.tools)
+        self.ep = Episode(
+            setup.example,
+            list(setup.tools),
+            messages,
+            list(prompt),
+            [0] * len(prompt),
+            [0.0] * len(prompt),
+            len(prompt),
+        )
+        if self.room() < 1:
+            self.ep.finish = "max_tokens"
+
+    def room(self) -> int:
+        return min(self.cfg.max_turn_tokens, self.cfg.max_tokens - len(self.ep.token_ids))
+
+    def end(self, finish: str, error: str | None = None) -> None:
+        self.ep.finish, self.ep.error = finish, error
+
+    # ---- one sampled turn ---------------------------------------------------------------------------
+    def consume(self, gen: Generation) -> None:
+        ep, eot = self.ep, self.renderer.end_of_turn_id
+        ids, lps = list(gen.token_ids), [float(x) for x in gen.logprobs]
+        if len(ids) != len(lps) or not ids:
+            raise MtrError(
+                f"engine returned {len(ids)} tokens and {len(lps)} logprobs for episode {self.index}"
+            )
+        start = len(ep.token_ids)
+        ep.token_ids += ids
+        ep.loss_mask += [1] * len(ids)
+        ep.engine_logprobs += lps
+        ep.n_generated += len(ids)
+        ep.turns += 1
+        ep.turn_spans.append((start, len(ep.token_ids)))
+        closed = ids[-1] == eot
+        ep.turn_closed.append(closed)
+        body = ids[:-1] if closed else ids
+        text = self.renderer.tokenizer.decode(
+            body, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        if not closed:
+            ep.messages.append({"role": "assistant", "content": text})
+            if gen.finish_reason == "stop":
+                return self.end("parse_error", f"no_end_of_turn: the turn stopped at {gen.stop!r}")
+            return self.end("max_tokens" if len(ep.token_ids) >= self.cfg.max_tokens else "engine_length")
+        special = set(getattr(self.renderer.tokenizer, "all_special_ids", []) or [])
+        if special.intersection(body):
+            ep.messages.append({"role": "assistant", "content": text})
+            return self.end("parse_error", "special_token: the turn holds a special token before its end")
+        parsed = parse_turn(text)
+        if not parsed.ok:
+            ep.messages.append({"role": "assistant", "content": text})
+            return self.end("parse_error", str(parsed.errors[0]))
+        if parsed.answer is not None:
+            ep.messages.append({"role": "assistant", "content": text})
+            ep.answer = parsed.answer
+            return self.end("answer")
+        self._call_turn(text, parsed.tool_calls)
+
+    def _call_turn(self, text: str, calls: list[ToolCall]) -> None:
+        ep = self.ep
+        content = text[: text.find("<tool_call>")]
+        # The renderer joins content and calls with "\n": drop exactly that one.
+        content = content[:-1] if content.endswith("\n") else content
+        ids = [f"call_{ep.tool_calls + k}" for k in range(len(calls))]
+        ep.messages.append(
+            {
+                "role": "assistant",
+                "content": content,
+                "tool_calls": [
+                    {
+                        "id": i,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": _dumps(c.arguments)},
+                    }
+                    for i, c in zip(ids, calls, strict=True)
+                ],
+            }
+        )
+        ep.tool_calls += len(calls)
+        problems = [p for c in calls if (p := self._call_problem(c))]
+        ep.invalid_calls += len(problems)
+        if problems and self.cfg.end_on_invalid_call:
+            return self.end("parse_error", problems[0])
+        if ep.turns >= self.cfg.max_turns:
+            return self.end("max_turns")
+        tool_msgs = [
+            {"role": "tool", "tool_call_id": i, "content": _dumps(self.setup.call(c.name, c.arguments))}
+            for i, c in zip(ids, calls, strict=True)
+        ]
+        obs_ids = self.renderer.render_observations(tool_msgs)
+        if len(ep.token_ids) + len(obs_ids) >= self.cfg.max_tokens:
+            return self.end("max_tokens")
+        ep.messages += tool_msgs
+        ep.token_ids += obs_ids
+        ep.loss_mask += [0] * len(obs_ids)
+        ep.engine_logprobs += [0.0] * len(obs_ids)
+
+    def _call_problem(self, call: ToolCall) -> str | None:
+        if call.name not in self.registry:
+            return f"undeclared_tool: '{call.name:.80}' is not one of the episode's tools"
+        errors = self.registry.validate_arguments(call.name, call.arguments)
+        return f"invalid_arguments: {call.name}: {errors[0]}" if errors else None
+
+
+def _turn_params(base: SamplingParams, runner: _Runner, eot: int) -> SamplingParams:
+    seed = None
+    if base.seed is not None:
+        # Distinct, reproducible streams per episode and turn (members of a group must differ).
+        seed = (base.seed * 1_000_003 + runner.index * 10_007 + runner.ep.turns) % (2**31 - 1)
+    return dataclasses.replace(
+        base,
+        max_new_tokens=runner.room(),
+        seed=seed,
+        stop_strings=[],
+        stop_token_ids=sorted(set(base.stop_token_ids) | {eot}),
+    )
+
+
+def run_episodes(
+    engine, renderer, setups: list[EpisodeSetup], params: SamplingParams, cfg: EnvConfig | None = None
+) -> list[Episode]:
+    """Roll out every setup to the end, batched: one `engine.generate` call per turn round.
+
+    `params` gives temperature / top-p / top-k / seed; `max_new_tokens` and the stop conditions are
+    set per turn by the environment (see the module docstring). Episodes come back in setup order.
+    """
+    cfg = (cfg or EnvConfig()).validate()
+    bad = [s for s in params.stop_strings if s != IM_END]
+    if bad:
+        raise ConfigError("stop_strings", f"turns end only at {IM_END!r}; got {bad!r} (see rollout.env)")
+    eot = renderer.end_of_turn_id
+    runners = [_Runner(i, s, renderer, cfg) for i, s in enumerate(setups)]
+    while active := [r for r in runners if r.ep.finish is None]:
+        gens = engine.generate(
+            [r.ep.token_ids for r in active], [_turn_params(params, r, eot) for r in active]
+        )
+        if len(gens) != len(active):
+            raise MtrError(f"engine returned {len(gens)} generations for {len(active)} prompts")
+        for runner, gen in zip(active, gens, strict=True):
+            runner.consume(gen)
+    return [r.ep for r in runners]
