@@ -196,7 +196,10 @@ def _turns(messages: list[Message]) -> list[_Turn]:
 def _observed(text: str, observations: list[Any]) -> bool:
     norm = normalize_answer(text)
     return any(
-        _contains(normalize_answer(s), norm) for obs in observations if not _is_error(obs) for s in _scalars(obs)
+        _contains(normalize_answer(s), norm)
+        for obs in observations
+        if not _is_error(obs)
+        for s in _scalars(obs)
     )
 
 
@@ -269,7 +272,9 @@ def _final_answer(messages: list[Message]) -> str | None:
     return None
 
 
-def _as_trace(trace_or_messages: Trace | list[Message], tools: list[ToolSpec] | None, example: QAExample) -> Trace:
+def _as_trace(
+    trace_or_messages: Trace | list[Message], tools: list[ToolSpec] | None, example: QAExample
+) -> Trace:
     if isinstance(trace_or_messages, Trace):
         return trace_or_messages
     messages = trace_or_messages if isinstance(trace_or_messages, list) else []

@@ -69,9 +69,17 @@ class SlurmCluster:
             pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
         return result
 
-    def sbatch(self, args: Sequence[str], script: str) -> str:
-        """Submits `script` (the text of a batch script) with extra sbatch `args`; returns the job id."""
-        result = self.run(["sbatch", "--parsable", *args], input=script)
+    def sbatch(self, args: Sequence[str], script: str | None = None, cwd: Path | None = None) -> str:
+        """Submits a batch job; returns its id.
+
+        `script` is the text of the batch script (sent on stdin); leave it out when `args` end with a
+        script file and its arguments. The job runs from `cwd` (default: `<state_dir>/jobs`, so that
+        default `slurm-%j.out` files do not land in the working tree); pass `--chdir` or absolute paths
+        where a script needs the repository as its working directory.
+        """
+        workdir = cwd or self.state_dir / "jobs"
+        workdir.mkdir(exist_ok=True)
+        result = self.run(["sbatch", "--parsable", *args], input=script or "", cwd=workdir)
         return result.stdout.strip().split(";")[0]
 
     def states(self, job_id: str) -> dict[str, str]:

@@ -189,6 +189,7 @@ def smollm():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_transformers_batch_with_stop_and_lengths(smollm):
     ask = [{"role": "user", "content": "List the numbers from 1 to 20, separated by commas."}]
     reqs = [
@@ -200,7 +201,9 @@ def test_transformers_batch_with_stop_and_lengths(smollm):
     assert all(isinstance(r, ChatResponse) for r in (first, stopped, short))
     assert short.usage["completion_tokens"] <= 3 and short.finish_reason == "length"
     assert first.usage["completion_tokens"] <= 6
-    assert stopped.text.startswith("1, 2, 3, 4") and "5" not in stopped.text and stopped.finish_reason == "stop"
+    assert (
+        stopped.text.startswith("1, 2, 3, 4") and "5" not in stopped.text and stopped.finish_reason == "stop"
+    )
     # Greedy decoding is deterministic: the longer answer extends the shorter one.
     assert first.text.startswith(short.text)
     again = asyncio.run(smollm.chat(ChatRequest(ask, max_tokens=3)))

@@ -143,7 +143,7 @@ def test_concurrency_limit_respected(serve):
 
     results = run(go())
     assert [r.text for r in results] == [f"q{i}" for i in range(24)]
-    assert server.stats.snapshot()["max_in_flight"] == 4
+    assert httpx.get(f"{server.url}/stats").json()["max_in_flight"] == 4
 
 
 def test_chat_many_keeps_errors_in_place(serve):
@@ -274,3 +274,89 @@ def test_mtr_serve_transformers_answers_once(repo_root):
     assert resp.finish_reason in ("stop", "length")
     assert proc.returncode == 0, err
     assert "listening on" in err
+
+
+def _one_shot_chunked_server(answers: list[bytes]):
+    """A raw socket server answering each connection once, chunked, then closing it without notice."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    seen: list[int] = []
+
+    def loop():
+        for i, answer in enumerate(answers):
+            conn, _ = sock.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        v
+                        for k, v in (ln.split(b":", 1) for ln in head.split(b"\r\n")[1:])
+                        if k.lower() == b"content-length"
+                    )
+                )
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                seen.append(i)
+                half = len(answer) // 2
+                chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (answer[:half], answer[half:]))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+        sock.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", seen
+
+
+def test_stream_transport_chunked_and_stale_keepalive():
+    answers = [
+        json.dumps({"choices": [{"message": {"content": f"answer {i}"}, "finish_reason": "stop"}]}).encode()
+        for i in range(2)
+    ]
+    url, seen = _one_shot_chunked_server(answers)
+
+    async def go():
+        async with OpenAIHTTPClient(url, "m", concurrency=1, retry=NO_RETRY) as client:
+            # The second request first tries the kept-alive connection the server has closed.
+            return [await client.chat(ChatRequest(user("x"))) for _ in range(2)]
+
+    assert [r.text for r in run(go())] == ["answer 0", "answer 1"]
+    assert seen == [0, 1]
+
+
+def test_httpx_transport_for_https_and_its_error_mapping(serve):
+    from mtr_hpc.llm.openai_http import _HttpxTransport, _Pool, _StreamTransport
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        assert isinstance(
+            _Pool.open(loop, "https://api.example.com/v1", 8, {}, 1.0).transport, _HttpxTransport
+        )
+        assert isinstance(_Pool.open(loop, "http://127.0.0.1:1/v1", 8, {}, 1.0).transport, _StreamTransport)
+        transport = _HttpxTransport(8, {}, 0.3)
+        body = json.dumps(build_payload(ChatRequest(user("via httpx")), "echo")).encode()
+        status, _, content = await transport.send("POST", f"{serve().url}/v1/chat/completions", body, slot=5)
+        slow = serve(latency_ms=1000).url
+        errors = []
+        for url in (f"http://127.0.0.1:{free_port()}/v1/models", f"{slow}/v1/chat/completions"):
+            with pytest.raises(LLMError) as err:
+                await transport.send("POST", url, body)
+            errors.append(err.value.kind)
+        await transport.aclose()
+        return status, json.loads(content), errors
+
+    status, data, errors = run(go())
+    assert status == 200 and data["choices"][0]["message"]["content"] == "via httpx"
+    assert errors == ["connection", "timeout"]
+
+
+def test_cli_serve_flags():
+    from mtr_hpc.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "--echo", "--port", "0", "--fail-rate", "0.25", "--latency-ms", "5"]
+    )
+    assert (args.backend, args.port, args.fail_rate, args.latency_ms) == ("echo", 0, 0.25, 5.0)
+    assert build_parser().parse_args(["serve"]).backend == "transformers"

@@ -70,6 +70,9 @@ class GenerationConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    # False: a refused call (undeclared tool, invalid arguments) gets an error observation and the
+    # episode goes on, as it would against a live API; True ends it there, as GRPO rollouts do.
+    end_on_invalid_call: bool = False
 
 
 @dataclass

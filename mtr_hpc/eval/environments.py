@@ -8,30 +8,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ..data.example import QAExample
+from ..rollout.episode import EpisodeSetup
 from .config import EvalConfig
 from .retrieval import CorpusIndex, RetrievalActor, retrieval_toolset
 
 
-@dataclass
-class Setup:
-    """What `run_episodes` needs for one question: the example, its tools and the actor episode."""
-
-    example: QAExample
-    toolset: Any
-    actor_episode: Any
-    actor: Any
-
-    def __iter__(self):
-        # Unpacks as the (example, toolset, actor_episode) triple.
-        return iter((self.example, self.toolset, self.actor_episode))
-
-
 class ToolEnvironment:
-    """Builds setups for the questions of one benchmark; the actor and its caches live for the run."""
+    """Builds `EpisodeSetup`s (via `EpisodeSetup.from_actor`) for the questions of one benchmark; the actor
+    and its caches live for the whole run."""
 
     def __init__(self, cfg: EvalConfig, examples: list[QAExample], corpus: CorpusIndex | None = None):
         from ..synth import DistractorPool, ToolActor, ToolActorConfig, ToolMaker, build_kb
@@ -43,7 +30,7 @@ class ToolEnvironment:
         if self.kind == "retrieval":
             if corpus is None:
                 raise ValueError("the retrieval environment needs a CorpusIndex")
-            self.actor: Any = RetrievalActor(corpus, cfg.retrieval.top_k, cfg.retrieval.snippet_sentences)
+            self.actor: Any = RetrievalActor(corpus, cfg.retrieval)
             self.toolset = retrieval_toolset()
         elif self.kind == "grounded":
             pool = DistractorPool.from_kbs([build_kb(ex) for ex in examples])
@@ -60,7 +47,7 @@ class ToolEnvironment:
             )
             self.actor = ToolActor(ToolActorConfig(backend="llm"), llm=client)
 
-    def setups(self, examples: list[QAExample]) -> list[Setup]:
+    def setups(self, examples: list[QAExample]) -> list[EpisodeSetup]:
         out = []
         for ex in examples:
             if self.kind == "retrieval":
@@ -68,5 +55,5 @@ class ToolEnvironment:
             else:
                 kb = self._build_kb(ex)
                 toolset = self.maker.make(ex, kb)
-            out.append(Setup(ex, toolset, self.actor.episode(ex, kb, toolset, self.seed), self.actor))
+            out.append(EpisodeSetup.from_actor(self.actor, self.actor.episode(ex, kb, toolset, self.seed)))
         return out

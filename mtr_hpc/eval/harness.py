@@ -62,7 +62,7 @@ class _Runner:
         self.plan = plan
         self.engine = engine
         self.direct_renderer = ChatRenderer(tokenizer)
-        self.tools_renderer = ChatRenderer(tokenizer, system_prompt=TOOLS_SYSTEM_PROMPT)
+        self.tools_renderer = ChatRenderer(tokenizer)
         self.envs: dict[str, ToolEnvironment] = {}
         self._env_cfg: Any = None
 
@@ -72,7 +72,11 @@ class _Runner:
 
             g = self.plan.cfg.generation
             self._env_cfg = EnvConfig(
-                max_turns=g.max_turns, max_tokens=g.max_tokens, max_turn_tokens=g.max_new_tokens
+                max_turns=g.max_turns,
+                max_tokens=g.max_tokens,
+                max_turn_tokens=g.max_new_tokens,
+                system_prompt=TOOLS_SYSTEM_PROMPT,
+                end_on_invalid_call=g.end_on_invalid_call,
             )
         return self._env_cfg
 

@@ -127,6 +127,7 @@ def run_tools(
             prediction=answer,
             messages=list(ep.messages),
             tools=[t["function"]["name"] for t in (ep.tools or [])],
+            error=getattr(ep, "error", None),
             turns=int(ep.turns),
             tool_calls=_count(ep.tool_calls),
             invalid_calls=_count(ep.invalid_calls),

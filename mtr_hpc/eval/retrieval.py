@@ -31,6 +31,7 @@ from ..synth.toolactor import Episode
 from ..synth.toolmaker import ToolSet
 from ..synth.utility_tools import OPEN_PAGE, SEARCH
 from ..toolspec import ToolRegistry, canonical_json
+from .config import RetrievalEnvConfig
 
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 MAX_TOP_K = 10  # the bound `search` declares
@@ -83,10 +84,10 @@ def retrieval_toolset() -> ToolSet:
 class RetrievalActor:
     """Answers `search` / `open_page` calls from a `CorpusIndex`; drop-in for `ToolActor`."""
 
-    def __init__(self, index: CorpusIndex, top_k: int = 5, snippet_sentences: int = 2):
+    def __init__(self, index: CorpusIndex, cfg: RetrievalEnvConfig | None = None):
         self.index = index
-        self.top_k = top_k
-        self.snippet_sentences = snippet_sentences
+        # `cfg.backend` is absent: `EpisodeSetup.from_actor` then calls `call` synchronously.
+        self.cfg = cfg or RetrievalEnvConfig()
         self.stats: Counter[str] = Counter()
         self._registries: dict[tuple[int, ...], ToolRegistry] = {}
         self._keep: list[ToolSet] = []  # keeps registry keys (object ids) valid
@@ -122,8 +123,8 @@ class RetrievalActor:
 
     def _answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         if name == "search":
-            top_k = min(int(args.get("top_k") or self.top_k), MAX_TOP_K)
-            return self.index.search(str(args["query"]), top_k, self.snippet_sentences)
+            top_k = min(int(args.get("top_k") or self.cfg.top_k), MAX_TOP_K)
+            return self.index.search(str(args["query"]), top_k, self.cfg.snippet_sentences)
         if name == "open_page":
             return self.index.open_page(str(args["title"]))
         self.stats["unsupported"] += 1

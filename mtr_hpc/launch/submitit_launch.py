@@ -93,14 +93,16 @@ def make_executor(opts: LaunchOptions, folder: Path, name: str):
     return ex
 
 
-def launch(stage_name: str, config_path: str | None, overrides: list[str], opts: LaunchOptions) -> LaunchResult:
+def launch(
+    stage_name: str, config_path: str | None, overrides: list[str], opts: LaunchOptions
+) -> LaunchResult:
     stage = get_stage(stage_name)
     if opts.num_tasks < 1:
         raise ConfigError("--num-tasks", f"must be >= 1, got {opts.num_tasks}")
     if opts.num_tasks > 1 and not stage.array:
         raise ConfigError("--num-shards", f"stage '{stage_name}' runs as one task, not an array")
     out = out_dir_of(config_path, overrides, stage_name)
-    folder = Path(opts.folder or Path(out) / "submitit" / "%j")
+    folder = Path(opts.folder or Path(out) / "submitit")
     executor = make_executor(opts, folder, stage_name)
     if stage.array:
         n = opts.num_tasks

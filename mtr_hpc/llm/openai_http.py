@@ -1,13 +1,15 @@
 """Async client for any OpenAI-compatible chat endpoint (vLLM serve, hosted APIs, `mtr serve`).
 
-Concurrency is bounded per client (every caller sharing the client shares the bound). Plain `http://`
-endpoints (vLLM serve on a cluster node, `mtr serve`) are spoken to over keep-alive HTTP/1.1 connections
-on asyncio streams (`_StreamTransport`): at 64 requests in flight httpx spends about 2 ms of CPU per
-request against 0.25 ms for these, which caps a single synthesis process near 400 requests/s.
-`https://` endpoints (hosted APIs: TLS, proxies, compression) go through httpx. Failed attempts are retried with capped exponential backoff and full jitter on connection
-errors, timeouts, 429 and 5xx (a 429's `Retry-After` is honoured up to the cap); any other 4xx is the
-caller's fault and fails at once. `json_schema` is sent as
-`response_format={"type": "json_schema", "json_schema": {...}}`, which vLLM and OpenAI both enforce.
+Concurrency is bounded per client (every caller sharing the client shares the bound). Failed attempts
+are retried with capped exponential backoff and full jitter on connection errors, timeouts, 429 and
+5xx (a 429's `Retry-After` is honoured up to the cap); any other 4xx is the caller's fault and fails at
+once. `json_schema` is sent as `response_format={"type": "json_schema", "json_schema": {...}}`, which
+vLLM and OpenAI both enforce.
+
+Transport: `https://` endpoints (hosted APIs: TLS, proxies, compression) go through httpx. Plain
+`http://` endpoints (vLLM serve on a cluster node, `mtr serve`) are spoken to over keep-alive HTTP/1.1
+connections on asyncio streams (`_StreamTransport`), because at 64 requests in flight httpx spends
+about 2 ms of CPU per request against 0.25 ms for these, which capped one process near 400 requests/s.
 """
 
 from __future__ import annotations

@@ -60,12 +60,23 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def _special_ids(renderer) -> frozenset[int]:
+    """Ids of every special / added-special token (ChatML markers included, whether or not the
+    tokenizer lists them among `all_special_ids`)."""
+    tok = renderer.tokenizer
+    ids = set(getattr(tok, "all_special_ids", None) or [])
+    decoder = getattr(tok, "added_tokens_decoder", None) or {}
+    ids |= {int(i) for i, t in decoder.items() if getattr(t, "special", False)}
+    return frozenset(ids | {renderer.im_start_id, renderer.end_of_turn_id})
+
+
 class _Runner:
     """The state of one episode while it runs."""
 
     def __init__(self, index: int, setup: EpisodeSetup, renderer, cfg: EnvConfig):
         self.index, self.setup, self.renderer, self.cfg = index, setup, renderer, cfg
         self.registry = registry_for(setup.tools)
+        self.special_ids = _special_ids(renderer)
         system = cfg.system_prompt if cfg.system_prompt is not None else SYSTEM_PROMPT
         messages = [
             {"role": "system", "content": system},
@@ -116,8 +127,7 @@ class _Runner:
             if gen.finish_reason == "stop":
                 return self.end("parse_error", f"no_end_of_turn: the turn stopped at {gen.stop!r}")
             return self.end("max_tokens" if len(ep.token_ids) >= self.cfg.max_tokens else "engine_length")
-        special = set(getattr(self.renderer.tokenizer, "all_special_ids", []) or [])
-        if special.intersection(body):
+        if self.special_ids.intersection(body):
             ep.messages.append({"role": "assistant", "content": text})
             return self.end("parse_error", "special_token: the turn holds a special token before its end")
         parsed = parse_turn(text)

@@ -33,11 +33,11 @@ from ..io import atomic_write, atomic_write_json
 from ..rundir import prepare_run_dir, versions
 from ..trace.model import Trace
 from .autoagent import SYSTEM_PROMPT, TraceBuilder
+from .config import SynthConfig
 from .evidence import build_kb
 from .filtering import SynthAgents, Verdict, asynthesize_example
 from .merge import dumps_line, summarize
 from .retrieval import DistractorPool
-from .config import SynthConfig
 from .run_config import IDENTITY_IGNORE, SAMPLE_SOURCE, SynthRunConfig
 from .shards import Journal, ShardPaths, ShardSpec, example_key
 from .sim_cache import SimCache

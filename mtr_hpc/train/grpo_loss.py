@@ -173,7 +173,9 @@ def vocab_parallel_logprobs(
     return _VocabParallelLogprob.apply(logits_shard, labels, tp_group)
 
 
-def vocab_parallel_entropy(logits_shard: torch.Tensor, tp_group=None, temperature: float = 1.0) -> torch.Tensor:
+def vocab_parallel_entropy(
+    logits_shard: torch.Tensor, tp_group=None, temperature: float = 1.0
+) -> torch.Tensor:
     """`entropy_from_logits` for vocab-sharded logits (see `vocab_parallel_logprobs`)."""
     if temperature != 1.0:
         logits_shard = logits_shard / temperature

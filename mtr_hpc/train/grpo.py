@@ -1,0 +1,315 @@
+"""Stage 2: GRPO against simulated tools (`mtr grpo`).
+
+One step, as the algorithm reads: roll out G episodes per prompt with the rollout engine in the
+multi-turn environment, score them with the composite reward, turn rewards into group advantages,
+recompute old (and reference) log-probs with the trainer, take `minibatches` clipped-policy updates,
+push the new weights into the engine, log, checkpoint.
+
+Rollouts run on global rank 0 (the engine lives there) and are broadcast; every data-parallel rank
+trains on its slice of the episodes, every tensor-parallel rank joins the weight gather for the sync.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import to_dict
+from ..models.parallel import init_parallel
+from ..models.registry import load_tokenizer
+from ..reward import score_episode
+from ..rollout.env import run_episodes
+from ..rollout.episode import drift_metrics, open_setups
+from ..rollout.protocol import SamplingParams
+from ..rundir import prepare_run_dir, write_manifest
+from ..trace.render import ChatRenderer
+from ..tracking import MetricsLogger
+from . import checkpoint as ckpt
+from .grpo_batch import LossSettings, make_forward_step, microbatches, sample_of
+from .grpo_config import GRPOConfig
+from .grpo_loss import all_reduce_stats, drop_uniform_groups, finalize_stats, group_advantages, merge_stats
+from .grpo_setup import (
+    RewardNaNError,
+    build_engine,
+    build_simulator,
+    check_finite_rewards,
+    load_prompts,
+    sync_weights,
+)
+from .model_io import build_policy, export_hf, hf_named_tensors, policy_source
+from .schedule import ScheduleConfig, lr_at
+from .seams import get_seam
+from .sft_data import DataPosition, RowSampler
+
+
+def run_grpo(cfg: GRPOConfig) -> dict:
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps
+
+    init_parallel(cfg.model.tp, cfg.model.pp, seed=cfg.train.seed)
+    rank0 = dist.get_rank() == 0
+    dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    tp_group = ps.get_tensor_model_parallel_group() if cfg.model.tp > 1 else None
+    seam = get_seam(cfg.device, bf16=cfg.model.dtype == "bf16")
+    run_dir = Path(cfg.out)
+    if rank0:
+        prepare_run_dir(run_dir, cfg, ignore_keys=("train.steps", "resume", "export_hf", "wandb"))
+    dist.barrier()
+
+    src = policy_source(cfg.model)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.hf)
+    renderer = ChatRenderer(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else renderer.end_of_turn_id
+    prompts = RowSampler(load_prompts(cfg), cfg.algo.prompts_per_step, cfg.train.seed)
+    toolmaker, actor = build_simulator(cfg, run_dir)
+    engine = build_engine(cfg, src.hf_config, tokenizer) if rank0 else None
+
+    model = seam.wrap_model(build_policy(cfg.model, src, cfg.init))
+    optimizer = seam.build_optimizer(model, cfg.optim)
+    reference = None
+    if cfg.algo.kl_coef > 0:
+        reference = build_policy(cfg.model, src, cfg.init).eval()
+        reference.load_state_dict(seam.unwrap(model).state_dict())
+    ckpt_root = run_dir / "checkpoints"
+    start_step, position = 0, DataPosition()
+    latest = ckpt.latest_checkpoint(ckpt_root) if cfg.resume else None
+    if latest is not None:
+        meta = ckpt.read_meta(latest)
+        ckpt.check_topology(meta, _topology(cfg, dp_size), latest)
+        extra = seam.load(latest, model, optimizer)
+        start_step, position = meta["step"], DataPosition(**meta["position"])
+        if reference is not None and "reference" in extra:
+            reference.load_state_dict(extra["reference"])
+    # The engine starts from the policy's weights, whatever it loaded on its own.
+    sync_weights(engine, hf_named_tensors(seam.unwrap(model), src), rank0)
+
+    logger = (
+        MetricsLogger(run_dir, "grpo", cfg.wandb, to_dict(cfg), resume_step=start_step - 1) if rank0 else None
+    )
+    settings = LossSettings(
+        cfg.algo.temperature, cfg.algo.clip_low, cfg.algo.clip_high, cfg.algo.kl_coef, cfg.algo.aggregation
+    )
+    schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
+    batches = prompts.batches(position)
+    bar = _progress(rank0, start_step, cfg.train.steps)
+    metrics: dict = {}
+    for step in range(start_step, cfg.train.steps):
+        timings: dict = {}
+        examples, position = next(batches)
+
+        # 1. Roll out (rank 0) and score; every rank receives the scored episodes.
+        t = time.perf_counter()
+        payload = None
+        if rank0:
+            payload = rollout_and_score(engine, renderer, examples, toolmaker, actor, cfg, step, timings)
+        payload = _broadcast(payload)
+        rewards = payload["rewards"]
+        try:
+            check_finite_rewards(rewards, step)
+        except RewardNaNError:
+            save(seam, model, optimizer, reference, ckpt_root, step, position, cfg, dp_size)
+            raise
+        timings.setdefault("timing_s/rollout", time.perf_counter() - t)
+
+        # 2. Group advantages; optionally drop groups without signal.
+        r = torch.tensor(rewards, dtype=torch.float32)
+        adv = group_advantages(r, cfg.algo.group_size, cfg.algo.scale_std, cfg.algo.adv_eps)
+        keep = (
+            drop_uniform_groups(r, cfg.algo.group_size)
+            if cfg.algo.drop_uniform_groups
+            else torch.ones_like(r, dtype=torch.bool)
+        )
+        samples = [
+            sample_of(ep, float(a))
+            for ep, a, k in zip(payload["episodes"], adv.tolist(), keep.tolist(), strict=True)
+            if k
+        ]
+        local = samples[dp_rank::dp_size]
+
+        train_metrics = {}
+        if local:
+            mbs = [seam.to_device(b) for b in microbatches(local, cfg.train.micro_batch_rows, pad_id)]
+            # 3. Old log-probs (and reference log-probs) recomputed by the trainer.
+            t = time.perf_counter()
+            old = _logprob_pass(seam, model, mbs, settings, tp_group)
+            timings["timing_s/old_logprobs"] = time.perf_counter() - t
+            for mb, (lp, _) in zip(mbs, old["per_mb"], strict=True):
+                mb["old_logprobs"] = lp
+            if reference is not None:
+                t = time.perf_counter()
+                ref = _logprob_pass(seam, reference, mbs, settings, tp_group)
+                for mb, (lp, _) in zip(mbs, ref["per_mb"], strict=True):
+                    mb["ref_logprobs"] = lp
+                timings["timing_s/reference"] = time.perf_counter() - t
+            # 4. Minibatch updates of the clipped objective.
+            t = time.perf_counter()
+            train_metrics = train_on(seam, model, optimizer, mbs, settings, tp_group, cfg, step, schedule)
+            timings["timing_s/train"] = time.perf_counter() - t
+            train_metrics.update(_logprob_metrics(mbs, old))
+
+        # 5. New weights into the engine.
+        timings.update(sync_weights(engine, hf_named_tensors(seam.unwrap(model), src), rank0))
+
+        metrics = {**payload["metrics"], **train_metrics, **timings, "grpo/kept_samples": len(samples)}
+        if logger is not None:
+            logger.log(step, metrics)
+        done = step + 1
+        if done % cfg.train.save_every == 0 or done == cfg.train.steps:
+            save(seam, model, optimizer, reference, ckpt_root, done, position, cfg, dp_size)
+        _tick(bar, metrics)
+
+    if bar is not None:
+        bar.close()
+    hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf") if cfg.export_hf else None
+    summary = {"steps": cfg.train.steps, "final": metrics, "hf_dir": str(hf_dir) if hf_dir else None}
+    if logger is not None:
+        logger.summary(metrics)
+        logger.close()
+        write_manifest(run_dir, "grpo", **summary)
+    return summary
+
+
+def rollout_and_score(
+    engine, renderer, examples, toolmaker, actor, cfg: GRPOConfig, step: int, timings: dict
+) -> dict:
+    t = time.perf_counter()
+    setups = open_setups(examples, toolmaker, actor, cfg.algo.group_size, seed=cfg.train.seed)
+    params = SamplingParams(
+        temperature=cfg.algo.temperature,
+        top_p=cfg.algo.top_p,
+        top_k=cfg.algo.top_k,
+        seed=cfg.train.seed * 100_003 + step,
+    )
+    engine.wake()
+    episodes = run_episodes(engine, renderer, setups, params, cfg.env)
+    engine.sleep()
+    timings["timing_s/rollout"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scores = [
+        score_episode(ep.messages, ep.tools, ep.example, cfg.reward, n_tokens=ep.n_tokens) for ep in episodes
+    ]
+    timings["timing_s/reward"] = time.perf_counter() - t
+    return {
+        "episodes": [_slim(ep) for ep in episodes],
+        "rewards": [s.total for s in scores],
+        "metrics": episode_metrics(episodes, scores, renderer),
+    }
+
+
+def episode_metrics(episodes, scores, renderer) -> dict:
+    n = max(len(episodes), 1)
+    out = {}
+    for s in scores:
+        for k, v in s.metrics(prefix="grpo/reward/").items():
+            out[k] = out.get(k, 0.0) + v / n
+    out["grpo/em"] = out.pop("grpo/reward/em", 0.0)
+    out["grpo/f1"] = out.pop("grpo/reward/f1", 0.0)
+    out["grpo/response_length"] = sum(ep.n_generated for ep in episodes) / n
+    out["grpo/turns"] = sum(ep.turns for ep in episodes) / n
+    out["grpo/tool_calls"] = sum(ep.tool_calls for ep in episodes) / n
+    out["grpo/invalid_calls"] = sum(ep.invalid_calls for ep in episodes) / n
+    for reason in sorted({ep.finish for ep in episodes}):
+        out[f"grpo/finish/{reason}"] = sum(ep.finish == reason for ep in episodes) / n
+    out.update(drift_metrics(episodes, renderer))
+    return out
+
+
+def train_on(seam, model, optimizer, mbs, settings, tp_group, cfg: GRPOConfig, step: int, schedule) -> dict:
+    from megatron.core import parallel_state as ps
+
+    k = max(1, min(cfg.algo.minibatches, len(mbs)))
+    groups = [mbs[i::k] for i in range(k)]
+    forward = make_forward_step("train", settings, tp_group)
+    stats, norms, losses = {}, [], []
+    for j, group in enumerate(groups):
+        model.train()
+        loss_sum, count, reports = seam.forward_backward(model, forward, group)
+        lr = lr_at(step * k + j, cfg.train.steps * k, schedule)
+        norm, _ = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
+        norms.append(norm)
+        losses.append(loss_sum / max(count, 1))
+        for rep in reports:
+            stats = merge_stats(stats, rep["stats"])
+    if ps.get_data_parallel_world_size() > 1:
+        stats = all_reduce_stats(stats, ps.get_data_parallel_group())
+    out = {f"grpo/{k}": v for k, v in finalize_stats(stats).items()} if stats else {}
+    out["grpo/loss"] = sum(losses) / len(losses)
+    out["grpo/grad_norm"] = sum(norms) / len(norms)
+    out["grpo/lr"] = lr
+    return out
+
+
+def _logprob_pass(seam, model, mbs, settings, tp_group) -> dict:
+    model.eval()
+    _, tokens, reports = seam.forward_backward(
+        model, make_forward_step("logprobs", settings, tp_group), mbs, forward_only=True
+    )
+    entropy = sum(float(r["entropy_sum"]) for r in reports)
+    return {
+        "per_mb": [(r["logprobs"], r["entropy_sum"]) for r in reports],
+        "entropy": entropy / max(tokens, 1),
+    }
+
+
+def _logprob_metrics(mbs, old) -> dict:
+    diff, n = 0.0, 0.0
+    for mb in mbs:
+        m = mb["mask"]
+        diff += float(((mb["old_logprobs"] - mb["engine_logprobs"]).abs() * m).sum())
+        n += float(m.sum())
+    return {"grpo/logprob_abs_diff": diff / max(n, 1.0), "grpo/entropy": old["entropy"]}
+
+
+def save(
+    seam, model, optimizer, reference, root: Path, step: int, position, cfg: GRPOConfig, dp: int
+) -> None:
+    import torch.distributed as dist
+
+    extra = {"step": step}
+    if reference is not None:
+        extra["reference"] = reference.state_dict()
+    seam.save(ckpt.staging_dir(root, step), model, optimizer, extra)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        meta = {"step": step, "position": position.to_dict(), "seam": seam.name, **_topology(cfg, dp)}
+        ckpt.commit(root, step, meta, keep_last=cfg.train.keep_last)
+    dist.barrier()
+
+
+def _slim(ep):
+    """What the trainer needs of an episode (no example evidence to broadcast)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(token_ids=ep.token_ids, loss_mask=ep.loss_mask, engine_logprobs=ep.engine_logprobs)
+
+
+def _broadcast(obj):
+    import torch.distributed as dist
+
+    if dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _topology(cfg: GRPOConfig, dp: int) -> dict:
+    return {"tp": cfg.model.tp, "pp": cfg.model.pp, "dp": dp, "hf": cfg.model.hf}
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="grpo", unit="step", dynamic_ncols=True)
+
+
+def _tick(bar, m: dict) -> None:
+    if bar is None:
+        return
+    phases = {"t_" + k.split("/")[-1]: f"{v:.1f}s" for k, v in m.items() if k.startswith("timing_s/")}
+    bar.set_postfix(reward=f"{m.get('grpo/reward/total', 0.0):.3f}", **phases, refresh=False)
+    bar.update(1)

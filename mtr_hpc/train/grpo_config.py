@@ -1,0 +1,81 @@
+"""Configs of the GRPO stage: one dataclass per component, nested in `GRPOConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..models.config import ModelConfig
+from ..reward import RewardConfig
+from ..rollout.env import EnvConfig
+from ..synth.config import ToolActorConfig, ToolMakerConfig
+from ..tracking import WandbConfig
+from .seams.base import OptimConfig
+
+
+@dataclass
+class BenchmarkSource:
+    name: str = "hotpotqa"
+    source: str = "sample"  # `sample` (shipped with the package), a file, or a hub name
+    limit: int | None = None
+    skip_bad: bool = False
+
+
+@dataclass
+class GRPOAlgoConfig:
+    group_size: int = 4  # G samples per prompt
+    prompts_per_step: int = 2
+    scale_std: bool = True  # False: Dr. GRPO (mean-centred advantages)
+    adv_eps: float = 1e-6
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0  # > 0 builds a frozen reference policy and adds the k3 KL penalty
+    aggregation: Literal["token_mean", "seq_mean_token_mean"] = "token_mean"
+    minibatches: int = 1  # optimizer updates per rollout batch
+    drop_uniform_groups: bool = False  # drop groups whose rewards are all equal (no signal)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+
+@dataclass
+class RolloutConfig:
+    engine: Literal["hf", "vllm"] = "hf"
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = 16  # HF engine: sequences decoded together
+    gpu_memory_utilization: float = 0.4  # vLLM, colocated with the trainer
+    sleep_between_steps: bool = True  # vLLM sleep mode frees its memory while the trainer runs
+    sync_bucket_mb: int = 512
+
+
+@dataclass
+class GRPOTrainConfig:
+    steps: int = 10
+    micro_batch_rows: int = 2
+    save_every: int = 5
+    keep_last: int = 2
+    seed: int = 1234
+
+
+@dataclass
+class GRPOConfig:
+    out: str = "runs/grpo"
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    init: Literal["pretrained", "random"] = "pretrained"
+    tokenizer: str | None = None  # defaults to model.hf
+    resume: bool = True
+    export_hf: bool = True
+    model: ModelConfig = field(
+        default_factory=ModelConfig
+    )  # model.hf: the policy to start from (an SFT run's hf/)
+    data: list[BenchmarkSource] = field(default_factory=lambda: [BenchmarkSource()])
+    algo: GRPOAlgoConfig = field(default_factory=GRPOAlgoConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    toolmaker: ToolMakerConfig = field(default_factory=ToolMakerConfig)
+    toolactor: ToolActorConfig = field(default_factory=ToolActorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)

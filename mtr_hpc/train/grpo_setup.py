@@ -1,0 +1,92 @@
+"""What the GRPO driver builds once: prompts, the rollout engine, the simulated tools, weight sync."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..data import load_benchmark, load_sample
+from ..errors import ConfigError, MtrError
+from .grpo_config import GRPOConfig
+
+
+def load_prompts(cfg: GRPOConfig) -> list:
+    """Every training question of the configured benchmarks (a source may be `sample`)."""
+    examples = []
+    for src in cfg.data:
+        if src.source == "sample":
+            got = load_sample(src.name)
+            got = got[: src.limit] if src.limit else got
+        else:
+            got = load_benchmark(src.name, src.source, skip_bad=src.skip_bad, limit=src.limit).examples
+        examples += got
+    if not examples:
+        raise ConfigError("data", "no training questions (empty benchmark sources)")
+    return examples
+
+
+def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
+    """The rollout engine, with the policy's architecture; its weights come from the first sync."""
+    import torch
+
+    device = cfg.rollout.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.rollout.engine == "vllm":
+        from ..rollout.vllm_engine import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(
+            cfg.model.hf,
+            dtype=cfg.rollout.dtype,
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+            enable_sleep_mode=cfg.rollout.sleep_between_steps,
+            seed=cfg.train.seed,
+        )
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..rollout.hf_engine import DTYPES, HFRolloutEngine
+
+    config = AutoConfig.for_model(**{k: v for k, v in hf_config.items() if k != "quantization_config"})
+    model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.rollout.dtype]).to(device)
+    return HFRolloutEngine(model, batch_size=cfg.rollout.batch_size, tokenizer=tokenizer)
+
+
+def build_simulator(cfg: GRPOConfig, run_dir: Path):
+    """ToolMaker + ToolActor with a replay cache in the run dir (resumed runs replay observations)."""
+    from ..synth import SimCache, SynthConfig
+    from ..synth.filtering import SynthAgents
+
+    if cfg.toolactor.backend == "llm":
+        raise ConfigError(
+            "toolactor.backend",
+            "the llm tool simulator needs an LLM client; GRPO supports `grounded` for now",
+        )
+    synth_cfg = SynthConfig(seed=cfg.train.seed, toolmaker=cfg.toolmaker, toolactor=cfg.toolactor)
+    agents = SynthAgents.build(synth_cfg, cache=SimCache(run_dir / "sim_cache.jsonl"))
+    return agents.toolmaker, agents.actor
+
+
+def sync_weights(engine, named_tensors, rank0: bool) -> dict:
+    """Push (HF name, tensor) pairs into the engine; every TP rank iterates (they all-gather)."""
+    t0 = time.perf_counter()
+    if rank0:
+        info = engine.update_weights(named_tensors)
+    else:
+        info = {"bytes": 0}
+        for _ in named_tensors:
+            pass
+    seconds = time.perf_counter() - t0
+    gb = info.get("bytes", 0) / 1e9
+    return {"timing_s/weight_sync": seconds, "grpo/weight_sync_gb_per_s": gb / seconds if seconds else 0.0}
+
+
+def check_finite_rewards(rewards: list[float], step: int) -> None:
+    import math
+
+    bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
+    if bad:
+        raise RewardNaNError(f"reward of episode {bad[0]} at step {step} is {rewards[bad[0]]}")
+
+
+class RewardNaNError(MtrError):
+    pass

@@ -1,0 +1,343 @@
+"""`mtr eval` end to end: a tiny random Llama through both modes, a scripted engine that answers
+correctly (EM/F1 = 1 and results.json == `mtr score`), resuming, and bad input refused up front."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mtr_hpc.cli import main as mtr_main
+from mtr_hpc.config import load_config
+from mtr_hpc.data import load_sample
+from mtr_hpc.errors import ConfigError, DataError, MtrError
+from mtr_hpc.eval.config import EvalConfig
+from mtr_hpc.eval.harness import run_eval
+from mtr_hpc.eval.report import find_cell
+from mtr_hpc.rollout.protocol import Generation
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+N_PER_BENCH = 3
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from mtr_hpc.models.registry import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, tokenizer) -> Path:
+    """A randomly initialized 2-layer Llama with SmolLM2's tokenizer saved beside it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A JSONL corpus of the HotpotQA sample's context paragraphs (gold pages included)."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    seen, lines = set(), []
+    for ex in load_sample("hotpotqa"):
+        for p in ex.evidence.get("paragraphs", []):
+            if p["title"] not in seen:
+                seen.add(p["title"])
+                lines.append(json.dumps({"title": p["title"], "text": p["text"]}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def gold_file(tmp_path: Path, source: Path, n: int) -> Path:
+    """The first `n` records of a benchmark file in its own format (a gold file for `mtr score`)."""
+    records = json.loads(source.read_text(encoding="utf-8"))[:n]
+    out = tmp_path / source.name
+    out.write_text(json.dumps(records), encoding="utf-8")
+    return out
+
+
+def make_cfg(out: Path, model: Path, benchmarks: list[dict], **over) -> EvalConfig:
+    data = {
+        "out": str(out),
+        "models": [{"name": "tiny", "path": str(model)}],
+        "benchmarks": benchmarks,
+        "modes": ["direct", "tools"],
+        "generation": {"max_turns": 2, "max_new_tokens": 8, "max_tokens": 2048},
+        "batch_size": 4,
+        "progress": False,
+    }
+    data.update(over)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return load_config(EvalConfig, path)
+
+
+class ScriptedEngine:
+    """Implements the rollout protocol; reads the question off the prompt and answers it correctly.
+
+    `tools` episodes first call `search` once (a real query against the retrieval environment), then
+    answer after the observation; `direct` prompts are answered at once.
+    """
+
+    def __init__(self, tokenizer, answers: dict[str, str]):
+        self.tokenizer = tokenizer
+        self.answers = answers
+        self.vocab_size = len(tokenizer)
+        self.eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.calls = 0
+
+    def _reply(self, prompt: str) -> str:
+        question = re.search(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", prompt, re.DOTALL).group(1)
+        answer = self.answers[question]
+        if "<tools>" in prompt and "<tool_response>" not in prompt:
+            call = json.dumps({"name": "search", "arguments": {"query": question, "top_k": 2}})
+            return f"<think>I should search.</think>\n<tool_call>\n{call}\n</tool_call>"
+        return f"<think>I know it.</think><answer>{answer}</answer>"
+
+    def generate(self, prompts, params):
+        self.calls += 1
+        out = []
+        for ids in prompts:
+            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+            reply = self.tokenizer.encode(self._reply(text), add_special_tokens=False) + [self.eot]
+            out.append(Generation(reply, [0.0] * len(reply), "stop", self.eot))
+        return out
+
+    def update_weights(self, named_tensors):
+        return {}
+
+    def sleep(self):
+        pass
+
+    def wake(self):
+        pass
+
+    def logits(self, token_ids):
+        raise NotImplementedError
+
+
+def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, tokenizer, corpus, capsys):
+    from mtr_hpc.data import sample_path
+    from mtr_hpc.rollout.protocol import RolloutEngine
+
+    gold = {b: gold_file(tmp_path, sample_path(b), N_PER_BENCH) for b in ("hotpotqa", "bamboogle")}
+    answers = {ex.question: ex.answers[0] for b in gold for ex in load_sample(b)}
+    engine = ScriptedEngine(tokenizer, answers)
+    assert isinstance(engine, RolloutEngine)
+    cfg = make_cfg(
+        tmp_path / "run",
+        tiny_model,
+        [{"name": b, "source": str(p)} for b, p in gold.items()],
+        env="retrieval",
+        retrieval={"corpus": str(corpus), "top_k": 3},
+    )
+    summary = run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
+    assert summary["answered"] == 2 * 2 * N_PER_BENCH
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(results["cells"]) == 4
+    for cell in results["cells"]:
+        assert (cell["n"], cell["em"], cell["f1"], cell["format_valid_rate"]) == (N_PER_BENCH, 1.0, 1.0, 1.0)
+        assert cell["mean_tool_calls"] == (1.0 if cell["mode"] == "tools" else 0.0)
+        assert cell["mean_turns"] == (2.0 if cell["mode"] == "tools" else 1.0)
+        assert cell["invalid_call_rate"] == 0.0
+    preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    tool_rec = next(r for r in preds if r["mode"] == "tools")
+    # The observation came from the real BM25 index over the corpus.
+    obs = json.loads(next(m for m in tool_rec["messages"] if m["role"] == "tool")["content"])
+    assert len(obs["results"]) == 2 and all(r["title"] for r in obs["results"])
+    assert tool_rec["finish"] == "answer" and tool_rec["tools"] == ["search", "open_page"]
+
+    for bench, path in gold.items():
+        for mode in ("direct", "tools"):
+            pred_file = tmp_path / f"{bench}-{mode}.jsonl"
+            pred_file.write_text(
+                "".join(
+                    json.dumps({"id": r["id"], "prediction": r["prediction"]}) + "\n"
+                    for r in preds
+                    if (r["benchmark"], r["mode"]) == (bench, mode)
+                )
+            )
+            capsys.readouterr()
+            assert (
+                mtr_main(["score", "--benchmark", bench, "--gold", str(path), "--pred", str(pred_file)]) == 0
+            )
+            scored = json.loads(capsys.readouterr().out)
+            cell = find_cell(results, "tiny", mode, bench)
+            assert (scored["n"], scored["em"], scored["f1"]) == (cell["n"], cell["em"], cell["f1"])
+            assert scored["by_type"] == cell["by_type"]
+
+
+def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_data):
+    out = tmp_path / "run"
+    train_run = tmp_path / "sft-run"
+    train_run.mkdir()
+    (train_run / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "sft/loss": 3.0 / s, "sft/eval_loss": 3.5 / s}) + "\n" for s in (1, 2, 3)
+        )
+    )
+    cfg = make_cfg(
+        out,
+        tiny_model,
+        [{"name": "hotpotqa", "limit": N_PER_BENCH, "seed": 1}, {"name": "2wiki", "limit": N_PER_BENCH}],
+        env="grounded",
+        training_runs=[str(train_run)],
+    )
+    first = run_eval(cfg)
+    assert first["answered"] == 2 * 2 * N_PER_BENCH
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == first["answered"]
+    rec = json.loads(lines[-1])
+    for key in (
+        "model",
+        "mode",
+        "benchmark",
+        "id",
+        "prediction",
+        "messages",
+        "turns",
+        "tool_calls",
+        "finish",
+    ):
+        assert key in rec
+    assert {json.loads(x)["mode"] for x in lines} == {"direct", "tools"}
+    results = json.loads((out / "results.json").read_text())
+    assert {(c["mode"], c["benchmark"]) for c in results["cells"]} == {
+        (m, b) for m in ("direct", "tools") for b in ("hotpotqa", "2wiki")
+    }
+    for cell in results["cells"]:
+        assert cell["n"] == N_PER_BENCH and 0.0 <= cell["em"] <= cell["f1"] + 1e-12 <= 1.0 + 1e-12
+    report = (out / "report.md").read_text()
+    assert (
+        "| tiny | direct |" in report and "| tiny | tools |" in report and "2wiki by question type" in report
+    )
+    for png in ("scores.png", "training_curves.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and "eval/tiny/tools/hotpotqa/em" in metrics[0]
+
+    # Rerun: nothing left to do, nothing loaded.
+    def no_engine(path, c):
+        raise AssertionError("a finished run must not load a model")
+
+    assert run_eval(cfg, engine_factory=no_engine)["answered"] == 0
+    assert (out / "predictions.jsonl").read_text().splitlines() == lines
+    # A kill mid-write: the last record is cut short; the rerun redoes exactly that question.
+    (out / "predictions.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
+    again = run_eval(cfg)
+    assert again["answered"] == 1
+    assert (out / "predictions.jsonl").read_text().splitlines() == lines
+    assert json.loads((out / "results.json").read_text())["cells"] == results["cells"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def _never(path, cfg):
+    raise AssertionError("bad input must be refused before any model is loaded")
+
+
+def test_bad_model_paths_refused_up_front(tmp_path, tiny_model):
+    bench = [{"name": "bamboogle", "limit": 2}]
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_eval(make_cfg(tmp_path / "a", tmp_path / "nope", bench), engine_factory=_never)
+    weird = tmp_path / "weird"
+    weird.mkdir()
+    (weird / "notes.txt").write_text("hi")
+    with pytest.raises(ConfigError, match="is not a model"):
+        run_eval(make_cfg(tmp_path / "b", weird, bench), engine_factory=_never)
+    (weird / "config.json").write_text(json.dumps({"hidden_size": 4}))
+    with pytest.raises(ConfigError, match="no model_type"):
+        run_eval(make_cfg(tmp_path / "c", weird, bench), engine_factory=_never)
+    no_tok = tmp_path / "no_tok"
+    no_tok.mkdir()
+    (no_tok / "config.json").write_text((tiny_model / "config.json").read_text())
+    with pytest.raises(ConfigError, match="no tokenizer"):
+        run_eval(make_cfg(tmp_path / "d", no_tok, bench), engine_factory=_never)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "mcore_config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(MtrError, match="format"):
+        run_eval(make_cfg(tmp_path / "e", ckpt, bench), engine_factory=_never)
+    for name in "abcde":
+        assert not (tmp_path / name).exists()
+
+
+def test_bad_benchmark_and_corpus_refused_up_front(tmp_path, tiny_model, corpus):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(DataError, match="no records"):
+        run_eval(
+            make_cfg(tmp_path / "a", tiny_model, [{"name": "hotpotqa", "source": str(empty)}]),
+            engine_factory=_never,
+        )
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_eval(
+            make_cfg(tmp_path / "b", tiny_model, [{"name": "hotpotqa", "source": str(tmp_path / "x.json")}]),
+            engine_factory=_never,
+        )
+    bad = tmp_path / "bad_corpus.jsonl"
+    good = corpus.read_text().splitlines()
+    bad.write_text("\n".join([*good[:3], '{"title": "Broken", "text": ', *good[3:6]]) + "\n")
+    bench = [{"name": "bamboogle", "limit": 2}]
+    with pytest.raises(DataError, match=r"bad_corpus.jsonl.*line 4"):
+        run_eval(
+            make_cfg(tmp_path / "c", tiny_model, bench, env="retrieval", retrieval={"corpus": str(bad)}),
+            engine_factory=_never,
+        )
+    with pytest.raises(ConfigError, match="retrieval.corpus"):
+        run_eval(make_cfg(tmp_path / "d", tiny_model, bench, env="retrieval"), engine_factory=_never)
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        run_eval(make_cfg(tmp_path / "e", tiny_model, [{"name": "squad"}]), engine_factory=_never)
+    for name in "abcde":
+        assert not (tmp_path / name).exists()
+
+
+def test_cli_eval_direct_only(tmp_path, tiny_model, capsys):
+    cfg_path = tmp_path / "eval.yaml"
+    cfg_path.write_text(
+        json.dumps(
+            {
+                "models": [{"name": "tiny", "path": str(tiny_model)}],
+                "benchmarks": [{"name": "musique", "limit": 2}],
+                "modes": ["direct"],
+                "generation": {"max_new_tokens": 4},
+                "progress": False,
+            }
+        )
+    )
+    out = tmp_path / "run"
+    assert mtr_main(["eval", "--config", str(cfg_path), "--out", str(out), "batch_size=2"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["answered"] == 2 and Path(summary["report"]).is_file()
+    assert mtr_main(["eval", "--config", str(cfg_path), "--out", str(out), "modes=[bogus]"]) == 2
+    assert "modes[0]" in capsys.readouterr().err
+
+
+def test_sampled_subset_is_stable(tmp_path, tiny_model):
+    from mtr_hpc.eval.plan import build_plan
+
+    def ids(seed):
+        cfg = make_cfg(tmp_path / "p", tiny_model, [{"name": "2wiki", "limit": 5, "seed": seed}])
+        return [ex.id for ex in build_plan(cfg).examples["2wiki"]]
+
+    assert ids(3) == ids(3) and len(set(ids(3))) == 5
+    assert ids(3) != ids(4)

@@ -1,0 +1,122 @@
+"""GRPO on CPU with the tiny config: mechanics, trainer/engine agreement, exact resume, NaN handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtr_hpc.config import load_config
+from mtr_hpc.train.grpo_config import GRPOConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(out: Path, *extra: str) -> GRPOConfig:
+    return load_config(
+        GRPOConfig,
+        REPO / "configs" / "grpo-tiny.yaml",
+        [f"out={out}", f"model.hf={REPO / 'configs/models/tiny-llama'}", *extra],
+    )
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from mtr_hpc.train.grpo import run_grpo
+
+    out = tmp_path_factory.mktemp("grpo") / "run"
+    summary = run_grpo(_cfg(out))
+    return out, summary
+
+
+def test_tiny_run_logs_every_phase(tiny_run):
+    out, summary = tiny_run
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [0, 1]
+    for key in (
+        "grpo/reward/total",
+        "grpo/reward/correct",
+        "grpo/reward/consist",
+        "grpo/reward/valid",
+        "grpo/em",
+        "grpo/response_length",
+        "grpo/turns",
+        "grpo/tool_calls",
+        "grpo/kl",
+        "grpo/clip_fraction",
+        "grpo/entropy",
+        "grpo/grad_norm",
+        "grpo/logprob_abs_diff",
+        "grpo/retokenization_drift",
+        "timing_s/rollout",
+        "timing_s/reward",
+        "timing_s/reference",
+        "timing_s/train",
+        "timing_s/weight_sync",
+        "grpo/weight_sync_gb_per_s",
+    ):
+        assert key in rows[0], key
+    # fp32 on CPU: the trainer scores the sampled tokens as the engine did
+    assert all(r["grpo/logprob_abs_diff"] < 1e-3 for r in rows)
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_000002"
+    assert (Path(summary["hf_dir"]) / "model.safetensors").exists()
+
+
+def test_engine_logits_equal_trainer_logits_after_sync():
+    from mtr_hpc.models.gpt import forward_logits
+    from mtr_hpc.models.parallel import init_parallel
+    from mtr_hpc.models.registry import load_tokenizer
+    from mtr_hpc.train.grpo_setup import build_engine, sync_weights
+    from mtr_hpc.train.model_io import build_policy, hf_named_tensors, policy_source
+
+    cfg = _cfg(Path("unused"))
+    init_parallel(1, 1, seed=3)
+    src = policy_source(cfg.model)
+    model = build_policy(cfg.model, src, "random").eval()
+    with torch.no_grad():  # a policy update: weights the engine has never seen
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"))
+    info = sync_weights(engine, hf_named_tensors(model, src), rank0=True)
+    assert info["timing_s/weight_sync"] > 0
+    ids = [1, 520, 9531, 198, 44, 17400, 46, 6004, 2, 198]
+    with torch.no_grad():
+        trainer = forward_logits(model, torch.tensor([ids]), vocab_size=src.arch.vocab_size)[0]
+    got = engine.logits(ids)
+    assert (trainer - got.to(trainer.dtype)).abs().max().item() < 1e-4
+
+
+def test_killed_and_resumed_run_reproduces_rewards_and_losses(tiny_run, tmp_path):
+    from mtr_hpc.train.grpo import run_grpo
+
+    full = _metrics(tiny_run[0])
+    run_grpo(_cfg(tmp_path / "r", "train.steps=1", "export_hf=false"))
+    run_grpo(_cfg(tmp_path / "r", "train.steps=2", "export_hf=false"))
+    resumed = _metrics(tmp_path / "r")
+    assert [r["step"] for r in resumed] == [0, 1]
+    for a, b in zip(full, resumed, strict=True):
+        for key in ("grpo/reward/total", "grpo/loss", "grpo/response_length", "grpo/logprob_abs_diff"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_nan_reward_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch):
+    from mtr_hpc.train import grpo
+    from mtr_hpc.train.grpo_setup import RewardNaNError
+
+    real = grpo.score_episode
+
+    def nan_score(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.total = float("nan")
+        return out
+
+    monkeypatch.setattr(grpo, "score_episode", nan_score)
+    with pytest.raises(RewardNaNError, match="step 0"):
+        grpo.run_grpo(_cfg(tmp_path / "nan", "export_hf=false"))
+    assert (tmp_path / "nan" / "checkpoints" / "latest").exists()

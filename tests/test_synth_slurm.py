@@ -1,0 +1,134 @@
+"""Synthesis on a real local Slurm cluster: the sbatch array job and the submitit launcher, vs a local run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtr_hpc.config import load_config
+from mtr_hpc.errors import ConfigError
+from mtr_hpc.launch import Stage, get_stage, register_stage
+from mtr_hpc.launch.submitit_launch import LaunchOptions, launch, out_dir_of
+from mtr_hpc.synth.merge import merge_run
+from mtr_hpc.synth.run_config import SynthRunConfig
+from mtr_hpc.synth.runner import run_shards
+from mtr_hpc.synth.shards import ShardSpec
+from mtr_hpc.trace.io import trace_from_dict
+from mtr_hpc.trace.validator import validate_trace
+
+pytest_plugins = ["slurm_fixture"]
+
+LIMIT = "limit=3"
+SHARDS = 4
+
+
+def canonical_traces(run_dir: Path) -> list[str]:
+    """Merged trace lines without `meta.timings` (wall clock), sorted; each one checked valid first."""
+    text = (run_dir / "merged" / "traces.jsonl").read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    out = []
+    for line in text.splitlines():
+        obj = json.loads(line)
+        assert validate_trace(trace_from_dict(obj)) == [], obj["id"]
+        obj["meta"].pop("timings", None)
+        out.append(json.dumps(obj, separators=(",", ":")))
+    assert len(out) == len(set(out))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def local_reference(repo_root, tmp_path_factory) -> list[str]:
+    out = tmp_path_factory.mktemp("local") / "run"
+    cfg = load_config(
+        SynthRunConfig,
+        repo_root / "configs" / "synth-demo.yaml",
+        [f"out={out}", "progress=false", LIMIT, f"num_shards={SHARDS}"],
+    )
+    run_shards(cfg, [ShardSpec(i, SHARDS) for i in range(SHARDS)])
+    merged = merge_run(out)
+    assert {b for b, row in merged["by_benchmark"].items() if row["kept"]} == {
+        "hotpotqa",
+        "musique",
+        "2wiki",
+        "bamboogle",
+    }
+    return canonical_traces(out)
+
+
+def test_sbatch_array_job_then_merge_equals_local_run(slurm_cluster, repo_root, tmp_path, local_reference):
+    out = tmp_path / "run"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    job = slurm_cluster.sbatch(
+        [
+            f"--array=0-{SHARDS - 1}",
+            f"--output={logs}/synth-%A_%a.out",
+            str(repo_root / "slurm" / "synth.sbatch"),
+            "configs/synth-demo.yaml",
+            str(out),
+            LIMIT,
+        ],
+        cwd=repo_root,
+    )
+    state = slurm_cluster.wait(job, timeout=180)
+    shown = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(logs.iterdir()))
+    assert state == "COMPLETED", shown
+    assert len(list((out / "shards").glob("*.manifest.json"))) == SHARDS, shown
+    res = subprocess.run(
+        [sys.executable, "-m", "mtr_hpc", "synth", "merge", "--out", str(out), "--json"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["num_shards"] == SHARDS
+    assert canonical_traces(out) == local_reference
+
+
+def test_submitit_slurm_executor_then_merge_equals_local_run(slurm_cluster, repo_root, tmp_path, local_reference):
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [
+            sys.executable, "-m", "mtr_hpc", "launch", "synth", LIMIT, "progress=false",
+            "--executor", "slurm", "--config", "configs/synth-demo.yaml", "--out", str(out),
+            "--num-shards", str(SHARDS), "--time-min", "10", "--merge", "--json",
+        ],
+        cwd=repo_root,
+        env={**slurm_cluster.env, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert len(summary["job_ids"]) == SHARDS and all("_" in j for j in summary["job_ids"])  # one array
+    assert sorted(m["shard_index"] for r in summary["results"] for m in r) == list(range(SHARDS))
+    assert summary["merged"]["num_shards"] == SHARDS
+    assert canonical_traces(out) == local_reference
+
+
+def test_local_executor_matches_and_registry_is_generic(repo_root, tmp_path, local_reference, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = tmp_path / "run"
+    opts = LaunchOptions(executor="local", num_tasks=SHARDS, merge=True, time_min=10)
+    result = launch("synth", "configs/synth-demo.yaml", [f"out={out}", LIMIT, "progress=false"], opts)
+    assert result.merged["num_shards"] == SHARDS and result.out == str(out)
+    assert canonical_traces(out) == local_reference
+
+    register_stage(Stage("echo-stage", "os.path:join"))
+    assert get_stage("echo-stage").array is False
+    with pytest.raises(ConfigError, match="runs as one task"):
+        launch("echo-stage", None, ["out=x"], LaunchOptions(executor="local", num_tasks=2))
+    with pytest.raises(ConfigError, match="unknown stage"):
+        get_stage("nope")
+    with pytest.raises(ConfigError, match="out"):
+        out_dir_of(None, [], "synth")
+    assert out_dir_of(None, ["synth.out=abc"], "synth") == "abc"
+    assert os.path.isdir(out / "submitit")
