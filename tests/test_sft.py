@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from _traces import hotpot_traces
 
-from _traces import hotpot_traces  # noqa: I001
 from mtr_hpc.config import load_config
 from mtr_hpc.errors import ConfigError, MtrError
 from mtr_hpc.trace.io import write_traces
@@ -28,7 +28,13 @@ def _cfg(out: Path, traces: Path, *extra: str) -> SFTConfig:
     return load_config(
         SFTConfig,
         REPO / "configs" / "sft-tiny.yaml",
-        [f"out={out}", f"data.traces=[{traces}]", "data.seq_len=512", "model.hf=" + str(REPO / "configs/models/tiny-llama"), *extra],
+        [
+            f"out={out}",
+            f"data.traces=[{traces}]",
+            "data.seq_len=512",
+            "model.hf=" + str(REPO / "configs/models/tiny-llama"),
+            *extra,
+        ],
     )
 
 
@@ -75,7 +81,9 @@ def test_packed_rows_give_the_loss_of_each_sequence_alone():
 
     def per_token(batch):
         with torch.no_grad():
-            return model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
+            return model(
+                batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"]
+            )
 
     packed = model_batch(rows)
     packed_losses = sequence_losses(per_token(packed), packed["loss_mask"], packed["segment_ids"])

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from _dist import run_distributed  # noqa: I001
+from _dist import run_distributed
 from _traces import hotpot_traces
+
 from mtr_hpc.trace.io import write_traces
 
 REPO = Path(__file__).resolve().parents[1]
