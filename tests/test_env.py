@@ -307,6 +307,8 @@ def test_real_toolactor_groups(renderer):
     assert [e.finish for e in eps] == ["answer", "parse_error"]
     assert eps[0].messages[3]["content"] == eps[1].messages[3]["content"]  # same env within a group
     assert "results" in json.loads(eps[0].messages[3]["content"])
+    r = score_episode(eps[0].messages, eps[0].tools, ex, n_tokens=eps[0].n_tokens)
+    assert r.valid and r.correct == 1.0 and r.reasons == []  # real tools' schemas and observations pass
     assert drift_metrics(eps, renderer)["grpo/retokenization_drift"] == 0
 
 

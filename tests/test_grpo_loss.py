@@ -127,6 +127,8 @@ def test_token_logprobs_and_entropy_match_reference():
     torch.testing.assert_close(got, ref)
     p = torch.softmax(logits.float(), -1)
     torch.testing.assert_close(entropy_from_logits(logits, chunk_rows=2), -(p * p.log()).sum(-1))
+    masked = torch.tensor([[0.0, 0.0, float("-inf")]])
+    torch.testing.assert_close(entropy_from_logits(masked), torch.tensor([math.log(2.0)]))
 
 
 def _tp_worker(rank, world, full, labels, temperature):

@@ -55,7 +55,7 @@ def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
 def completions(url: str) -> int:
     with urllib.request.urlopen(f"{url}/stats", timeout=10) as resp:
         stats = json.load(resp)
-    return int(stats.get("requests", stats.get("completions", 0)))
+    return int(stats.get("completions", stats.get("requests", 0)))
 
 
 def measure(url: str, concurrency: int, limit: int, work: Path) -> dict:

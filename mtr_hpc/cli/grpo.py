@@ -20,6 +20,8 @@ def run(args) -> int:
     from ..train.grpo_config import GRPOConfig
 
     cfg = load_config(GRPOConfig, args.config, overrides_of(args), section="grpo")
+    from ..train.preempt import PREEMPTED_EXIT_CODE
+
     summary = run_grpo(cfg)
     print(json.dumps(summary, default=str), file=sys.stderr)
-    return 0
+    return PREEMPTED_EXIT_CODE if summary.get("preempted") else 0

@@ -39,8 +39,7 @@ from .filtering import SynthAgents, Verdict, asynthesize_example
 from .merge import dumps_line, summarize
 from .retrieval import DistractorPool
 from .run_config import IDENTITY_IGNORE, SAMPLE_SOURCE, SynthRunConfig
-from .shards import Journal, ShardPaths, ShardSpec, example_key
-from .sim_cache import SimCache
+from .shards import Journal, ShardCache, ShardPaths, ShardSpec, example_key
 from .tool_library import ToolLibrary
 
 
@@ -120,6 +119,7 @@ class ShardRunner:
         self.journal: Journal | None = None
         self.library = ToolLibrary()
         self.agents: dict[str, SynthAgents] = {}
+        self.cache: ShardCache | None = None
         self.agent_cfgs: dict[str, SynthConfig] = {}
 
     # -- setup ---------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ class ShardRunner:
         self.journal = Journal(self.paths.journal)
         for rec in self.journal:
             self._replay_library(self.library, rec)
-        cache = SimCache(self.paths.cache)
+        self.cache = cache = ShardCache(self.paths.cache)
         for benchmark, pool in self.inputs.pools.items():
             self.agent_cfgs[benchmark] = dataclasses.replace(self.cfg.agents, benchmark=benchmark)
             self.agents[benchmark] = SynthAgents.build(
@@ -175,6 +175,7 @@ class ShardRunner:
                     self._finish(key, ex, *self._synth_sync(ex), progress)
         finally:
             progress.close()
+            self.cache.close()
         return self._finalize(time.perf_counter() - t0, len(todo))
 
     def _synth_sync(self, ex: QAExample) -> tuple[Trace, Verdict]:
@@ -198,7 +199,10 @@ class ShardRunner:
                     trace, verdict = _failed(ex, self.cfg, exc)
                 if self.cfg.example_delay_s:
                     await asyncio.sleep(self.cfg.example_delay_s)
-                self._finish(key, ex, trace, verdict, progress, sleep=False)
+                # fsyncs off the event loop: the other examples' requests go on meanwhile.
+                record = self._record(key, trace, verdict)
+                await asyncio.to_thread(self._persist, record)
+                progress.update(ex.benchmark, verdict)
 
         try:
             await asyncio.gather(*(one(k, ex) for k, ex in todo))
@@ -207,11 +211,16 @@ class ShardRunner:
             if close is not None:
                 await close()
 
-    def _finish(self, key, ex, trace: Trace, verdict: Verdict, progress: _Progress, sleep=True) -> None:
-        if sleep and self.cfg.example_delay_s:
+    def _finish(self, key: str, ex: QAExample, trace: Trace, verdict: Verdict, progress: _Progress) -> None:
+        if self.cfg.example_delay_s:
             time.sleep(self.cfg.example_delay_s)
-        self.journal.append(self._record(key, trace, verdict))
+        self._persist(self._record(key, trace, verdict))
         progress.update(ex.benchmark, verdict)
+
+    def _persist(self, record: dict[str, Any]) -> None:
+        # Observations first: a journal line never refers to a cache entry that could be lost.
+        self.cache.sync()
+        self.journal.append(record)
 
     # -- completion ----------------------------------------------------------------------------
     def _finalize(self, wall_s: float, n_new: int) -> dict[str, Any]:

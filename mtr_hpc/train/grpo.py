@@ -39,6 +39,7 @@ from .grpo_setup import (
     sync_weights,
 )
 from .model_io import build_policy, export_hf, hf_named_tensors, policy_source
+from .preempt import PreemptionFlag
 from .schedule import ScheduleConfig, lr_at
 from .seams import get_seam
 from .sft_data import DataPosition, RowSampler
@@ -94,7 +95,9 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
     batches = prompts.batches(position)
     bar = _progress(rank0, start_step, cfg.train.steps)
+    preempt = PreemptionFlag()
     metrics: dict = {}
+    preempted = False
     for step in range(start_step, cfg.train.steps):
         timings: dict = {}
         examples, position = next(batches)
@@ -156,14 +159,24 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         if logger is not None:
             logger.log(step, metrics)
         done = step + 1
-        if done % cfg.train.save_every == 0 or done == cfg.train.steps:
+        preempted = preempt.agreed()
+        if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
             save(seam, model, optimizer, reference, ckpt_root, done, position, cfg, dp_size)
         _tick(bar, metrics)
+        if preempted:
+            break
 
     if bar is not None:
         bar.close()
-    hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf") if cfg.export_hf else None
-    summary = {"steps": cfg.train.steps, "final": metrics, "hf_dir": str(hf_dir) if hf_dir else None}
+    preempt.restore()
+    export = cfg.export_hf and not preempted
+    hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf") if export else None
+    summary = {
+        "steps": cfg.train.steps,
+        "final": metrics,
+        "hf_dir": str(hf_dir) if hf_dir else None,
+        "preempted": preempted,
+    }
     if logger is not None:
         logger.summary(metrics)
         logger.close()

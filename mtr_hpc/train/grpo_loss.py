@@ -96,8 +96,10 @@ def entropy_from_logits(
         chunk = flat[s : s + chunk_rows].float()
         if temperature != 1.0:
             chunk = chunk / temperature
-        logp = torch.log_softmax(chunk, dim=-1)
-        out.append(-(logp.exp() * logp).sum(-1))
+        lse = torch.logsumexp(chunk, dim=-1, keepdim=True)
+        # H = lse - E_p[z]; masked (-inf) logits have p = 0 and must not turn 0 * -inf into NaN.
+        finite = chunk.masked_fill(~torch.isfinite(chunk), 0.0)
+        out.append((lse - (torch.exp(chunk - lse) * finite).sum(-1, keepdim=True)).squeeze(-1))
     shape = logits.shape[:-1]
     return torch.cat(out).view(shape) if out else flat.new_zeros(shape, dtype=torch.float32)
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The body shared by slurm/sft.sbatch and slurm/grpo.sbatch: srun-native ranks for `mtr STAGE`.
+#
+#   bash slurm/stage.sh STAGE CONFIG.yaml [key=value ...]     (called by the sbatch scripts)
+#
+# Environment knobs:
+#   MTR_PYTHON               the python with mtr-hpc installed (default: $SLURM_SUBMIT_DIR/.venv/bin/python, else python)
+#   MTR_CONTAINER_IMAGE      run inside this enroot/pyxis image (e.g. nvcr.io#nvidia/pytorch:25.01-py3)
+#   MTR_CONTAINER_MOUNTS     pyxis --container-mounts value (e.g. /lustre:/lustre,$HOME:$HOME)
+#   MTR_DEVICE               overrides the config's `device` (cpu on CPU-only test clusters)
+#
+# Preemption: every task gets SIGUSR1 before the time limit (SIGTERM on preemption); the trainer saves a
+# checkpoint at the end of the current step and exits with code 42, and this script requeues the job,
+# which resumes from that checkpoint (OUT/checkpoints/latest).
+set -euo pipefail
+
+STAGE=${1:?usage: stage.sh STAGE CONFIG.yaml [key=value ...]}
+CONFIG=${2:?usage: stage.sh STAGE CONFIG.yaml [key=value ...]}
+shift 2
+cd "${SLURM_SUBMIT_DIR:-.}"
+
+PY=${MTR_PYTHON:-}
+if [ -z "$PY" ]; then
+  if [ -x "${SLURM_SUBMIT_DIR:-.}/.venv/bin/python" ]; then PY="${SLURM_SUBMIT_DIR:-.}/.venv/bin/python"; else PY=python; fi
+fi
+
+# torch.distributed rendezvous from Slurm's view of the job; each srun task maps its ids to RANK etc.
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export MASTER_ADDR
+export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+export CUDA_DEVICE_MAX_CONNECTIONS=1      # Megatron: keeps TP communication ordered with compute
+export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+container=()
+if [ -n "${MTR_CONTAINER_IMAGE:-}" ]; then
+  container=(--container-image="$MTR_CONTAINER_IMAGE" --container-workdir="$PWD")
+  [ -n "${MTR_CONTAINER_MOUNTS:-}" ] && container+=(--container-mounts="$MTR_CONTAINER_MOUNTS")
+fi
+extra=()
+[ -n "${MTR_DEVICE:-}" ] && extra+=("device=$MTR_DEVICE")
+
+rc=0
+srun --kill-on-bad-exit=1 "${container[@]}" bash -c '
+  export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID
+  exec "$0" -m mtr_hpc "$@"
+' "$PY" "$STAGE" --config "$CONFIG" "$@" "${extra[@]}" || rc=$?
+if [ "$rc" = 42 ]; then
+  echo "mtr $STAGE: checkpoint saved after a time-limit/preemption signal; requeueing job $SLURM_JOB_ID" >&2
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
+exit "$rc"
