@@ -24,6 +24,8 @@ from ..trace.render import ChatRenderer
 from ..tracking import MetricsLogger
 from . import checkpoint as ckpt
 from .batches import microbatches
+from .grammar import measure as grammar_measure
+from .grammar import turn_prompts
 from .model_io import build_policy, export_hf, policy_source
 from .preempt import PreemptionFlag
 from .schedule import ScheduleConfig, lr_at
@@ -62,6 +64,11 @@ def run_sft(cfg: SFTConfig) -> dict:
         eval_rows, _ = build_rows(held_traces, renderer, cfg.data.seq_len, pad_id, cfg.data.overflow)
         eval_rows = eval_rows[: cfg.train.eval_rows]
     sampler = RowSampler(rows, cfg.train.global_batch_rows, cfg.train.seed)
+
+    grammar_prompts = turn_prompts(held_traces, renderer, cfg.grammar.prompts) if cfg.grammar.prompts else []
+    grammar_before = None
+    if rank0 and grammar_prompts and cfg.init == "pretrained" and not (run_dir / "checkpoints" / "latest").exists():
+        grammar_before = grammar_measure(src.hf_dir, renderer, grammar_prompts, cfg.grammar, _engine_device())
 
     # Model and optimizer, then resume if a checkpoint exists.
     model = seam.wrap_model(build_policy(cfg.model, src, cfg.init))
@@ -125,8 +132,13 @@ def run_sft(cfg: SFTConfig) -> dict:
     hf_dir = None
     if cfg.export_hf and not preempted:
         hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf")
+    grammar_after = None
+    if rank0 and hf_dir is not None and grammar_prompts:
+        grammar_after = grammar_measure(str(hf_dir), renderer, grammar_prompts, cfg.grammar, _engine_device())
     summary = {
         "steps": cfg.train.steps,
+        "grammar_valid_before": grammar_before,
+        "grammar_valid_after": grammar_after,
         "traces": len(traces),
         "bad_trace_lines": len(bad_lines),
         "train_traces": len(train_traces),
@@ -200,6 +212,12 @@ def expand_trace_paths(specs: list[str]) -> list[Path]:
             raise ConfigError("data.traces", f"'{spec}' matches no trace file")
         files += found
     return files
+
+
+def _engine_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_batch(cfg: SFTConfig, dp: int) -> None:

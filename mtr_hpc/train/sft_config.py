@@ -7,6 +7,7 @@ from typing import Literal
 
 from ..models.config import ModelConfig
 from ..tracking import WandbConfig
+from .grammar import GrammarConfig
 from .seams.base import OptimConfig
 
 
@@ -44,4 +45,5 @@ class SFTConfig:
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    grammar: GrammarConfig = field(default_factory=GrammarConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
