@@ -13,6 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The `slurm_cluster` fixture: a real single-node Slurm cluster on localhost (tools/slurm_cluster.py).
+pytest_plugins = ["slurm_fixture"]
+
 
 def shared_data_dir() -> Path:
     return Path(os.environ.get("MTR_SHARED_DATA") or REPO.parent / "shared" / "data")

@@ -13,7 +13,7 @@ from mtr_hpc.cli import main as mtr_main
 from mtr_hpc.config import load_config
 from mtr_hpc.data import load_sample
 from mtr_hpc.errors import ConfigError, DataError, MtrError
-from mtr_hpc.eval.config import EvalConfig
+from mtr_hpc.eval.config import EvalConfig, ModelSpec
 from mtr_hpc.eval.harness import run_eval
 from mtr_hpc.eval.report import find_cell
 from mtr_hpc.rollout.protocol import Generation
@@ -230,6 +230,7 @@ def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_d
     assert (
         "| tiny | direct |" in report and "| tiny | tools |" in report and "2wiki by question type" in report
     )
+    assert "![training_curves.png](training_curves.png)" in report
     for png in ("scores.png", "training_curves.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
@@ -341,3 +342,28 @@ def test_sampled_subset_is_stable(tmp_path, tiny_model):
 
     assert ids(3) == ids(3) and len(set(ids(3))) == 5
     assert ids(3) != ids(4)
+
+
+def test_run_dir_and_megatron_checkpoint_give_the_source_predictions(tmp_path, tiny_model):
+    """An SFT run dir (its hf/) and a Megatron checkpoint (converted on the fly) are the same weights as
+    the HF directory: greedy direct-mode outputs must agree token for token."""
+    import shutil
+
+    from mtr_hpc.models.pipeline import hf_to_mcore
+
+    run_dir = tmp_path / "sft-run"
+    shutil.copytree(tiny_model, run_dir / "hf")
+    (run_dir / "checkpoints").mkdir()
+    ckpt = tmp_path / "mcore"
+    hf_to_mcore(tiny_model, ckpt)
+    cfg = make_cfg(tmp_path / "run", tiny_model, [{"name": "bamboogle", "limit": 2}], modes=["direct"])
+    cfg.models += [ModelSpec("sft", str(run_dir)), ModelSpec("mcore", str(ckpt))]
+    run_eval(cfg)
+    assert (tmp_path / "run" / "converted" / "mcore" / "config.json").is_file()
+    preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    outputs = {}
+    for r in preds:
+        outputs.setdefault(r["model"], {})[r["id"]] = r["messages"][-1]["content"]
+    assert set(outputs) == {"tiny", "sft", "mcore"}
+    assert outputs["tiny"] == outputs["sft"] == outputs["mcore"]
+    assert any(outputs["tiny"].values())

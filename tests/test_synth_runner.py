@@ -29,7 +29,9 @@ BENCHMARKS = ("hotpotqa", "musique", "2wiki", "bamboogle")
 
 def demo_cfg(repo_root: Path, out: Path, *overrides: str) -> SynthRunConfig:
     return load_config(
-        SynthRunConfig, repo_root / "configs" / "synth-demo.yaml", [f"out={out}", "progress=false", *overrides]
+        SynthRunConfig,
+        repo_root / "configs" / "synth-demo.yaml",
+        [f"out={out}", "progress=false", *overrides],
     )
 
 
@@ -71,7 +73,9 @@ def test_shard_assignment_is_a_deterministic_partition():
     shuffled = random.Random(0).sample(keys, len(keys))
     assert {k: shard_of(k, 4) for k in shuffled} == {k: shard_of(k, 4) for k in keys}
     # Assignment is a function of the key alone: fresh interpreter, same shards.
-    code = "from mtr_hpc.synth.shards import shard_of; import sys; print([shard_of(k, 4) for k in sys.argv[1:]])"
+    code = (
+        "from mtr_hpc.synth.shards import shard_of; import sys; print([shard_of(k, 4) for k in sys.argv[1:]])"
+    )
     out = subprocess.run([sys.executable, "-c", code, *keys[:20]], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [shard_of(k, 4) for k in keys[:20]]
 
@@ -160,7 +164,9 @@ def test_kill_9_at_random_moments_then_resume_equals_uninterrupted_run(repo_root
         assert canonical(got) == canonical(want)
         ids = [json.loads(x)["id"] for x in got]
         assert len(ids) == len(set(ids))
-    assert read_lines(out / "merged" / "tool_library.jsonl") == read_lines(ref / "merged" / "tool_library.jsonl")
+    assert read_lines(out / "merged" / "tool_library.jsonl") == read_lines(
+        ref / "merged" / "tool_library.jsonl"
+    )
     assert json.loads((out / "manifest.json").read_text())["kept"] > 0
 
 
@@ -193,7 +199,11 @@ def test_malformed_benchmark_file_exits_2_and_writes_nothing(repo_root, tmp_path
     assert "Traceback" not in res.stderr
     assert not out.exists()
     res = run_cli(
-        repo_root, *args, "skip_bad=true", "progress=false", f"sources=[{{benchmark: bamboogle, path: {bad}}}]"
+        repo_root,
+        *args,
+        "skip_bad=true",
+        "progress=false",
+        f"sources=[{{benchmark: bamboogle, path: {bad}}}]",
     )
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "shards" / "shard-00000-of-00001.manifest.json").read_text())
@@ -228,3 +238,48 @@ def test_merge_refuses_unfinished_shards(repo_root, tmp_path):
     assert res.returncode == 2 and "not finished" in res.stderr
     with pytest.raises(MergeError):
         merge_run(tmp_path / "missing")
+
+
+class CountingEcho:
+    """The echo backend with a delay, recording the most requests it had in flight at once."""
+
+    name = "counting-echo"
+    supports_json_schema = True
+
+    def __init__(self, latency_s: float):
+        from mtr_hpc.llm.fake import EchoClient
+
+        self.inner = EchoClient(latency_s=latency_s)
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def chat(self, req):
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self.inner.chat(req)
+        finally:
+            self.in_flight -= 1
+
+    async def chat_many(self, reqs):
+        return [await self.chat(r) for r in reqs]
+
+
+def test_llm_backend_runs_examples_concurrently_with_the_same_results(repo_root, tmp_path):
+    llm_keys = ["agents.toolactor.backend=llm", "llm.backend=echo", "llm.model=echo", "limit=3"]
+    results = {}
+    for concurrency in (1, 8):
+        out = tmp_path / f"c{concurrency}"
+        client = CountingEcho(0.01)
+        cfg = demo_cfg(repo_root, out, *llm_keys, f"concurrency={concurrency}")
+        (manifest,) = run_shards(cfg, [ShardSpec(0, 1)], llm=client)
+        assert manifest["examples"] == 12
+        assert client.max_in_flight == (1 if concurrency == 1 else 8)
+        lines = read_lines(out / "traces" / "shard-00000-of-00001.jsonl")
+        rejects = [json.loads(x) for x in read_lines(out / "rejects" / "shard-00000-of-00001.jsonl")]
+        # Echoed observations are schema-valid but hold no answer: rejects are filter verdicts, not errors.
+        assert {r["reason"] for r in rejects} <= {"ungrounded", "wrong_answer"}
+        for rec in [json.loads(x) for x in lines] + [r["trace"] for r in rejects]:
+            assert validate_trace(trace_from_dict(rec)) == [], rec["id"]
+        results[concurrency] = canonical(lines + [json.dumps(r["trace"]) for r in rejects])
+    assert results[1] == results[8]

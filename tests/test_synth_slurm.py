@@ -21,7 +21,6 @@ from mtr_hpc.synth.shards import ShardSpec
 from mtr_hpc.trace.io import trace_from_dict
 from mtr_hpc.trace.validator import validate_trace
 
-pytest_plugins = ["slurm_fixture"]
 
 LIMIT = "limit=3"
 SHARDS = 4
@@ -91,7 +90,9 @@ def test_sbatch_array_job_then_merge_equals_local_run(slurm_cluster, repo_root, 
     assert canonical_traces(out) == local_reference
 
 
-def test_submitit_slurm_executor_then_merge_equals_local_run(slurm_cluster, repo_root, tmp_path, local_reference):
+def test_submitit_slurm_executor_then_merge_equals_local_run(
+    slurm_cluster, repo_root, tmp_path, local_reference
+):
     out = tmp_path / "run"
     res = subprocess.run(
         [
@@ -132,3 +133,55 @@ def test_local_executor_matches_and_registry_is_generic(repo_root, tmp_path, loc
         out_dir_of(None, [], "synth")
     assert out_dir_of(None, ["synth.out=abc"], "synth") == "abc"
     assert os.path.isdir(out / "submitit")
+
+
+FAKE_VLLM = """#!{python}
+# Stands in for `vllm serve MODEL --host H --port P ...`: the echo backend of `mtr serve` on that port.
+import os, sys
+args = sys.argv[1:]
+assert args[0] == "serve", args
+port = args[args.index("--port") + 1]
+with open(os.environ["FAKE_VLLM_LOG"], "a") as log:
+    log.write(f"{{os.getpid()}} {{args[1]}} {{port}}\\n")
+os.execv(sys.executable, [sys.executable, "-m", "mtr_hpc", "serve", "--backend", "echo", "--port", port])
+"""
+
+
+def test_sbatch_llm_backend_starts_waits_for_and_stops_the_server(slurm_cluster, repo_root, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "vllm"
+    fake.write_text(FAKE_VLLM.format(python=sys.executable))
+    fake.chmod(0o755)
+    served = tmp_path / "served.log"
+    out = tmp_path / "run"
+    env = {
+        **slurm_cluster.env,
+        "PATH": f"{bin_dir}:{slurm_cluster.env['PATH']}",
+        "FAKE_VLLM_LOG": str(served),
+        "MTR_VLLM_PORT": str(20000 + os.getpid() % 10000),
+    }
+    job = subprocess.run(
+        [
+            "sbatch", "--parsable", "--array=0-0", f"--output={tmp_path}/job-%A_%a.out",
+            str(repo_root / "slurm" / "synth.sbatch"), "configs/synth-demo.yaml", str(out),
+            "limit=1", "agents.toolactor.backend=llm", "llm.model=fake-model",
+        ],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()  # fmt: skip
+    state = slurm_cluster.wait(job, timeout=180)
+    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("job-*.out"))
+    assert state == "COMPLETED", log
+    assert "ready on port" in log
+    pid, model, _port = served.read_text().split()
+    assert model == "fake-model"
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    manifest = json.loads((out / "shards" / "shard-00000-of-00001.manifest.json").read_text())
+    assert manifest["examples"] == 4
+    assert manifest["config"]["llm"]["model"] == "fake-model"
+    traces = (out / "traces" / "shard-00000-of-00001.jsonl").read_text().splitlines()
+    rejects = (out / "rejects" / "shard-00000-of-00001.jsonl").read_text().splitlines()
+    metas = [json.loads(x)["meta"] for x in traces] + [json.loads(x)["trace"]["meta"] for x in rejects]
+    assert {m["agents"]["toolactor"] for m in metas} == {"llm"} and {m["model"] for m in metas} == {
+        "fake-model"
+    }

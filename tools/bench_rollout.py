@@ -5,7 +5,8 @@ for each batch size generates one batch of that many rollouts (temperature 1, se
 `--max-new-tokens` tokens (end-of-turn is not a stop here, so every size does the same work per row).
 Prints tokens/s per batch size; one warm-up batch runs first.
 
-    .venv/bin/python tools/bench_rollout.py [--batch-sizes 1,4,16] [--max-new-tokens 32] [--device cpu] [--json]
+    .venv/bin/python tools/bench_rollout.py [--batch-sizes 1,4,16] [--max-new-tokens 32] [--device cpu]
+        [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -55,11 +56,15 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     import torch
 
+    if args.threads:
+        # On a shared, oversubscribed CPU, OpenMP threads spin at barriers waiting for descheduled peers.
+        torch.set_num_threads(args.threads)
     engine = HFRolloutEngine("smollm2-135m", device=args.device, dtype=args.dtype, eos_token_ids=[])
     measure(engine, 2, 4)  # warm-up: first-call allocations and kernel selection
     rows = [measure(engine, int(b), args.max_new_tokens) for b in args.batch_sizes.split(",")]

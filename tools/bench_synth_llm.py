@@ -104,7 +104,12 @@ def main() -> None:
     ratio = concurrent["examples_per_s"] / serial["examples_per_s"]
     print(
         json.dumps(
-            {"latency_ms": args.latency_ms, "serial": serial, "concurrent": concurrent, "ratio": round(ratio, 1)},
+            {
+                "latency_ms": args.latency_ms,
+                "serial": serial,
+                "concurrent": concurrent,
+                "ratio": round(ratio, 1),
+            },
             indent=2,
         )
     )

@@ -35,7 +35,7 @@ if [ "$with_test" = 1 ] && ! command -v slurmctld >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null
   else
-    echo "setup.sh: not root, so slurm-wlm and munge were not installed; the Slurm tests will be skipped" >&2
+    echo "setup.sh: not root, so slurm-wlm and munge were not installed; set MTR_SKIP_SLURM=1 to skip the Slurm tests" >&2
   fi
 fi
 echo "setup.sh: ready (.venv)"

@@ -1,4 +1,6 @@
-"""`mtr launch STAGE --executor slurm|local --config F [--num-shards N] [--partition P] [--merge] [key=value ...]`.
+"""`mtr launch STAGE [key=value ...] --executor slurm|local --config F [--num-shards N] [--merge] ...`.
+
+Config overrides (`key=value`) go right after STAGE: argparse binds positionals in one run.
 
 Submits a registered stage (`mtr_hpc.launch.STAGES`) through submitit and waits for it. For an array
 stage (`synth`) `--num-shards` tasks run as one Slurm job array (default: the config's `num_shards`),
@@ -24,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--partition", default=None)
     p.add_argument("--time-min", type=int, default=60, help="time limit of each task, minutes")
     p.add_argument("--cpus-per-task", type=int, default=1)
+    p.add_argument("--nodes", type=int, default=1, help="nodes of a distributed stage (sft, grpo)")
+    p.add_argument("--tasks-per-node", type=int, default=1, help="ranks per node of a distributed stage")
     p.add_argument("--gpus-per-node", type=int, default=0)
     p.add_argument("--mem-gb", type=float, default=None)
     p.add_argument("--folder", default="", help="submitit logs (default: <out>/submitit)")
@@ -56,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         partition=args.partition,
         time_min=args.time_min,
         cpus_per_task=args.cpus_per_task,
+        nodes=args.nodes,
+        tasks_per_node=args.tasks_per_node,
         gpus_per_node=args.gpus_per_node,
         mem_gb=args.mem_gb,
         merge=args.merge,

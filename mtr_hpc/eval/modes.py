@@ -127,17 +127,13 @@ def run_tools(
             prediction=answer,
             messages=list(ep.messages),
             tools=[t["function"]["name"] for t in (ep.tools or [])],
-            error=getattr(ep, "error", None),
-            turns=int(ep.turns),
-            tool_calls=_count(ep.tool_calls),
-            invalid_calls=_count(ep.invalid_calls),
-            finish=str(ep.finish),
+            error=ep.error,
+            turns=ep.turns,
+            tool_calls=ep.tool_calls,
+            invalid_calls=ep.invalid_calls,
+            finish=ep.finish,
             format_valid=ep.finish == "answer" and bool(answer),
-            n_generated=int(getattr(ep, "n_generated", 0) or 0),
+            n_generated=ep.n_generated,
         )
         records.append(rec)
     return records
-
-
-def _count(value: Any) -> int:
-    return len(value) if isinstance(value, list | tuple) else int(value or 0)

@@ -30,14 +30,15 @@ def eval_metrics(results: dict[str, Any]) -> dict[str, float]:
 
 
 def write_outputs(run_dir: Path, cfg: EvalConfig, results: dict[str, Any]) -> list[Path]:
-    paths = [run_dir / "results.json", run_dir / "report.md"]
-    atomic_write_json(paths[0], results)
-    atomic_write_text(paths[1], render_report(results) + "\n")
-    paths.append(plot_scores(results, run_dir / "scores.png"))
+    plots = [plot_scores(results, run_dir / "scores.png")]
     if cfg.training_runs:
         curves = plot_training_curves(cfg.training_runs, run_dir / "training_curves.png")
         if curves is not None:
-            paths.append(curves)
+            plots.append(curves)
+    paths = [run_dir / "results.json", run_dir / "report.md"]
+    atomic_write_json(paths[0], results)
+    atomic_write_text(paths[1], render_report(results, [p.name for p in plots]) + "\n")
+    paths += plots
     metrics = eval_metrics(results)
     with MetricsLogger(run_dir, "eval", cfg.wandb, config=to_dict(cfg), resume_step=-1) as logger:
         logger.log(0, metrics)

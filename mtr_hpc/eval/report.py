@@ -27,6 +27,7 @@ class CellResult:
     f1: float
     by_type: dict[str, dict[str, float]] = field(default_factory=dict)
     missing: int = 0
+    answered: int = 0  # questions with a record; the behaviour columns are means over these
     format_valid_rate: float = 0.0
     mean_turns: float = 0.0
     mean_tool_calls: float = 0.0
@@ -60,6 +61,7 @@ def score_cell(
         f1=report.f1,
         by_type=report.by_type,
         missing=report.missing,
+        answered=len(done),
         format_valid_rate=sum(bool(r.get("format_valid")) for r in done) / k,
         mean_turns=sum(int(r.get("turns", 0)) for r in done) / k,
         mean_tool_calls=calls / k,
@@ -112,8 +114,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_report(results: dict[str, Any]) -> str:
-    """Markdown: the main EM/F1 table, a behaviour table, and one per-type table per benchmark."""
+def render_report(results: dict[str, Any], images: list[str] | None = None) -> str:
+    """Markdown: the main EM/F1 table, a behaviour table, one per-type table per benchmark, and links
+    to `images` (file names relative to the report)."""
     models, modes, benches = results["models"], results["modes"], results["benchmarks"]
     cell = {(c["model"], c["mode"], c["benchmark"]): c for c in results["cells"]}
     out = ["# Evaluation report", ""]
@@ -127,21 +130,21 @@ def render_report(results: dict[str, Any]) -> str:
         for mode in modes
     ]
     out += _table(header, rows) + [""]
-    out += ["## Behaviour (all benchmarks pooled per row, question-weighted)", ""]
+    out += ["## Behaviour (all benchmarks pooled per row, over answered questions)", ""]
     header = ["model", "mode", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
     rows = []
     for m in models:
         for mode in modes:
             cs = [cell[m, mode, b] for b in benches]
-            n = sum(c["n"] for c in cs) or 1
-            calls = sum(c["mean_tool_calls"] * c["n"] for c in cs)
-            invalid = sum(c["invalid_call_rate"] * c["mean_tool_calls"] * c["n"] for c in cs)
+            n = sum(c["answered"] for c in cs) or 1
+            calls = sum(c["mean_tool_calls"] * c["answered"] for c in cs)
+            invalid = sum(c["invalid_call_rate"] * c["mean_tool_calls"] * c["answered"] for c in cs)
             rows.append(
                 [
                     m,
                     mode,
-                    _pct(sum(c["format_valid_rate"] * c["n"] for c in cs) / n),
-                    f"{sum(c['mean_turns'] * c['n'] for c in cs) / n:.2f}",
+                    _pct(sum(c["format_valid_rate"] * c["answered"] for c in cs) / n),
+                    f"{sum(c['mean_turns'] * c['answered'] for c in cs) / n:.2f}",
                     f"{calls / n:.2f}",
                     _pct(invalid / calls) if calls else "-",
                 ]
@@ -165,4 +168,6 @@ def render_report(results: dict[str, Any]) -> str:
                     ]
                 )
         out += _table(header, rows) + [""]
+    if images:
+        out += ["## Plots", ""] + [f"![{name}]({name})" for name in images] + [""]
     return "\n".join(out)

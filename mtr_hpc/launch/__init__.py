@@ -24,6 +24,7 @@ class Stage:
     entry: str  # "package.module:function"
     array: bool = False
     merge: str | None = None
+    distributed: bool = False  # one submitit task per rank (TrainTask), torch.distributed set up from Slurm
 
 
 STAGES: dict[str, Stage] = {}
@@ -48,5 +49,7 @@ def resolve(dotted: str) -> Callable[..., Any]:
 register_stage(
     Stage("synth", "mtr_hpc.synth.runner:run_from_config", array=True, merge="mtr_hpc.synth.merge:merge_run")
 )
+register_stage(Stage("sft", "mtr_hpc.launch.train_task:run_sft", distributed=True))
+register_stage(Stage("grpo", "mtr_hpc.launch.train_task:run_grpo", distributed=True))
 
 __all__ = ["STAGES", "Stage", "get_stage", "register_stage", "resolve"]

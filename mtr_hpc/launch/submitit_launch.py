@@ -33,6 +33,8 @@ class LaunchOptions:
     partition: str | None = None
     time_min: int = 60
     cpus_per_task: int = 1
+    nodes: int = 1
+    tasks_per_node: int = 1  # distributed stages: ranks per node (one per GPU)
     gpus_per_node: int = 0
     mem_gb: float | None = None
     array_parallelism: int = 256
@@ -71,7 +73,7 @@ def make_executor(opts: LaunchOptions, folder: Path, name: str):
     submitit = require("submitit", "mtr launch")
     if opts.executor == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
-        ex.update_parameters(timeout_min=opts.time_min)
+        ex.update_parameters(timeout_min=opts.time_min, tasks_per_node=opts.tasks_per_node)
         return ex
     if opts.executor != "slurm":
         raise ConfigError("--executor", f"must be slurm or local, got {opts.executor!r}")
@@ -80,7 +82,8 @@ def make_executor(opts: LaunchOptions, folder: Path, name: str):
         "job_name": opts.job_name or f"mtr-{name}",
         "time": opts.time_min,
         "cpus_per_task": opts.cpus_per_task,
-        "ntasks_per_node": 1,
+        "nodes": opts.nodes,
+        "ntasks_per_node": opts.tasks_per_node,
         "array_parallelism": opts.array_parallelism,
     }
     if opts.partition:
@@ -108,6 +111,10 @@ def launch(
         n = opts.num_tasks
         task_overrides = [[*overrides, f"num_shards={n}", f"shard_index={i}"] for i in range(n)]
         jobs = executor.map_array(run_task, [stage_name] * n, [config_path] * n, task_overrides)
+    elif stage.distributed:
+        from .train_task import TrainTask
+
+        jobs = [executor.submit(TrainTask(stage_name, config_path, list(overrides)))]
     else:
         jobs = [executor.submit(run_task, stage_name, config_path, list(overrides))]
     result = LaunchResult(stage_name, out, [str(j.job_id) for j in jobs])
@@ -115,7 +122,9 @@ def launch(
         return result
     for i, job in enumerate(jobs):
         try:
-            result.results.append(job.result())
+            # A multi-task job returns one result per task; rank 0's speaks for the stage.
+            out_i = job.results() if stage.distributed else [job.result()]
+            result.results.append(out_i[0])
         except Exception as exc:  # submitit raises its own FailedJobError / UncompletedJobError
             raise LaunchError(
                 f"{stage_name} task {i} (job {job.job_id}) failed: {exc}\nlogs: {job.paths.stdout}, "

@@ -181,6 +181,8 @@ class HFRolloutEngine:
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """Full-sequence logits [len(token_ids), vocab] as float32 on CPU."""
         check_prompts([token_ids], self.vocab_size)
+        if self._asleep:
+            raise MtrError("the rollout engine is asleep; call wake() before logits()")
         ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
         return self.model(input_ids=ids, use_cache=False).logits[0].float().cpu()
 

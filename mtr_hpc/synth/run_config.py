@@ -75,7 +75,7 @@ class SynthRunConfig:
     example_delay_s: float = 0.0
     agents: SynthConfig = field(default_factory=SynthConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
-    wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:
         if not self.sources:

@@ -14,7 +14,10 @@ synthesized after a restart sees the same library as it would have in an uninter
 reason `agent_error`; the shard goes on.
 
 `llm` backends: examples run concurrently (`concurrency`, a semaphore) on one event loop sharing one
-client; grounded backends never suspend and run one by one without an event loop.
+client; grounded backends never suspend and run one by one without an event loop. With an `llm` ToolMaker
+and `concurrency > 1`, which example first writes a new relation's interface depends on completion
+order, so interfaces (not the resume guarantee) may differ between two runs. The replay cache is made
+durable once per example (`shards.ShardCache`), and journal fsyncs run off the event loop.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from ..config import to_dict
 from ..data import QAExample, load_benchmark, sample_path
-from ..io import atomic_write, atomic_write_json
+from ..io import atomic_write, atomic_write_json, read_json
 from ..rundir import prepare_run_dir, versions
 from ..trace.model import Trace
 from .autoagent import SYSTEM_PROMPT, TraceBuilder
@@ -95,14 +98,17 @@ def make_llm(cfg: SynthRunConfig) -> Any:
 
 
 def _failed(ex: QAExample, cfg: SynthRunConfig, exc: Exception) -> tuple[Trace, Verdict]:
+    """The reject of an example whose agents raised: the question alone, the error in `meta`."""
     builder = TraceBuilder(SYSTEM_PROMPT, ex.question)
-    message = f"{type(exc).__name__}: {exc}"[:500]
-    meta = {"stop_reason": "agent_error", "error": message, "seed": cfg.agents.seed}
-    meta["validation"] = {"keep": False, "reason": "agent_error"}
+    meta = {
+        "stop_reason": "agent_error",
+        "error": f"{type(exc).__name__}: {exc}"[:500],
+        "seed": cfg.agents.seed,
+        "validation": {"keep": False, "reason": "agent_error"},
+    }
     trace_id = f"{ex.benchmark}:{ex.id}:s{cfg.agents.seed}"
-    return Trace(trace_id, ex.id, ex.benchmark, [], builder.messages, None, meta), Verdict(
-        False, "agent_error"
-    )
+    trace = Trace(trace_id, ex.id, ex.benchmark, [], builder.messages, None, meta)
+    return trace, Verdict(False, "agent_error")
 
 
 class ShardRunner:
@@ -129,7 +135,11 @@ class ShardRunner:
             self._replay_library(self.library, rec)
         self.cache = cache = ShardCache(self.paths.cache)
         for benchmark, pool in self.inputs.pools.items():
-            self.agent_cfgs[benchmark] = dataclasses.replace(self.cfg.agents, benchmark=benchmark)
+            # Trace meta names the served model even when only `llm.model` was configured.
+            model = self.cfg.agents.model or self.cfg.llm.model
+            self.agent_cfgs[benchmark] = dataclasses.replace(
+                self.cfg.agents, benchmark=benchmark, model=model
+            )
             self.agents[benchmark] = SynthAgents.build(
                 self.agent_cfgs[benchmark], llm=self.llm, library=self.library, cache=cache, pool=pool
             )
@@ -160,8 +170,6 @@ class ShardRunner:
     def run(self) -> dict[str, Any]:
         if self.paths.manifest.exists():
             self.paths.journal.unlink(missing_ok=True)
-            from ..io import read_json
-
             return {**read_json(self.paths.manifest), "already_complete": True}
         t0 = time.perf_counter()
         self._open()
@@ -278,11 +286,7 @@ class _Progress:
         self.log_every = cfg.log_every
         self.done = done
         self.new = 0
-        self.t0 = time.perf_counter()
         self.counts = summarize((r["trace"]["benchmark"], r["keep"], r["reason"]) for r in runner.journal)
-        self.bar = tqdm(
-            total=total, initial=done, desc=runner.shard.name, disable=not cfg.progress, file=sys.stderr
-        )
         wandb_cfg = dataclasses.replace(
             cfg.wandb,
             group=cfg.wandb.group or runner.run_dir.name,
@@ -292,6 +296,11 @@ class _Progress:
             runner.run_dir / "logs" / runner.shard.name, "synth", wandb_cfg, to_dict(cfg), resume_step=done
         )
         self.pending = todo
+        # After W&B has started (seconds), so that traces/s measures synthesis alone.
+        self.bar = tqdm(
+            total=total, initial=done, desc=runner.shard.name, disable=not cfg.progress, file=sys.stderr
+        )
+        self.t0 = time.perf_counter()
 
     def update(self, benchmark: str, verdict: Verdict) -> None:
         self.done += 1

@@ -1,0 +1,207 @@
+"""Eval building blocks without a model: retrieval environment, prediction journal, results/report, plots,
+config validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mtr_hpc.data.corpus import CorpusResult, Passage
+from mtr_hpc.data.example import QAExample
+from mtr_hpc.errors import ConfigError, DataError
+from mtr_hpc.eval.config import BenchmarkSpec, EvalConfig, ModelSpec, validate_config
+from mtr_hpc.eval.journal import PredictionJournal
+from mtr_hpc.eval.plots import curve_keys, plot_scores, plot_training_curves
+from mtr_hpc.eval.report import build_results, find_cell, render_report
+from mtr_hpc.eval.retrieval import CorpusIndex, RetrievalActor, retrieval_toolset, split_sentences
+from mtr_hpc.rollout.episode import EpisodeSetup
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _ex(i: int, answer: str, qtype: str = "bridge", bench: str = "hotpotqa") -> QAExample:
+    return QAExample(f"q{i}", bench, f"Question {i}?", [answer], qtype)
+
+
+@pytest.fixture
+def index() -> CorpusIndex:
+    passages = [
+        Passage("Teutberga", "Teutberga died on 11 November 875. She was a queen of Lotharingia."),
+        Passage("Lothair II", "Lothair II was king of Lotharingia. He married Teutberga in 855."),
+        Passage("Paris", "Paris is the capital of France. It lies on the Seine."),
+        Passage("Paris", "Paris has about two million inhabitants."),
+    ]
+    return CorpusIndex(CorpusResult(passages, path="mem"))
+
+
+def test_split_sentences():
+    assert split_sentences("One two. Three four! Five? ") == ["One two.", "Three four!", "Five?"]
+    assert split_sentences("Born in 1990. 2000 was later.") == ["Born in 1990.", "2000 was later."]
+
+
+def test_corpus_index_search_and_open_page(index):
+    res = index.search("capital of France", 2, 1)
+    assert res["query"] == "capital of France"
+    assert res["results"][0] == {"title": "Paris", "snippet": "Paris is the capital of France."}
+    assert index.search("Teutberga queen", 1, 2)["results"][0]["title"] == "Teutberga"
+    # Passages sharing a title form one page; titles match without case and punctuation.
+    page = index.open_page("paris")
+    assert page["found"] and page["title"] == "Paris" and len(page["sentences"]) == 3
+    assert index.open_page("Atlantis") == {"title": "Atlantis", "found": False, "sentences": []}
+    with pytest.raises(DataError, match="no passages"):
+        CorpusIndex(CorpusResult([], path="empty.jsonl"))
+
+
+def test_retrieval_actor_is_a_tool_actor_drop_in(index):
+    actor = RetrievalActor(index)
+    toolset = retrieval_toolset()
+    ex = _ex(0, "875")
+    ep = actor.episode(ex, None, toolset, seed=0)
+    setup = EpisodeSetup.from_actor(actor, ep)
+    assert [t["function"]["name"] for t in setup.tools] == ["search", "open_page"]
+    obs = setup.call("search", {"query": "When did Teutberga die?", "top_k": 1})
+    assert obs["results"][0]["title"] == "Teutberga" and len(obs["results"]) == 1
+    assert not ep.registry.validate_observation("search", obs)
+    page = setup.call("open_page", {"title": "Lothair II"})
+    assert page["found"] and not ep.registry.validate_observation("open_page", page)
+    assert setup.call("get_father", {"person": "x"})["error"]["type"] == "unknown_tool"
+    assert setup.call("search", {"q": "x"})["error"]["type"] == "bad_arguments"
+    assert setup.call("search", {"query": "When did Teutberga die?", "top_k": 1}) is obs
+    assert actor.stats["calls"] == 5 and actor.stats["episode_repeats"] == 1
+    assert [h[0] for h in ep.history] == ["search", "open_page"]
+
+
+def test_journal_appends_resumes_and_repairs_a_cut_tail(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    j = PredictionJournal(path)
+    recs = [
+        {"model": "m", "mode": "direct", "benchmark": "b", "id": f"q{i}", "prediction": str(i)}
+        for i in range(3)
+    ]
+    j.append(recs[:2])
+    j.append(recs[2:])
+    again = PredictionJournal(path)
+    assert len(again) == 3 and ("m", "direct", "b", "q1") in again
+    assert [r["prediction"] for r in again.select("m", "direct", "b")] == ["0", "1", "2"]
+    path.write_text(path.read_text() + '{"model": "m", "mo')
+    repaired = PredictionJournal(path)
+    assert len(repaired) == 3 and path.read_text().endswith("}\n")
+    path.write_text('{"model": "m"}\n' + path.read_text())
+    with pytest.raises(DataError, match=r"line 1.*mode"):
+        PredictionJournal(path)
+    path.write_text("not json\n" + json.dumps(recs[0]) + "\n")
+    with pytest.raises(DataError, match="line 1"):
+        PredictionJournal(path)
+
+
+def _records(mode: str, preds: dict[str, str], calls=0, invalid=0, valid=True, turns=1):
+    return [
+        {
+            "id": i,
+            "prediction": p,
+            "tool_calls": calls,
+            "invalid_calls": invalid,
+            "format_valid": valid,
+            "turns": turns,
+            "finish": "answer" if valid else "parse_error",
+        }
+        for i, p in preds.items()
+    ]
+
+
+def test_results_and_report(tmp_path):
+    examples = {
+        "hotpotqa": [_ex(0, "Paris"), _ex(1, "yes", "comparison"), _ex(2, "Lothair II")],
+        "mq": [_ex(3, "1990", "2hop", "musique")],
+    }
+    cells = {
+        ("base", "direct", "hotpotqa"): _records("direct", {"q0": "Paris", "q1": "no"}, valid=False),
+        ("base", "direct", "mq"): _records("direct", {"q3": "in 1990"}),
+        ("base", "tools", "hotpotqa"): _records(
+            "tools", {"q0": "paris", "q1": "yes", "q2": "Lothair"}, 4, 1, True, 3
+        ),
+        ("base", "tools", "mq"): [],
+    }
+    results = build_results(
+        ["base"],
+        ["direct", "tools"],
+        examples,
+        lambda m, o, b: cells[m, o, b],
+        {"hotpotqa": "hotpotqa", "mq": "musique"},
+    )
+    d = find_cell(results, "base", "direct", "hotpotqa")
+    assert (d["n"], d["missing"]) == (3, 1)
+    assert d["em"] == pytest.approx(1 / 3) and d["f1"] == pytest.approx(1 / 3)
+    assert d["by_type"]["comparison"] == {"n": 1, "em": 0.0, "f1": 0.0}
+    assert d["format_valid_rate"] == 0.0 and d["finish"] == {"parse_error": 2}
+    t = find_cell(results, "base", "tools", "hotpotqa")
+    assert t["em"] == pytest.approx(2 / 3) and t["f1"] == pytest.approx((1 + 1 + 2 / 3) / 3)
+    assert (t["mean_tool_calls"], t["invalid_call_rate"], t["mean_turns"]) == (4.0, 0.25, 3.0)
+    # The label "mq" is scored under the MuSiQue convention: "in 1990" vs "1990" is EM 0, F1 2/3.
+    m = find_cell(results, "base", "direct", "mq")
+    assert m["em"] == 0.0 and m["f1"] == pytest.approx(2 / 3)
+    assert find_cell(results, "base", "tools", "mq")["missing"] == 1
+    assert results["conventions"] == {"hotpotqa": "hotpotqa", "mq": "musique"}
+    md = render_report(results)
+    assert "| base | direct | 33.3 / 33.3 | 0.0 / 66.7 |" in md
+    assert "| base | tools | 100.0 | 3.00 | 4.00 | 25.0 |" in md
+    assert "| base | direct | 33.3 | 1.00 | 0.00 | - |" in md
+    assert "## hotpotqa by question type" in md and "(n=2)" in md
+    assert json.loads(json.dumps(results)) == results
+
+    png = plot_scores(results, tmp_path / "scores.png")
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).ndim == 3
+
+
+def test_training_curves(tmp_path):
+    sft, grpo, empty = tmp_path / "sft", tmp_path / "grpo", tmp_path / "none"
+    for d in (sft, grpo, empty):
+        d.mkdir()
+    (sft / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "sft/loss": 2 / s, "sft/lr": 1e-3}) + "\n" for s in (1, 2, 3))
+    )
+    grpo_recs = [
+        {"step": s, "grpo/reward/correct": s / 10, "grpo/reward/consist": 0.5, "grpo/kl": 0.01 * s}
+        for s in (1, 2)
+    ]
+    (grpo / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grpo_recs) + '{"step": 3, "gr')
+    (empty / "metrics.jsonl").write_text(json.dumps({"step": 1, "synth/n": 3}) + "\n")
+    from mtr_hpc.tracking import read_metrics
+
+    assert curve_keys([read_metrics(sft), read_metrics(grpo)]) == [
+        "sft/loss",
+        "grpo/kl",
+        "grpo/reward/consist",
+        "grpo/reward/correct",
+    ]
+    out = plot_training_curves([sft, grpo], tmp_path / "curves.png")
+    assert out is not None and out.read_bytes().startswith(PNG_MAGIC)
+    assert plot_training_curves([empty], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_validate_config():
+    def cfg(**kw):
+        base = {"models": [ModelSpec("a", "smollm2-135m")], "benchmarks": [BenchmarkSpec("hotpotqa")]}
+        return EvalConfig(**{**base, **kw})
+
+    assert validate_config(cfg()).env == "grounded"
+    bad = [
+        (dict(models=[]), "models"),
+        (dict(models=[ModelSpec("a", "x"), ModelSpec("a", "y")]), r"models\[1\]"),
+        (dict(models=[ModelSpec("a/b", "x")]), r"models\[0\].name"),
+        (dict(modes=["direct", "react"]), r"modes\[1\]"),
+        (dict(env="retrieval"), "retrieval.corpus"),
+        (dict(env="llm"), "llm.base_url"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(benchmarks=[BenchmarkSpec("hotpotqa", limit=-1)]), r"benchmarks\[0\].limit"),
+    ]
+    for kw, key in bad:
+        with pytest.raises(ConfigError, match=key):
+            validate_config(cfg(**kw))
+    # A direct-only run needs no environment.
+    assert validate_config(cfg(env="retrieval", modes=["direct"]))

@@ -1,0 +1,103 @@
+"""SFT and GRPO on the local Slurm cluster: sbatch with srun-native ranks (TP=2 as 2 tasks) and submitit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _traces import hotpot_traces
+
+from mtr_hpc.trace.io import write_traces
+
+TINY = ["model.hf=configs/models/tiny-llama", "export_hf=false", "wandb.mode=disabled"]
+
+
+@pytest.fixture(scope="module")
+def trace_file(shared_data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("slurm-traces") / "traces.jsonl"
+    write_traces(path, hotpot_traces(shared_data, 12, seed=5))
+    return path
+
+
+def _losses(run: Path, key: str) -> list[float]:
+    return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _sbatch(cluster, repo_root: Path, script: str, tasks: int, args: list[str], log: Path) -> str:
+    job = cluster.sbatch(
+        [
+            f"--ntasks-per-node={tasks}", "--cpus-per-task=1", "--gpus-per-node=0", f"--output={log}",
+            "--export=ALL,MTR_DEVICE=cpu,OMP_NUM_THREADS=1", script, *args,
+        ],
+        cwd=repo_root,
+    )  # fmt: skip
+    state = cluster.wait(job, timeout=400)
+    assert state == "COMPLETED", log.read_text()[-3000:]
+    return job
+
+
+def test_sft_sbatch_tensor_parallel_two_tasks(slurm_cluster, repo_root, trace_file, tmp_path):
+    out = tmp_path / "sft-tp2"
+    args = [
+        "configs/sft-tiny.yaml",
+        f"out={out}",
+        f"data.traces=[{trace_file}]",
+        "model.tp=2",
+        "train.steps=2",
+        *TINY,
+    ]
+    _sbatch(slurm_cluster, repo_root, "slurm/sft.sbatch", 2, args, tmp_path / "sft.log")
+    meta = json.loads((out / "checkpoints" / "step_000002" / "meta.json").read_text())
+    assert meta["tp"] == 2 and meta["dp"] == 1
+    assert len(list((out / "checkpoints" / "step_000002").glob("rank_*.pt"))) == 2
+    assert len(_losses(out, "sft/loss")) == 2
+
+
+def test_sft_submitit_two_tasks_matches_sbatch_run(slurm_cluster, repo_root, trace_file, tmp_path):
+    outs = {}
+    for how in ("sbatch", "submitit"):
+        out = tmp_path / how
+        overrides = [f"data.traces=[{trace_file}]", "model.tp=2", "train.steps=2", *TINY]
+        if how == "sbatch":
+            _sbatch(
+                slurm_cluster,
+                repo_root,
+                "slurm/sft.sbatch",
+                2,
+                ["configs/sft-tiny.yaml", f"out={out}", *overrides],
+                tmp_path / "s.log",
+            )
+        else:
+            res = subprocess.run(
+                [
+                    sys.executable, "-m", "mtr_hpc", "launch", "sft", "device=cpu", *overrides,
+                    "--executor", "slurm", "--config", "configs/sft-tiny.yaml", "--out", str(out),
+                    "--tasks-per-node", "2", "--time-min", "10", "--json",
+                ],
+                cwd=repo_root, env={**slurm_cluster.env, "OMP_NUM_THREADS": "1"},
+                capture_output=True, text=True, timeout=400,
+            )  # fmt: skip
+            assert res.returncode == 0, res.stderr[-3000:]
+            assert json.loads(res.stdout)["results"][0]["steps"] == 2
+        outs[how] = _losses(out, "sft/loss")
+    assert outs["submitit"] == pytest.approx(outs["sbatch"], abs=1e-6)
+
+
+def test_grpo_sbatch_and_submitit(slurm_cluster, repo_root, tmp_path):
+    base = ["configs/grpo-tiny.yaml", "train.steps=1", "algo.kl_coef=0.0", *TINY]
+    out = tmp_path / "grpo-sbatch"
+    _sbatch(slurm_cluster, repo_root, "slurm/grpo.sbatch", 1, [*base, f"out={out}"], tmp_path / "g.log")
+    assert (out / "checkpoints" / "latest").exists()
+    out2 = tmp_path / "grpo-submitit"
+    res = subprocess.run(
+        [
+            sys.executable, "-m", "mtr_hpc", "launch", "grpo", "device=cpu", *base[1:],
+            "--executor", "slurm", "--config", base[0], "--out", str(out2), "--time-min", "10", "--json",
+        ],
+        cwd=repo_root, env=slurm_cluster.env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _losses(out2, "grpo/reward/total") == pytest.approx(_losses(out, "grpo/reward/total"))
