@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
-from ._stage import add_stage_args, overrides_of
+from ._stage import add_stage_args, finish, overrides_of
 
 
 def register(sub) -> None:
@@ -15,13 +12,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import load_config
-    from ..train.grpo import run_grpo
-    from ..train.grpo_config import GRPOConfig
+    from ..launch.train_task import run_grpo
 
-    cfg = load_config(GRPOConfig, args.config, overrides_of(args), section="grpo")
-    from ..train.preempt import PREEMPTED_EXIT_CODE
-
-    summary = run_grpo(cfg)
-    print(json.dumps(summary, default=str), file=sys.stderr)
-    return PREEMPTED_EXIT_CODE if summary.get("preempted") else 0
+    return finish(run_grpo(args.config, overrides_of(args)))

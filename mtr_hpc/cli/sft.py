@@ -6,10 +6,7 @@ Multi-process runs (tensor/data parallel) start one process per rank, e.g.
 
 from __future__ import annotations
 
-import json
-import sys
-
-from ._stage import add_stage_args, overrides_of
+from ._stage import add_stage_args, finish, overrides_of
 
 
 def register(sub) -> None:
@@ -19,13 +16,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import load_config
-    from ..train.sft import run_sft
-    from ..train.sft_config import SFTConfig
+    from ..launch.train_task import run_sft
 
-    cfg = load_config(SFTConfig, args.config, overrides_of(args), section="sft")
-    from ..train.preempt import PREEMPTED_EXIT_CODE
-
-    summary = run_sft(cfg)
-    print(json.dumps(summary, default=str), file=sys.stderr)
-    return PREEMPTED_EXIT_CODE if summary.get("preempted") else 0
+    return finish(run_sft(args.config, overrides_of(args)))

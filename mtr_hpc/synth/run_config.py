@@ -43,6 +43,8 @@ class SourceConfig:
     split: str | None = None
     # Examples read from this source; 0 takes the run's `limit` (0 there too: all).
     limit: int = 0
+    # The project's train / held-out split (mtr_hpc.data.splits): all | train | heldout.
+    part: str = "all"
 
 
 @dataclass

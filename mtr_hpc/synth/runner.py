@@ -32,6 +32,7 @@ from typing import Any
 
 from ..config import to_dict
 from ..data import QAExample, load_benchmark, sample_path
+from ..data.splits import select_part
 from ..io import atomic_write, atomic_write_json, read_json
 from ..rundir import prepare_run_dir, versions
 from ..trace.model import Trace
@@ -66,7 +67,7 @@ def load_inputs(cfg: SynthRunConfig) -> Inputs:
             src.benchmark, path, skip_bad=cfg.skip_bad, split=src.split, limit=cfg.source_limit(src)
         )
         out.skipped_records += result.n_skipped
-        for ex in result.examples:
+        for ex in select_part(result.examples, src.part, key="sources.part"):
             key = example_key(ex.benchmark, ex.id)
             if key in seen:
                 out.duplicate_examples += 1

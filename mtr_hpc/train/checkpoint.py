@@ -121,3 +121,30 @@ def check_shapes(model_state: dict[str, torch.Tensor], loaded: dict[str, Any], p
                 f"checkpoint {path} is of another model shape: tensor '{name}' is {tuple(other.shape)} there, "
                 f"{tuple(tensor.shape)} in this model"
             )
+
+
+def topology(model_cfg, dp: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed as is: parallel sizes and the model it came from."""
+    return {"tp": model_cfg.tp, "pp": model_cfg.pp, "dp": dp, "hf": model_cfg.hf}
+
+
+def save_step(
+    seam, model, optimizer, root: Path, step: int, position, topo: dict, keep_last: int, extra=None
+) -> None:
+    """Every rank writes its part into the staging dir; rank 0 publishes it once all are done."""
+    import torch.distributed as dist
+
+    seam.save(staging_dir(root, step), model, optimizer, {"step": step, **(extra or {})})
+    dist.barrier()
+    if dist.get_rank() == 0:
+        meta = {"step": step, "position": position.to_dict(), "seam": seam.name, **topo}
+        commit(root, step, meta, keep_last=keep_last)
+    dist.barrier()
+
+
+def progress_bar(enabled: bool, start: int, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True)

@@ -1,4 +1,4 @@
-""""Trace grammar learned": the fraction of sampled assistant turns that parse as valid turns.
+""" "Trace grammar learned": the fraction of sampled assistant turns that parse as valid turns.
 
 For held-out traces, every assistant turn position gives a prompt (the conversation up to that turn,
 rendered exactly as in training); the model samples one turn there, and `parse_turn` decides whether it

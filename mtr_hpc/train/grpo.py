@@ -78,7 +78,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     latest = ckpt.latest_checkpoint(ckpt_root) if cfg.resume else None
     if latest is not None:
         meta = ckpt.read_meta(latest)
-        ckpt.check_topology(meta, _topology(cfg, dp_size), latest)
+        ckpt.check_topology(meta, ckpt.topology(cfg.model, dp_size), latest)
         extra = seam.load(latest, model, optimizer)
         start_step, position = meta["step"], DataPosition(**meta["position"])
         if reference is not None and "reference" in extra:
@@ -94,7 +94,15 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     )
     schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
     batches = prompts.batches(position)
-    bar = _progress(rank0, start_step, cfg.train.steps)
+    topo = ckpt.topology(cfg.model, dp_size)
+
+    def save(step_done: int) -> None:
+        extra = {"reference": reference.state_dict()} if reference is not None else None
+        ckpt.save_step(
+            seam, model, optimizer, ckpt_root, step_done, position, topo, cfg.train.keep_last, extra
+        )
+
+    bar = ckpt.progress_bar(rank0, start_step, cfg.train.steps, "grpo")
     preempt = PreemptionFlag()
     metrics: dict = {}
     preempted = False
@@ -112,7 +120,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         try:
             check_finite_rewards(rewards, step)
         except RewardNaNError:
-            save(seam, model, optimizer, reference, ckpt_root, step, position, cfg, dp_size)
+            save(step)
             raise
         timings.setdefault("timing_s/rollout", time.perf_counter() - t)
 
@@ -161,7 +169,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         done = step + 1
         preempted = preempt.agreed()
         if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
-            save(seam, model, optimizer, reference, ckpt_root, done, position, cfg, dp_size)
+            save(done)
         _tick(bar, metrics)
         if preempted:
             break
@@ -275,22 +283,6 @@ def _logprob_metrics(mbs, old) -> dict:
     return {"grpo/logprob_abs_diff": diff / max(n, 1.0), "grpo/entropy": old["entropy"]}
 
 
-def save(
-    seam, model, optimizer, reference, root: Path, step: int, position, cfg: GRPOConfig, dp: int
-) -> None:
-    import torch.distributed as dist
-
-    extra = {"step": step}
-    if reference is not None:
-        extra["reference"] = reference.state_dict()
-    seam.save(ckpt.staging_dir(root, step), model, optimizer, extra)
-    dist.barrier()
-    if dist.get_rank() == 0:
-        meta = {"step": step, "position": position.to_dict(), "seam": seam.name, **_topology(cfg, dp)}
-        ckpt.commit(root, step, meta, keep_last=cfg.train.keep_last)
-    dist.barrier()
-
-
 def _slim(ep):
     """What the trainer needs of an episode (no example evidence to broadcast)."""
     from types import SimpleNamespace
@@ -306,18 +298,6 @@ def _broadcast(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _topology(cfg: GRPOConfig, dp: int) -> dict:
-    return {"tp": cfg.model.tp, "pp": cfg.model.pp, "dp": dp, "hf": cfg.model.hf}
-
-
-def _progress(enabled: bool, start: int, total: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc="grpo", unit="step", dynamic_ncols=True)
 
 
 def _tick(bar, m: dict) -> None:

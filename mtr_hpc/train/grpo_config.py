@@ -19,6 +19,7 @@ class BenchmarkSource:
     source: str = "sample"  # `sample` (shipped with the package), a file, or a hub name
     limit: int | None = None
     skip_bad: bool = False
+    part: str = "all"  # the project's train / held-out split (mtr_hpc.data.splits): all | train | heldout
 
 
 @dataclass

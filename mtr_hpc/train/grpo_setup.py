@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..data import load_benchmark, load_sample
+from ..data.splits import select_part
 from ..errors import ConfigError, MtrError
 from .grpo_config import GRPOConfig
 
@@ -19,7 +20,7 @@ def load_prompts(cfg: GRPOConfig) -> list:
             got = got[: src.limit] if src.limit else got
         else:
             got = load_benchmark(src.name, src.source, skip_bad=src.skip_bad, limit=src.limit).examples
-        examples += got
+        examples += select_part(got, src.part, key="data.part")
     if not examples:
         raise ConfigError("data", "no training questions (empty benchmark sources)")
     return examples

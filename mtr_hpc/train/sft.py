@@ -67,7 +67,12 @@ def run_sft(cfg: SFTConfig) -> dict:
 
     grammar_prompts = turn_prompts(held_traces, renderer, cfg.grammar.prompts) if cfg.grammar.prompts else []
     grammar_before = None
-    if rank0 and grammar_prompts and cfg.init == "pretrained" and not (run_dir / "checkpoints" / "latest").exists():
+    if (
+        rank0
+        and grammar_prompts
+        and cfg.init == "pretrained"
+        and not (run_dir / "checkpoints" / "latest").exists()
+    ):
         grammar_before = grammar_measure(src.hf_dir, renderer, grammar_prompts, cfg.grammar, _engine_device())
 
     # Model and optimizer, then resume if a checkpoint exists.
@@ -78,7 +83,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     latest = ckpt.latest_checkpoint(ckpt_root) if cfg.resume else None
     if latest is not None:
         meta = ckpt.read_meta(latest)
-        ckpt.check_topology(meta, _topology(cfg, dp_size), latest)
+        ckpt.check_topology(meta, ckpt.topology(cfg.model, dp_size), latest)
         seam.load(latest, model, optimizer)
         start_step, position = meta["step"], DataPosition(**meta["position"])
 
@@ -87,7 +92,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     )
     schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
     batches = sampler.batches(position)
-    bar = _progress(rank0, start_step, cfg.train.steps)
+    bar = ckpt.progress_bar(rank0, start_step, cfg.train.steps, "sft")
     preempt = PreemptionFlag()
     last, preempted = {}, False
     for step in range(start_step, cfg.train.steps):
@@ -121,7 +126,16 @@ def run_sft(cfg: SFTConfig) -> dict:
             logger.log(step, last)
         preempted = preempt.agreed()
         if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
-            save(seam, model, optimizer, ckpt_root, done, position, cfg, dp_size)
+            ckpt.save_step(
+                seam,
+                model,
+                optimizer,
+                ckpt_root,
+                done,
+                position,
+                ckpt.topology(cfg.model, dp_size),
+                cfg.train.keep_last,
+            )
         _tick(bar, last)
         if preempted:
             break
@@ -164,20 +178,6 @@ def evaluate(seam, model, rows, cfg: SFTConfig, thd: bool) -> float:
     mbs = [seam.to_device(b) for b in microbatches(rows, cfg.train.micro_batch_rows, thd)]
     loss_sum, tokens, _ = seam.forward_backward(model, sft_forward_step, mbs, forward_only=True)
     return loss_sum / max(tokens, 1)
-
-
-def save(
-    seam, model, optimizer, root: Path, step: int, position: DataPosition, cfg: SFTConfig, dp: int
-) -> None:
-    import torch.distributed as dist
-
-    stage = ckpt.staging_dir(root, step)
-    seam.save(stage, model, optimizer, {"step": step})
-    dist.barrier()
-    if dist.get_rank() == 0:
-        meta = {"step": step, "position": position.to_dict(), "seam": seam.name, **_topology(cfg, dp)}
-        ckpt.commit(root, step, meta, keep_last=cfg.train.keep_last)
-    dist.barrier()
 
 
 def load_traces(cfg: SFTDataConfig):
@@ -228,18 +228,6 @@ def _check_batch(cfg: SFTConfig, dp: int) -> None:
         raise ConfigError("train.micro_batch_rows", f"{m} does not divide the {g // dp} rows per DP rank")
     if cfg.model.layer_spec == "te" and m != 1:
         raise ConfigError("train.micro_batch_rows", "the te spec packs one row per microbatch (THD layout)")
-
-
-def _topology(cfg: SFTConfig, dp: int) -> dict:
-    return {"tp": cfg.model.tp, "pp": cfg.model.pp, "dp": dp, "hf": cfg.model.hf}
-
-
-def _progress(enabled: bool, start: int, total: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc="sft", unit="step", dynamic_ncols=True)
 
 
 def _tick(bar, metrics: dict) -> None:
