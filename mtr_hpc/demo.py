@@ -20,8 +20,11 @@ STAGES = ("synth", "sft", "grpo", "eval")
 
 
 def stage_overrides(run: Path, group: str) -> dict[str, list[str]]:
-    """The keys that chain the stages, per stage (user overrides come after and win)."""
-    wandb = [f"wandb.group={group}"]
+    """The keys that chain the stages, per stage (user overrides come after and win).
+
+    Every stage logs to one W&B project under one group (offline unless an API key is configured).
+    """
+    wandb = [f"wandb.group={group}", "wandb.mode=auto"]
     return {
         "synth": [f"out={run / 'synth'}", *wandb],
         "sft": [f"out={run / 'sft'}", f"data.traces=[{run / 'synth'}]", *wandb],

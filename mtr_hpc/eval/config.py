@@ -39,6 +39,8 @@ class BenchmarkSpec:
     seed: int = 0
     split: str | None = None
     skip_bad: bool = False
+    # The project's train / held-out split (mtr_hpc.data.splits): all | train | heldout.
+    part: str = "all"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..data import load_benchmark, sample_path
 from ..data.example import QAExample
 from ..data.loaders import canonical_benchmark
+from ..data.splits import select_part
 from ..errors import ConfigError, DataError, MtrError
 from .config import BenchmarkSpec, EvalConfig, validate_config
 from .models import ModelSource, check_model
@@ -40,9 +41,9 @@ def load_questions(spec: BenchmarkSpec, index: int) -> tuple[str, list[QAExample
     if spec.source != "sample" and not spec.source.startswith("hf://") and not Path(source).is_file():
         raise ConfigError(f"benchmarks[{index}].source", f"benchmark file {source} does not exist")
     loaded = load_benchmark(bench, source, skip_bad=spec.skip_bad, split=spec.split)
-    examples = loaded.examples
+    examples = select_part(loaded.examples, spec.part, key=f"benchmarks[{index}].part")
     if not examples:
-        raise DataError(loaded.path, None, None, "holds no usable questions")
+        raise DataError(loaded.path, None, None, f"holds no usable questions (part: {spec.part})")
     if 0 < spec.limit < len(examples):
         picks = sorted(random.Random(spec.seed).sample(range(len(examples)), spec.limit))
         examples = [examples[i] for i in picks]

@@ -1,19 +1,35 @@
-"""BM25 passage retrieval for the grounded `search` tool (rank_bm25's Okapi BM25).
+"""BM25 passage retrieval for the grounded `search` tool (Okapi BM25, rank_bm25's scores: `bm25.py`).
 
 The corpus of one example is its own pages (context paragraphs, fact and sub-answer passages) plus
 seeded distractor passages of other examples, so a search returns the evidence among plausible noise.
 Snippets are the passage's sentences that best overlap the query, in page order.
+
+Every episode has its own corpus, but its passages recur (the same pages in every seed's episode, the
+same distractor pool for a whole run), so the tokens of passages and sentences are memoised by text.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 
-from rank_bm25 import BM25Okapi
-
+from .bm25 import Okapi, TermCounts
 from .evidence import EvidenceKB
 from .text import tokens
+
+_CACHE_SIZE = 1 << 15
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _document(text: str) -> TermCounts:
+    # "_" stands in for a passage without tokens: rank_bm25 divides by the mean document length.
+    return TermCounts(tokens(text) or ["_"])
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _sentence_tokens(sentence: str) -> frozenset[str]:
+    return frozenset(tokens(sentence))
 
 
 @dataclass
@@ -50,14 +66,14 @@ class DistractorPool:
 class PassageIndex:
     def __init__(self, passages: list[Passage]):
         self.passages = passages
-        docs = [tokens(p.title + " " + " ".join(p.sentences)) or ["_"] for p in passages]
-        self._bm25 = BM25Okapi(docs) if passages else None
+        docs = [_document(p.title + " " + " ".join(p.sentences)) for p in passages]
+        self._bm25 = Okapi(docs) if passages else None
 
     def search(self, query: str, top_k: int, snippet_sentences: int) -> list[dict[str, str]]:
         if self._bm25 is None:
             return []
         q = tokens(query)
-        scores = self._bm25.get_scores(q) if q else [0.0] * len(self.passages)
+        scores = self._bm25.scores(q) if q else [0.0] * len(self.passages)
         order = sorted(range(len(self.passages)), key=lambda i: (-scores[i], i))[:top_k]
         return [
             {"title": self.passages[i].title, "snippet": snippet(self.passages[i], q, snippet_sentences)}
@@ -70,7 +86,7 @@ def snippet(passage: Passage, query_tokens: list[str], n: int) -> str:
     if len(sents) <= n:
         return " ".join(s.strip() for s in sents)
     q = set(query_tokens)
-    ranked = sorted(range(len(sents)), key=lambda i: (-len(q.intersection(tokens(sents[i]))), i))[:n]
+    ranked = sorted(range(len(sents)), key=lambda i: (-len(q.intersection(_sentence_tokens(sents[i]))), i))[:n]
     return " ".join(sents[i].strip() for i in sorted(ranked))
 
 

@@ -6,6 +6,10 @@ into nested closures that answer "certainly valid" (True) or "not sure" (False).
 a False sends the instance to `jsonschema`, which decides and words the errors. So the fast path may be
 conservative (it gives up on anything unusual) but must never accept what `jsonschema` rejects. A
 schema using any keyword outside `_KEYWORDS` gets no fast path at all.
+
+`anyOf` is accepted when one branch's fast check accepts: every synthesized `x-returns` is an object
+schema with `anyOf` [success fields required, error required], so without it every observation of a
+trace would go through `jsonschema`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ _KEYWORDS = _ANNOTATIONS | {
     "maximum",
     "exclusiveMinimum",
     "exclusiveMaximum",
+    "anyOf",
 }
 
 
@@ -173,7 +178,28 @@ def compile_fast(schema: Any) -> Check | None:
         if item is None:
             return None
         checks.append(lambda x: not isinstance(x, list) or all(item(v) for v in x))
+    if "anyOf" in schema:
+        branches = _any_of_checks(schema["anyOf"])
+        if branches is None:
+            return None
+        checks.append(lambda x: any(b(x) for b in branches))
+    if len(checks) == 1:
+        return checks[0]
     return lambda x: all(c(x) for c in checks)
+
+
+def _any_of_checks(branches: Any) -> list[Check] | None:
+    """Fast checks of the `anyOf` branches; None unless every branch compiles (then a True of any one
+    branch is certain, and a False of all of them only means "not sure")."""
+    if not isinstance(branches, list) or not branches:
+        return None
+    out: list[Check] = []
+    for branch in branches:
+        compiled = compile_fast(branch)
+        if compiled is None:
+            return None
+        out.append(compiled)
+    return out
 
 
 _SIMPLE_TYPES = frozenset(_TYPES)
@@ -211,6 +237,8 @@ def _quick_keyword_ok(key: str, value: Any) -> bool:
         return _unique_strings(value)
     if key == "properties":
         return isinstance(value, dict) and all(quick_schema_ok(v) for v in value.values())
+    if key == "anyOf":
+        return isinstance(value, list) and bool(value) and all(quick_schema_ok(v) for v in value)
     return quick_schema_ok(value)  # items, additionalProperties
 
 
