@@ -18,7 +18,7 @@ from ..trace.parser import parse_turn
 @dataclass
 class GrammarConfig:
     prompts: int = 0  # turn prompts sampled from held-out traces; 0 disables the measurement
-    max_new_tokens: int = 192
+    max_new_tokens: int = 256  # synthesized turns run to ~220 tokens; shorter caps cut valid turns
     temperature: float = 0.0
     seed: int = 0
 

@@ -1,0 +1,43 @@
+"""Every shipped config loads into its stage's dataclasses (a renamed field breaks this, not a user)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtr_hpc.config import load_config, read_yaml
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _stage_classes():
+    from mtr_hpc.eval.config import EvalConfig, validate_config
+    from mtr_hpc.synth.run_config import SynthRunConfig
+    from mtr_hpc.train.grpo_config import GRPOConfig
+    from mtr_hpc.train.sft_config import SFTConfig
+
+    return {"synth": SynthRunConfig, "sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}, validate_config
+
+
+def _stage_of(path: Path) -> str:
+    for stage in ("synth", "sft", "grpo", "eval"):
+        if path.stem.startswith(stage) or path.stem.endswith(stage):
+            return stage
+    raise AssertionError(f"cannot tell the stage of {path.name}; name it after its stage")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_config_loads(path):
+    classes, validate_eval = _stage_classes()
+    data = read_yaml(path)
+    sections = [s for s in classes if isinstance(data.get(s), dict)]
+    if sections:  # a multi-stage file (demo.yaml)
+        assert sections == list(classes), f"{path.name} should hold every stage"
+        pairs = [(classes[s], s) for s in sections]
+    else:
+        pairs = [(classes[_stage_of(path)], None)]
+    for cls, section in pairs:
+        cfg = load_config(cls, path, [], section=section)
+        if cls.__name__ == "EvalConfig" and cfg.models:
+            validate_eval(cfg)
