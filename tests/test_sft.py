@@ -145,3 +145,22 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path, trace_file):
     # Same run dir, other model: the stored config differs, so the run dir refuses it by name.
     with pytest.raises(MtrError, match="model.hf"):
         run_sft(_cfg(tmp_path / "r", trace_file, "train.steps=2", f"model.hf={other}"))
+
+
+def test_loading_a_checkpoint_into_another_shape_names_the_tensor(tmp_path, trace_file):
+    from mtr_hpc.models.config import ModelConfig
+    from mtr_hpc.train.checkpoint import CheckpointError, latest_checkpoint
+    from mtr_hpc.train.model_io import build_policy, policy_source
+    from mtr_hpc.train.seams.cpu import CpuSeam
+    from mtr_hpc.train.sft import run_sft
+
+    run_sft(_cfg(tmp_path / "r", trace_file, "train.steps=1", "export_hf=false"))
+    other = tmp_path / "wide"
+    other.mkdir()
+    cfg_json = json.loads((REPO / "configs/models/tiny-llama/config.json").read_text())
+    cfg_json["intermediate_size"] = 256
+    (other / "config.json").write_text(json.dumps(cfg_json))
+    model_cfg = ModelConfig(hf=str(other), seq_length=512)
+    model = build_policy(model_cfg, policy_source(model_cfg), "random")
+    with pytest.raises(CheckpointError, match=r"linear_fc1.weight.*\(256, 64\).*\(512, 64\)"):
+        CpuSeam().load(latest_checkpoint(tmp_path / "r" / "checkpoints"), model, None)
