@@ -33,20 +33,45 @@ from .errors import ConfigError
 # operation (ASCII bytes never occur inside a multi-byte sequence) and several times faster than
 # str.translate; "surrogatepass" keeps lone surrogates round-tripping.
 _PUNCT_BYTES = string.punctuation.encode("ascii")
+# ASCII text is lowercased by mapping A-Z to a-z (what str.lower does to it) in the same
+# bytes.translate pass that deletes the punctuation; that pass also maps every control character
+# (tab and newline included) to NUL, so one byte search sends text whose `\b` boundaries are not plain
+# token edges to the general path.
+_CONTROLS = bytes(range(32)) + b"\x7f"
+_ASCII_TABLE = bytes.maketrans(
+    string.ascii_uppercase.encode("ascii") + _CONTROLS,
+    string.ascii_lowercase.encode("ascii") + bytes(len(_CONTROLS)),
+)
 # Same pattern and (default, unicode-aware) flags as the evaluators: `\b` is a unicode word boundary,
 # so "a" inside "éa" is kept.
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ARTICLE_WORDS = frozenset(("a", "an", "the"))
 _YES_NO = frozenset(("yes", "no", "noanswer"))
+# An ASCII digit or a letter outside "a", "an", "the": it survives normalization, in a token that is
+# no article, so a text holding one normalizes to at least one token.
+_CONTENT_CHAR = re.compile(r"[0-9b-dfgi-mo-su-zB-DFGI-MO-SU-Z]")
 
 
 def _normalized_tokens(s: str) -> list[str]:
+    if s.isascii():
+        text = s.encode("ascii").translate(_ASCII_TABLE, _PUNCT_BYTES)
+        if 0 not in text:  # (an int needle: a plain memchr, several times cheaper than b"\0")
+            # Letters, digits and spaces only: `\b` falls only at token edges, so the article regex
+            # removes whole tokens only.
+            tokens = text.decode("ascii").split()
+            if _ARTICLE_WORDS.isdisjoint(tokens):
+                return tokens
+            return [tok for tok in tokens if tok not in _ARTICLE_WORDS]
+    return _general_tokens(s)
+
+
+def _general_tokens(s: str) -> list[str]:
     kept = s.lower().encode("utf-8", "surrogatepass").translate(None, _PUNCT_BYTES)
     text = kept.decode("utf-8", "surrogatepass")
     # Fast path, exact: when every non-space character is a regex word character (isalnum; "_" is
     # already gone), `\b` falls only at token edges, so the article regex removes whole tokens only.
     if text.replace(" ", "").isalnum():
-        return [tok for tok in text.split(" ") if tok and tok not in _ARTICLE_WORDS]
+        return [tok for tok in text.split() if tok not in _ARTICLE_WORDS]
     return _ARTICLES.sub(" ", text).split()
 
 
@@ -70,35 +95,31 @@ _CONVENTIONS: dict[str, _Convention] = {
 }
 
 
-class _Gold:
-    """A normalized gold answer with the views the F1 fast path needs, built once per answer."""
-
-    __slots__ = ("text", "tokens", "token_set", "unique")
-
-    def __init__(self, s: str) -> None:
-        self.tokens = _normalized_tokens(s)
-        self.text = " ".join(self.tokens)
-        self.token_set = frozenset(self.tokens)
-        self.unique = len(self.token_set) == len(self.tokens)
+# A normalized answer is kept as its token list: tokens never hold whitespace, so two normalized
+# answers are equal exactly when their token lists are, and a side is "yes"/"no"/"noanswer" exactly
+# when its list is that one token.
 
 
-def _unequal_pair_f1(ptext: str, ptoks: list[str], gold: _Gold, yes_no_rule: bool) -> float:
+def _unequal_pair_f1(ptoks: list[str], gtoks: list[str], yes_no_rule: bool) -> float:
     """F1 of a prediction whose normalized text differs from the gold's (equal texts score 1 or the
     empty rule, decided by the caller)."""
-    if yes_no_rule and (ptext in _YES_NO or gold.text in _YES_NO):
+    if yes_no_rule and (
+        (len(gtoks) == 1 and gtoks[0] in _YES_NO) or (len(ptoks) == 1 and ptoks[0] in _YES_NO)
+    ):
         return 0.0
-    if not ptoks or not gold.tokens:
+    if not ptoks or not gtoks:
         return 0.0
-    common = gold.token_set.intersection(ptoks)
+    gset = set(gtoks)
+    common = gset.intersection(ptoks)
     if not common:
         return 0.0
-    if gold.unique and len(set(ptoks)) == len(ptoks):
+    if len(gset) == len(gtoks) and len(set(ptoks)) == len(ptoks):
         num_same = len(common)  # no repeated token on either side: sets are the multisets
     else:
-        num_same = sum(min(ptoks.count(w), gold.tokens.count(w)) for w in common)
+        num_same = sum(min(ptoks.count(w), gtoks.count(w)) for w in common)
     # The evaluators' exact arithmetic (Counter intersection size, then P, R, F1), bit for bit.
     precision = 1.0 * num_same / len(ptoks)
-    recall = 1.0 * num_same / len(gold.tokens)
+    recall = 1.0 * num_same / len(gtoks)
     return (2 * precision * recall) / (precision + recall)
 
 
@@ -115,18 +136,17 @@ def f1_score(pred: str, gold: str, yes_no_rule: bool, empty_match: bool = False)
     both sides empty included, scores 0.
     """
     ptoks = _normalized_tokens(pred)
-    ptext = " ".join(ptoks)
-    gold_n = _Gold(gold)
-    if ptext == gold_n.text:
+    gtoks = _normalized_tokens(gold)
+    if ptoks == gtoks:
         # Identical token lists: the evaluators' arithmetic gives exactly 1.0, or their empty rule.
         return 1.0 if ptoks or empty_match else 0.0
-    return _unequal_pair_f1(ptext, ptoks, gold_n, yes_no_rule)
+    return _unequal_pair_f1(ptoks, gtoks, yes_no_rule)
 
 
 @lru_cache(maxsize=1 << 16)
-def _golds(answers: tuple[str, ...]) -> tuple[_Gold, ...]:
+def _golds(answers: tuple[str, ...]) -> tuple[list[str], ...]:
     # Gold answers recur (every rollout of a GRPO group, every checkpoint evaluated): normalize once.
-    return tuple(_Gold(a) for a in answers)
+    return tuple(map(_normalized_tokens, answers))
 
 
 def score_example(benchmark: str, prediction: str, answers: list[str]) -> tuple[float, float]:
@@ -136,20 +156,25 @@ def score_example(benchmark: str, prediction: str, answers: list[str]) -> tuple[
         raise ConfigError("benchmark", f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
     if not answers:
         return 0.0, 0.0
-    golds = _golds(tuple(answers)) if conv.multi_gold else _golds((answers[0],))
+    if (prediction == answers[0] or (conv.multi_gold and prediction in answers)) and (
+        conv.empty_match or _CONTENT_CHAR.search(prediction) is not None
+    ):
+        # Verbatim a gold answer: equal normalized texts, which score the maximum (1, 1) when they
+        # hold a token (or under the empty rule), whatever the other answers; nothing to normalize.
+        return 1.0, 1.0
     ptoks = _normalized_tokens(prediction)
-    ptext = " ".join(ptoks)
+    golds = _golds(tuple(answers)) if conv.multi_gold else _golds((answers[0],))
     em = 0.0
     f1 = 0.0
     for gold in golds:
-        if ptext == gold.text:
+        if ptoks == gold:
             # Equal token lists: F1 is exactly 1.0 (the maximum) unless both are empty and the
             # convention scores that 0.
             if ptoks or conv.empty_match:
                 return 1.0, 1.0
             em = 1.0
             continue
-        score = _unequal_pair_f1(ptext, ptoks, gold, conv.yes_no_rule)
+        score = _unequal_pair_f1(ptoks, gold, conv.yes_no_rule)
         if score > f1:
             f1 = score
     return em, f1

@@ -32,8 +32,8 @@ SYSTEM_PROMPT = (
 )
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)
+# json.dumps with any option builds a new encoder per call; the encoder is stateless, so share one.
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 
 @dataclass

@@ -15,7 +15,11 @@ document lacks) are skipped, which change no sum.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
+from functools import reduce
+from itertools import chain
+from operator import add
 
 K1 = 1.5
 B = 0.75
@@ -50,7 +54,7 @@ class Okapi:
         avgdl = sum(lengths) / self._n
         # rank_bm25: k1 * (1 - b + b * doc_len / avgdl), evaluated left to right per document.
         self._norm = [K1 * (1 - B + B * dl / avgdl) for dl in lengths]
-        self._idf: dict[str, float] = {}
+        self._idf: dict[str, tuple[float, list[tuple[int, int]]]] = {}
         self._floor: float | None = None
 
     def _raw_idf(self, df: int) -> float:
@@ -59,40 +63,39 @@ class Okapi:
     def _epsilon_floor(self) -> float:
         """epsilon * mean raw idf over the corpus vocabulary, summed in rank_bm25's order."""
         if self._floor is None:
-            df: dict[str, int] = {}
-            for freqs in self._freqs:
-                for word in freqs:
-                    df[word] = df.get(word, 0) + 1
-            total = 0.0
-            for count in df.values():
-                total += self._raw_idf(count)
+            # Document frequencies in order of first occurrence over the corpus (rank_bm25's `nd`).
+            df = Counter(chain.from_iterable(self._freqs))
+            # A raw idf depends on the document frequency alone: one log pair per distinct frequency.
+            by_df = {count: self._raw_idf(count) for count in set(df.values())}
+            # reduce(add) adds left to right like rank_bm25's loop (sum() may compensate rounding).
+            total = reduce(add, map(by_df.__getitem__, df.values()), 0.0)
             self._floor = EPSILON * (total / len(df))
         return self._floor
 
+    def _postings(self, word: str) -> tuple[float, list[tuple[int, int]]]:
+        """(idf, [(document index, term count)]) of a word, computed on first use."""
+        hit = self._idf.get(word)
+        if hit is None:
+            postings = [(i, f) for i, freqs in enumerate(self._freqs) if (f := freqs.get(word))]
+            idf = self._raw_idf(len(postings)) if postings else 0.0
+            if idf < 0:
+                idf = self._epsilon_floor()
+            hit = self._idf[word] = (idf, postings)
+        return hit
+
     def idf(self, word: str) -> float:
         """The word's idf as rank_bm25 stores it (0.0 for a word of no document)."""
-        value = self._idf.get(word)
-        if value is None:
-            df = sum(1 for freqs in self._freqs if word in freqs)
-            if df == 0:
-                value = 0.0
-            else:
-                value = self._raw_idf(df)
-                if value < 0:
-                    value = self._epsilon_floor()
-            self._idf[word] = value
-        return value
+        return self._postings(word)[0]
 
     def scores(self, query: Sequence[str]) -> list[float]:
         """One score per document, as `BM25Okapi.get_scores(query)`."""
         out = [0.0] * self._n
+        norm = self._norm
         k1_plus_1 = K1 + 1
         for word in query:
-            idf = self.idf(word)
+            idf, postings = self._postings(word)
             if not idf:
                 continue
-            for i, freqs in enumerate(self._freqs):
-                f = freqs.get(word)
-                if f:
-                    out[i] += idf * (f * k1_plus_1 / (f + self._norm[i]))
+            for i, f in postings:
+                out[i] += idf * (f * k1_plus_1 / (f + norm[i]))
         return out

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from ..data.example import QAExample
 from ..llm.protocol import LLMError
 from ..metrics import normalize_answer, score_example
+from ..toolspec import ToolRegistry
 from ..trace.model import Trace
 from ..trace.validator import validate_trace
 from .autoagent import SYSTEM_PROMPT, AutoAgent, TraceBuilder
@@ -37,23 +39,39 @@ class Verdict:
     scores: dict[str, Any] = field(default_factory=dict)
 
 
+# Observations recur when an example is synthesized again (other seeds, a replayed run: the same
+# lookups and pages); a small cache of their normalized text is enough for that.
+_normalized_observation = lru_cache(maxsize=1 << 12)(normalize_answer)
+
+
 def _grounded(trace: Trace) -> bool:
     answer = normalize_answer(trace.answer or "")
     if answer in ("yes", "no"):
         return True
-    observed = " ".join(
-        normalize_answer(m.get("content") or "") for m in trace.messages if m.get("role") == "tool"
-    )
-    return bool(answer) and answer in observed
+    if not answer:
+        return False
+    contents = [m.get("content") or "" for m in trace.messages if m.get("role") == "tool"]
+    # Inside one observation is inside their concatenation, so a hit ends the search; the answer is
+    # usually in the last observations. Only a miss needs the joined text (an answer may straddle two).
+    observed = []
+    for content in reversed(contents):
+        text = _normalized_observation(content)
+        if answer in text:
+            return True
+        observed.append(text)
+    return answer in " ".join(reversed(observed))
 
 
-def filter_trace(trace: Trace, example: QAExample, cfg: FilterConfig | None = None) -> tuple[bool, str, dict]:
+def filter_trace(
+    trace: Trace, example: QAExample, cfg: FilterConfig | None = None, *, registry: ToolRegistry | None = None
+) -> tuple[bool, str, dict]:
+    """(keep, reason, scores) of one trace; `registry`: the compiled `trace.tools` if the caller has it."""
     cfg = cfg or FilterConfig()
     scores: dict[str, Any] = {"em": 0.0, "f1": 0.0}
     stop = trace.meta.get("stop_reason", "answer")
     if stop != "answer":
         return False, str(stop), scores
-    issues = validate_trace(trace, max_turns=cfg.max_turns)
+    issues = validate_trace(trace, max_turns=cfg.max_turns, registry=registry)
     if issues:
         scores["issues"] = sorted({i.code for i in issues})
         return False, issues[0].code, scores
@@ -119,11 +137,14 @@ async def asynthesize_example(
 ) -> tuple[Trace, Verdict]:
     trace_id = f"{example.benchmark}:{example.id}:s{cfg.seed}"
     t0 = time.perf_counter()
+    registry = None
     try:
         kb = build_kb(example)
         toolset = await agents.toolmaker.amake(example, kb)
         ep = agents.actor.episode(example, kb, toolset, cfg.seed)
         trace = await agents.agent.arun(ep, trace_id)
+        # The trace declares exactly the episode's tools, already compiled for validation.
+        registry = ep.trace_registry
         trace.meta["task"] = {
             "kind": toolset.task.kind,
             "yes_no": toolset.task.yes_no,
@@ -133,7 +154,7 @@ async def asynthesize_example(
         trace = _failed_trace(example, trace_id, "llm_error", str(exc))
     except TimeoutError as exc:
         trace = _failed_trace(example, trace_id, "timeout", str(exc) or "timed out")
-    keep, reason, scores = filter_trace(trace, example, cfg.filter)
+    keep, reason, scores = filter_trace(trace, example, cfg.filter, registry=registry)
     trace.meta.update(_provenance(cfg, agents))
     trace.meta["validation"] = {"keep": keep, "reason": reason, **scores}
     trace.meta["timings"] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .evidence import EvidenceKB
-from .text import tokens
+from .text import token_set, tokens
 
 MAX_QUOTE = 220
 _RELATION_WORDS = {
@@ -29,7 +29,7 @@ def _clip(text: str) -> str:
 def _best_sentence(sentences: list[str], focus: str, preferred: list[int]) -> str:
     want = set(tokens(focus))
     pool = [sentences[i] for i in preferred if 0 <= i < len(sentences)] or sentences
-    return max(pool, key=lambda s: len(want.intersection(tokens(s)))) if pool else ""
+    return max(pool, key=lambda s: len(want.intersection(token_set(s)))) if pool else ""
 
 
 def describe(name: str, args: dict[str, Any], obs: dict[str, Any], kb: EvidenceKB, focus: str) -> str:

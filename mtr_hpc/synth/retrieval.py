@@ -5,7 +5,8 @@ seeded distractor passages of other examples, so a search returns the evidence a
 Snippets are the passage's sentences that best overlap the query, in page order.
 
 Every episode has its own corpus, but its passages recur (the same pages in every seed's episode, the
-same distractor pool for a whole run), so the tokens of passages and sentences are memoised by text.
+same distractor pool for a whole run), so the tokens of passages (and of sentences, `token_set`) are
+memoised by text.
 """
 
 from __future__ import annotations
@@ -16,20 +17,15 @@ from functools import lru_cache
 
 from .bm25 import Okapi, TermCounts
 from .evidence import EvidenceKB
-from .text import tokens
+from .text import token_set, tokens
 
-_CACHE_SIZE = 1 << 15
+_CACHE_SIZE = 1 << 13
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def _document(text: str) -> TermCounts:
     # "_" stands in for a passage without tokens: rank_bm25 divides by the mean document length.
     return TermCounts(tokens(text) or ["_"])
-
-
-@lru_cache(maxsize=_CACHE_SIZE)
-def _sentence_tokens(sentence: str) -> frozenset[str]:
-    return frozenset(tokens(sentence))
 
 
 @dataclass
@@ -86,7 +82,8 @@ def snippet(passage: Passage, query_tokens: list[str], n: int) -> str:
     if len(sents) <= n:
         return " ".join(s.strip() for s in sents)
     q = set(query_tokens)
-    ranked = sorted(range(len(sents)), key=lambda i: (-len(q.intersection(_sentence_tokens(sents[i]))), i))[:n]
+    overlap = [len(q.intersection(token_set(s))) for s in sents]
+    ranked = sorted(range(len(sents)), key=lambda i: (-overlap[i], i))[:n]
     return " ".join(sents[i].strip() for i in sorted(ranked))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+from functools import lru_cache
 
 _PAREN_RE = re.compile(r"\s*\([^)]*\)")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -16,19 +17,40 @@ STOPWORDS = frozenset(
 )
 
 
+def _norm_key(text: str) -> str:
+    return " ".join(text.lower().translate(_PUNCT).split())
+
+
+# Keys of the same titles and entities are asked for by the KB, the plans and every lookup call; long
+# texts (whole pages) are not worth keeping.
+_norm_key_cached = lru_cache(maxsize=1 << 14)(_norm_key)
+_SHORT = 200
+
+
 def norm_key(text: str) -> str:
     """Lookup key of an entity or page title: case, punctuation and spacing do not matter."""
-    return " ".join(text.lower().translate(_PUNCT).split())
+    return _norm_key_cached(text) if len(text) <= _SHORT else _norm_key(text)
 
 
 def loose_key(text: str) -> str:
     """`norm_key` without parentheticals: "Kiss Me Kate (film)" finds "Kiss Me Kate"."""
-    return norm_key(_PAREN_RE.sub("", text))
+    return _loose_key_cached(text) if len(text) <= _SHORT else _norm_key(_PAREN_RE.sub("", text))
+
+
+@lru_cache(maxsize=1 << 14)
+def _loose_key_cached(text: str) -> str:
+    return _norm_key(_PAREN_RE.sub("", text))
 
 
 def tokens(text: str) -> list[str]:
     """BM25 tokens: lowercase alphanumeric words without stopwords."""
     return [t for t in _TOKEN_RE.findall(text.lower()) if t not in STOPWORDS]
+
+
+@lru_cache(maxsize=1 << 13)
+def token_set(sentence: str) -> frozenset[str]:
+    """The distinct `tokens` of a sentence; the same evidence sentences are ranked against every query."""
+    return frozenset(tokens(sentence))
 
 
 def substitute_refs(text: str, answers: list[str]) -> str:

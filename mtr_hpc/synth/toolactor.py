@@ -19,6 +19,7 @@ from typing import Any
 from ..data.example import QAExample
 from ..errors import ConfigError
 from ..toolspec import ToolRegistry, canonical_json
+from ..trace.validator import registry_for
 from .config import ToolActorConfig
 from .drive import drive
 from .evidence import EvidenceKB
@@ -40,6 +41,8 @@ class Episode:
     memo: dict[str, Any] = field(default_factory=dict)
     history: list[tuple[str, dict, Any]] = field(default_factory=list)
     _index: PassageIndex | None = None
+    # `registry_for(toolset.tools)`: what `validate_trace` checks this episode's trace with.
+    trace_registry: ToolRegistry | None = None
 
 
 class ToolActor:
@@ -61,15 +64,22 @@ class ToolActor:
         # Tool sets and interfaces come from the ToolMaker's library, so the same objects recur across
         # episodes: registries and interface hashes are memoised by object identity (the value keeps the
         # objects alive, so an id is never reused while its entry exists).
-        self._registries: dict[tuple[int, ...], tuple[list, ToolRegistry]] = {}
+        self._registries: dict[tuple[int, ...], tuple[list, ToolRegistry, ToolRegistry]] = {}
         self._hashes: dict[int, tuple[dict, str]] = {}
 
     def episode(self, example: QAExample, kb: EvidenceKB, toolset: ToolSet, seed: int) -> Episode:
         key = tuple(id(t) for t in toolset.tools)
         hit = self._registries.get(key)
         if hit is None:
-            hit = self._registries[key] = (list(toolset.tools), ToolRegistry(toolset.tools, strict=False))
-        return Episode(example, kb, toolset, hit[1], seed)
+            tools = list(toolset.tools)
+            # The second registry is the one `validate_trace` looks up for these tools (built from
+            # their canonical JSON), compiled once per tool set for the filter of every trace.
+            hit = self._registries[key] = (
+                tools,
+                ToolRegistry(tools, strict=False),
+                registry_for(tools),
+            )
+        return Episode(example, kb, toolset, hit[1], seed, trace_registry=hit[2])
 
     def _tool_hash(self, tool: dict) -> str:
         hit = self._hashes.get(id(tool))
@@ -91,11 +101,12 @@ class ToolActor:
         if arg_errors:
             self.stats["bad_arguments"] += 1
             return error_observation("bad_arguments", f"invalid arguments: {arg_errors[0]}")
-        memo_key = name + "\x00" + canonical_json(args)
+        args_json = canonical_json(args)
+        memo_key = name + "\x00" + args_json
         if memo_key in ep.memo:
             self.stats["episode_repeats"] += 1
             return ep.memo[memo_key]
-        key = (self._tool_hash(tool), canonical_json(args), str(ep.example.id), int(ep.seed))
+        key = (self._tool_hash(tool), args_json, str(ep.example.id), int(ep.seed))
         obs = self.cache.get(key)
         if obs is None:
             obs = await self._simulate(ep, name, tool, args)

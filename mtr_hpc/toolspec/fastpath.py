@@ -62,8 +62,7 @@ def _type_check(spec: Any) -> Check | None:
     names = [spec] if isinstance(spec, str) else spec
     if not isinstance(names, list) or not names or any(n not in _TYPES for n in names):
         return None
-    checks = [_TYPES[n] for n in names]
-    return lambda x: any(c(x) for c in checks)
+    return _any([_TYPES[n] for n in names])
 
 
 def _literal_check(schema: dict) -> Check | None:
@@ -129,6 +128,11 @@ def _object_checks(schema: dict) -> list[Check] | None:
     if isinstance(extra, dict) and extra_check is None:
         return None
     req = tuple(required)
+    if not subs and extra is True:
+        # Only `required` (an `anyOf` branch): no need to visit the values.
+        if req:
+            checks.append(lambda x: not isinstance(x, dict) or all(key in x for key in req))
+        return checks
 
     def check(x: Any) -> bool:
         if not isinstance(x, dict):
@@ -154,7 +158,7 @@ def _object_checks(schema: dict) -> list[Check] | None:
 def compile_fast(schema: Any) -> Check | None:
     """A conservative acceptance check for `schema`, or None when it uses anything unsupported."""
     if schema is True:
-        return lambda x: True
+        return _true
     if not isinstance(schema, dict) or any(k not in _KEYWORDS for k in schema):
         return None
     checks: list[Check] = []
@@ -177,15 +181,60 @@ def compile_fast(schema: Any) -> Check | None:
         item = compile_fast(schema["items"])
         if item is None:
             return None
-        checks.append(lambda x: not isinstance(x, list) or all(item(v) for v in x))
+        checks.append(_items_check(item))
     if "anyOf" in schema:
         branches = _any_of_checks(schema["anyOf"])
         if branches is None:
             return None
-        checks.append(lambda x: any(b(x) for b in branches))
+        checks.append(_any(branches))
+    return _all(checks)
+
+
+def _true(x: Any) -> bool:
+    return True
+
+
+def _items_check(item: Check) -> Check:
+    def check(x: Any) -> bool:
+        if isinstance(x, list):
+            for v in x:
+                if not item(v):
+                    return False
+        return True
+
+    return check
+
+
+# Combinators without a generator per call: these closures run for every argument and observation.
+def _all(checks: list[Check]) -> Check:
+    if not checks:
+        return _true
     if len(checks) == 1:
         return checks[0]
-    return lambda x: all(c(x) for c in checks)
+    if len(checks) == 2:
+        first, second = checks
+        return lambda x: first(x) and second(x)
+
+    def check(x: Any) -> bool:
+        for c in checks:
+            if not c(x):
+                return False
+        return True
+
+    return check
+
+
+def _any(checks: list[Check]) -> Check:
+    if len(checks) == 1:
+        return checks[0]
+
+    def check(x: Any) -> bool:
+        for c in checks:
+            if c(x):
+                return True
+        return False
+
+    return check
 
 
 def _any_of_checks(branches: Any) -> list[Check] | None:

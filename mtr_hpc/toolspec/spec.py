@@ -66,6 +66,10 @@ def openai_view(tool: ToolSpec) -> ToolSpec:
     return {k: v for k, v in tool.items() if k != RETURNS_KEY}
 
 
+# json.dumps with options builds a new (stateless) encoder per call; one shared encoder does the same.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(obj: Any) -> str:
     """Key-sorted compact JSON: equal values give equal strings (cache keys, dedup)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(obj)

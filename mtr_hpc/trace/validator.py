@@ -211,9 +211,15 @@ def _check_answer(walk: _Walk, trace: Trace, n_messages: int) -> None:
         walk.add("answer_mismatch", f"<answer> {answer!r:.80} != trace.answer {trace.answer!r:.80}", index)
 
 
-def validate_trace(trace: Trace, max_turns: int = DEFAULT_MAX_TURNS) -> list[TraceIssue]:
-    """Every issue of one trace; an empty list means valid. Never raises on a `Trace`."""
-    walk = _Walk(registry_for(trace.tools))
+def validate_trace(
+    trace: Trace, max_turns: int = DEFAULT_MAX_TURNS, *, registry: ToolRegistry | None = None
+) -> list[TraceIssue]:
+    """Every issue of one trace; an empty list means valid. Never raises on a `Trace`.
+
+    `registry`: `registry_for(trace.tools)` when the caller already holds it (a synthesis episode
+    compiled its tool set when it started), which spares re-serialising the tools to look it up.
+    """
+    walk = _Walk(registry if registry is not None else registry_for(trace.tools))
     if not isinstance(trace.tools, list):
         walk.add("bad_field", "'tools' must be a list")
     for issue in walk.registry.issues:

@@ -1,0 +1,81 @@
+"""The plain-Python BM25 gives rank_bm25's BM25Okapi scores bit for bit, hence the same rankings."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from rank_bm25 import BM25Okapi
+
+from mtr_hpc.data import load_sample
+from mtr_hpc.synth import DistractorPool, build_kb
+from mtr_hpc.synth.bm25 import Okapi, TermCounts
+from mtr_hpc.synth.retrieval import Passage, PassageIndex, example_corpus, snippet
+from mtr_hpc.synth.text import tokens
+
+BENCHMARKS = ("hotpotqa", "musique", "2wiki", "bamboogle")
+
+
+def _reference_order(docs: list[list[str]], query: list[str]) -> tuple[list[float], list[int]]:
+    scores = [float(s) for s in BM25Okapi(docs).get_scores(query)]
+    return scores, sorted(range(len(docs)), key=lambda i: (-scores[i], i))
+
+
+def _assert_same(docs: list[list[str]], queries: list[list[str]]) -> int:
+    ours = Okapi([TermCounts(d) for d in docs])
+    floors = 0
+    for q in queries:
+        want, want_order = _reference_order(docs, q)
+        got = ours.scores(q)
+        assert got == want, (docs, q)  # exact float equality, not approx
+        assert sorted(range(len(docs)), key=lambda i: (-got[i], i)) == want_order
+        floors += any(ours.idf(w) == ours._epsilon_floor() for w in q if w)
+    return floors
+
+
+def test_random_corpora_score_exactly_like_rank_bm25():
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(12)]
+    floors = 0
+    for _ in range(300):
+        # Small corpora over a small vocabulary: many words occur in more than half the documents, so
+        # the epsilon floor (and a negative average idf) is exercised, as are ties.
+        docs = [rng.choices(vocab, k=rng.randint(1, 9)) for _ in range(rng.randint(1, 7))]
+        queries = [rng.choices(vocab + ["zz"], k=rng.randint(1, 5)) for _ in range(4)]
+        floors += _assert_same(docs, queries)
+    assert floors > 50
+
+
+def test_sample_corpora_rank_like_rank_bm25():
+    n_queries = 0
+    for name in BENCHMARKS:
+        examples = load_sample(name)
+        kbs = [build_kb(e) for e in examples]
+        pool = DistractorPool.from_kbs(kbs)
+        for seed, (ex, kb) in enumerate(zip(examples, kbs, strict=True)):
+            corpus = example_corpus(kb, pool, random.Random(f"{seed}:{ex.id}"), 4)
+            docs = [tokens(p.title + " " + " ".join(p.sentences)) or ["_"] for p in corpus]
+            queries = [tokens(ex.question), tokens(ex.answers[0]), *(tokens(p.title) for p in corpus[:3])]
+            _assert_same(docs, [q for q in queries if q])
+            n_queries += len(queries)
+    assert n_queries > 500
+
+
+def test_passage_index_results_match_a_rank_bm25_ranking():
+    ex = load_sample("hotpotqa")[0]
+    kb = build_kb(ex)
+    corpus = [Passage(t, list(s)) for t, s in kb.pages.items()] + [Passage("Empty", ["..."])]
+    index = PassageIndex(corpus)
+    docs = [tokens(p.title + " " + " ".join(p.sentences)) or ["_"] for p in corpus]
+    query = ex.question
+    _, order = _reference_order(docs, tokens(query))
+    got = index.search(query, 5, 2)
+    assert [r["title"] for r in got] == [corpus[i].title for i in order[:5]]
+    assert got[0]["snippet"] == snippet(corpus[order[0]], tokens(query), 2)
+    # A query without tokens ranks the corpus in its own order.
+    assert [r["title"] for r in index.search("the of", 3, 1)] == [p.title for p in corpus[:3]]
+
+
+def test_okapi_needs_a_document():
+    with pytest.raises(ValueError):
+        Okapi([])
