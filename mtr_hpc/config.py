@@ -129,7 +129,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return _parse_yaml_arg(value, key) if isinstance(value, _Arg) else value
     if origin in (Union, types.UnionType):
         options = get_args(tp)
-        if type(None) in options and (value is None or (isinstance(value, _Arg) and value.lower() in ("null", "none", "~"))):
+        if type(None) in options and (
+            value is None or (isinstance(value, _Arg) and value.lower() in ("null", "none", "~"))
+        ):
             return None
         errors = []
         for opt in options:

@@ -52,8 +52,13 @@ def make_trace(i: int, question: str, answer: str, hops: int = 1) -> Trace:
         {"role": "assistant", "content": f"<think>The lookup says {answer}.</think><answer>{answer}</answer>"}
     )
     return Trace(
-        id=f"t{i}", example_id=f"hotpotqa-{i}", benchmark="hotpotqa", tools=[LOOKUP], messages=messages,
-        answer=answer, meta={"source": "tests"},
+        id=f"t{i}",
+        example_id=f"hotpotqa-{i}",
+        benchmark="hotpotqa",
+        tools=[LOOKUP],
+        messages=messages,
+        answer=answer,
+        meta={"source": "tests"},
     )
 
 
@@ -61,4 +66,7 @@ def hotpot_traces(shared_data, n: int, seed: int = 0) -> list[Trace]:
     records = read_json(shared_data / "hotpotqa" / "hotpot_dev_qa_full.json")
     rng = random.Random(seed)
     picked = rng.sample(range(len(records)), n)
-    return [make_trace(i, records[k]["question"], records[k]["answer"], hops=1 + i % 3) for i, k in enumerate(picked)]
+    return [
+        make_trace(i, records[k]["question"], records[k]["answer"], hops=1 + i % 3)
+        for i, k in enumerate(picked)
+    ]

@@ -17,7 +17,12 @@ def _stage_classes():
     from mtr_hpc.train.grpo_config import GRPOConfig
     from mtr_hpc.train.sft_config import SFTConfig
 
-    return {"synth": SynthRunConfig, "sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}, validate_config
+    return {
+        "synth": SynthRunConfig,
+        "sft": SFTConfig,
+        "grpo": GRPOConfig,
+        "eval": EvalConfig,
+    }, validate_config
 
 
 def _stage_of(path: Path) -> str:

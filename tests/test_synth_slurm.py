@@ -21,7 +21,6 @@ from mtr_hpc.synth.shards import ShardSpec
 from mtr_hpc.trace.io import trace_from_dict
 from mtr_hpc.trace.validator import validate_trace
 
-
 LIMIT = "limit=3"
 SHARDS = 4
 
