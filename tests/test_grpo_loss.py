@@ -109,7 +109,7 @@ def test_aggregation_modes_and_step_normalization():
         stepped = sum(p[0] for p in parts) / total
         torch.testing.assert_close(stepped, whole)
         merged = merge_stats(parts[0][2], parts[1][2])
-        assert all_reduce_stats(merged) is merged  # no process group: unchanged
+        assert all_reduce_stats(merged) is merged  # no process group, or one rank: unchanged
         for k, v in finalize_stats(merged).items():
             assert v == pytest.approx(whole_stats[k], rel=1e-5), k
     # Per-token advantages [B, S] are used as given.

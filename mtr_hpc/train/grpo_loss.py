@@ -261,8 +261,9 @@ def merge_stats(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[
 
 
 def all_reduce_stats(stats: dict[str, torch.Tensor], group=None) -> dict[str, torch.Tensor]:
-    """Stat sums over the ranks of `group` (in place on copies; no-op without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    """Stat sums over the ranks of `group` (on copies); `stats` itself when there is nothing to reduce
+    (no torch.distributed, or a group of one rank)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return stats
     out = {}
     for k in sorted(stats):
