@@ -79,3 +79,12 @@ def test_passage_index_results_match_a_rank_bm25_ranking():
 def test_okapi_needs_a_document():
     with pytest.raises(ValueError):
         Okapi([])
+
+
+def test_library_index_returns_what_the_fast_index_returns():
+    for ex in load_sample("hotpotqa")[:10]:
+        corpus = [Passage(t, list(s)) for t, s in build_kb(ex).pages.items()]
+        fast, lib = PassageIndex(corpus), PassageIndex(corpus, library=True)
+        for query in (ex.question, ex.answer, "the of"):
+            assert fast.search(query, 4, 2) == lib.search(query, 4, 2)
+    assert PassageIndex([], library=True).search("anything", 3, 1) == []

@@ -1,8 +1,8 @@
 """The `retrieval` environment: real tools over a local passage corpus, in place of simulated ones.
 
-`search(query, top_k)` ranks the whole corpus with BM25 (rank_bm25's Okapi BM25, the same index class
-the grounded simulator uses per example) and `open_page(title)` returns a page's sentences. The paper
-simulates every tool and names live tools as future work; this environment is that hybrid setting:
+`search(query, top_k)` ranks the whole corpus with rank_bm25's `BM25Okapi` (the grounded simulator
+uses the same scores per example, through its own faster index) and `open_page(title)` returns a
+page's sentences. The paper simulates every tool and names live tools as future work; this environment is that hybrid setting:
 the policy trained on simulated tools is evaluated against a real (if small) search engine.
 
 `RetrievalActor` has the ToolActor's actor-episode interface (`episode(example, kb, toolset, seed)`,
@@ -52,7 +52,7 @@ class CorpusIndex:
             raise DataError(corpus.path, None, None, "the corpus holds no passages")
         self.path = corpus.path
         self.n_skipped = len(corpus.skipped)
-        self._index = PassageIndex([IndexedPassage(t, s) for t, s in self.pages.items()])
+        self._index = PassageIndex([IndexedPassage(t, s) for t, s in self.pages.items()], library=True)
         self._titles: dict[str, str] = {}
         self._loose: dict[str, str] = {}
         for title in self.pages:

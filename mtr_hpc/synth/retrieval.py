@@ -60,16 +60,31 @@ class DistractorPool:
 
 
 class PassageIndex:
-    def __init__(self, passages: list[Passage]):
+    """BM25 over passages. `library=True` ranks with rank_bm25 itself (the real-corpus retrieval
+    environment of eval, thousands of passages); the default uses `bm25.Okapi`, the same scores without
+    rank_bm25's per-index setup, which dominates for the ten-odd passages of one synthesis episode."""
+
+    def __init__(self, passages: list[Passage], library: bool = False):
         self.passages = passages
-        docs = [_document(p.title + " " + " ".join(p.sentences)) for p in passages]
-        self._bm25 = Okapi(docs) if passages else None
+        texts = [p.title + " " + " ".join(p.sentences) for p in passages]
+        self._bm25 = self._lib = None
+        if passages and library:
+            from rank_bm25 import BM25Okapi
+
+            self._lib = BM25Okapi([tokens(t) or ["_"] for t in texts])
+        elif passages:
+            self._bm25 = Okapi([_document(t) for t in texts])
 
     def search(self, query: str, top_k: int, snippet_sentences: int) -> list[dict[str, str]]:
-        if self._bm25 is None:
+        if self._bm25 is None and self._lib is None:
             return []
         q = tokens(query)
-        scores = self._bm25.scores(q) if q else [0.0] * len(self.passages)
+        if not q:
+            scores = [0.0] * len(self.passages)
+        elif self._lib is not None:
+            scores = self._lib.get_scores(q).tolist()
+        else:
+            scores = self._bm25.scores(q)
         order = sorted(range(len(self.passages)), key=lambda i: (-scores[i], i))[:top_k]
         return [
             {"title": self.passages[i].title, "snippet": snippet(self.passages[i], q, snippet_sentences)}
