@@ -6,9 +6,10 @@ import json
 from collections import Counter
 
 import pytest
+from _scripted import ScriptedClient
 
 from mtr_hpc.data import QAExample, load_sample
-from mtr_hpc.llm.protocol import ChatResponse, LLMError
+from mtr_hpc.llm.protocol import LLMError
 from mtr_hpc.synth import (
     AutoAgentConfig,
     DistractorPool,
@@ -22,30 +23,8 @@ from mtr_hpc.trace import validate_trace
 
 # Kept fraction floors of the grounded pipeline on the shipped samples (measured: hotpotqa, musique and
 # 2wiki keep all; Bamboogle's answer key disagrees with its own decomposition on ~10% of questions).
+LOOP_TURN = '<think>again</think><tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>'
 FLOORS = {"hotpotqa": 0.95, "musique": 0.95, "2wiki": 0.95, "bamboogle": 0.8}
-
-
-class ScriptedClient:
-    name = "scripted"
-    supports_json_schema = False
-
-    def __init__(self, outputs):
-        self.outputs = list(outputs)
-        self.requests = []
-
-    async def chat(self, req):
-        self.requests.append(req)
-        out = (
-            self.outputs.pop(0)
-            if self.outputs
-            else '<think>again</think><tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>'
-        )
-        if isinstance(out, Exception):
-            raise out
-        return ChatResponse(out, "stop", model="scripted")
-
-    async def chat_many(self, reqs):
-        return [await self.chat(r) for r in reqs]
 
 
 @pytest.mark.parametrize("benchmark", sorted(FLOORS))
@@ -100,7 +79,7 @@ CALL = '<think>{t}</think><tool_call>{{"name": "{n}", "arguments": {a}}}</tool_c
 def _llm_run(outputs, max_turns=4):
     ex = load_sample("hotpotqa")[1]
     cfg = SynthConfig(autoagent=AutoAgentConfig(backend="llm", max_turns=max_turns), model="scripted-1")
-    client = ScriptedClient(outputs)
+    client = ScriptedClient(outputs, default=LOOP_TURN, supports_json_schema=False)
     trace, verdict = synthesize_example(ex, cfg, llm=client)
     return ex, trace, verdict, client
 

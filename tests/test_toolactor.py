@@ -6,32 +6,14 @@ import asyncio
 import json
 
 import pytest
+from _scripted import ScriptedClient
 
 from mtr_hpc.data import QAExample, load_sample
 from mtr_hpc.errors import DataError
-from mtr_hpc.llm.protocol import ChatResponse, LLMError
+from mtr_hpc.llm.protocol import LLMError
 from mtr_hpc.synth import DistractorPool, SimCache, ToolActor, ToolActorConfig, ToolMaker, build_kb
 from mtr_hpc.synth.sim_cache import cache_key
 from mtr_hpc.toolspec import validate_observation
-
-
-class ScriptedClient:
-    name = "scripted"
-    supports_json_schema = True
-
-    def __init__(self, outputs):
-        self.outputs = list(outputs)
-        self.requests = []
-
-    async def chat(self, req):
-        self.requests.append(req)
-        out = self.outputs.pop(0) if self.outputs else "{}"
-        if isinstance(out, Exception):
-            raise out
-        return ChatResponse(out, "stop", model="scripted")
-
-    async def chat_many(self, reqs):
-        return [await self.chat(r) for r in reqs]
 
 
 def _episode(actor, ex, seed=0):

@@ -6,31 +6,13 @@ import asyncio
 import json
 
 import pytest
+from _scripted import ScriptedClient
 
 from mtr_hpc.data import QAExample, load_sample
 from mtr_hpc.errors import DataError
-from mtr_hpc.llm.protocol import ChatResponse, LLMError
+from mtr_hpc.llm.protocol import LLMError
 from mtr_hpc.synth import ToolLibrary, ToolMaker, ToolMakerConfig, build_kb, classify_dataset, classify_rules
 from mtr_hpc.toolspec import validate_tool, validate_toolset
-
-
-class ScriptedClient:
-    name = "scripted"
-    supports_json_schema = True
-
-    def __init__(self, outputs):
-        self.outputs = list(outputs)
-        self.requests = []
-
-    async def chat(self, req):
-        self.requests.append(req)
-        out = self.outputs.pop(0) if self.outputs else "{}"
-        if isinstance(out, Exception):
-            raise out
-        return ChatResponse(out, "stop", model="scripted")
-
-    async def chat_many(self, reqs):
-        return [await self.chat(r) for r in reqs]
 
 
 def _ex(question, answers, qtype=None, evidence=None):
