@@ -73,12 +73,9 @@ def atomic_write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
     return n
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (1-based line number, parsed object) for each non-blank line.
-
-    A line that is not JSON raises `DataError` naming the file and line. A final line without a
-    newline is read like any other (a file written atomically never has a truncated one).
-    """
+def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, Any, DataError | None]]:
+    """(1-based line number, parsed value or None, error or None) per non-blank line; never stops at a
+    malformed line, so a caller can count bad lines and go on. An unreadable file raises `DataError`."""
     path = Path(path)
     try:
         fh = open(path, encoding="utf-8")
@@ -86,15 +83,30 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
         raise DataError(path, None, None, f"cannot read file: {exc.strerror or exc}") from exc
     with fh:
         try:
+            # Iterating the file splits on newlines only; str.splitlines would also split inside
+            # JSON strings holding U+2028 and friends, which json.dumps leaves unescaped.
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(path, f"line {lineno}", None, f"not valid JSON ({exc.msg})") from None
+                    yield lineno, json.loads(line), None
+                except (ValueError, RecursionError) as exc:
+                    msg = f"not valid JSON ({exc})"[:300]
+                    yield lineno, None, DataError(path, f"line {lineno}", None, msg)
         except UnicodeDecodeError as exc:
             raise DataError(path, None, None, f"not UTF-8 text ({exc.reason})") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based line number, parsed object) for each non-blank line.
+
+    A line that is not JSON raises `DataError` naming the file and line. A final line without a
+    newline is read like any other (a file written atomically never has a truncated one).
+    """
+    for lineno, obj, err in iter_jsonl_lines(path):
+        if err is not None:
+            raise err
+        yield lineno, obj
 
 
 def read_json(path: str | Path) -> Any:

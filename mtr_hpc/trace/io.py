@@ -6,13 +6,12 @@ reads past bad lines and returns them as `DataError`s, so one corrupt record can
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..io import atomic_write_jsonl
+from ..io import atomic_write_jsonl, iter_jsonl_lines
 from .model import TRACE_FIELDS, Trace
 
 # (field, accepted types, may be null)
@@ -57,29 +56,8 @@ def trace_from_dict(obj: Any, path: str | Path | None = None, where: str | None 
 
 
 def iter_trace_lines(path: str | Path) -> Iterator[tuple[int, Any, DataError | None]]:
-    """(line number, decoded value or None, JSON error or None) per non-blank line; never stops early.
-
-    An unreadable file (missing, a directory, not UTF-8) raises `DataError`.
-    """
-    path = Path(path)
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise DataError(path, None, None, f"cannot read file: {exc.strerror or exc}") from exc
-    with fh:
-        try:
-            # Iterating the file splits on newlines only; str.splitlines would also split inside
-            # JSON strings holding U+2028 and friends, which json.dumps leaves unescaped.
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line), None
-                except (ValueError, RecursionError) as exc:
-                    msg = f"not valid JSON ({exc})"[:300]
-                    yield lineno, None, DataError(path, f"line {lineno}", None, msg)
-        except UnicodeDecodeError as exc:
-            raise DataError(path, None, None, f"not UTF-8 text ({exc.reason})") from None
+    """(line number, decoded value or None, JSON error or None) per non-blank line; never stops early."""
+    return iter_jsonl_lines(path)
 
 
 def read_traces(path: str | Path, skip_bad: bool = False) -> tuple[list[Trace], list[DataError]]:

@@ -148,3 +148,15 @@ def progress_bar(enabled: bool, start: int, total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def resume(seam, model, optimizer, root: Path, topo: dict, enabled: bool = True):
+    """(step, data position dict, extra) of the newest checkpoint loaded into model and optimizer,
+    or (0, None, {}) when there is none (or `enabled` is False)."""
+    latest = latest_checkpoint(root) if enabled else None
+    if latest is None:
+        return 0, None, {}
+    meta = read_meta(latest)
+    check_topology(meta, topo, latest)
+    extra = seam.load(latest, model, optimizer)
+    return meta["step"], meta["position"], extra

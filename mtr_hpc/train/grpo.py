@@ -74,15 +74,11 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         reference = build_policy(cfg.model, src, cfg.init).eval()
         reference.load_state_dict(seam.unwrap(model).state_dict())
     ckpt_root = run_dir / "checkpoints"
-    start_step, position = 0, DataPosition()
-    latest = ckpt.latest_checkpoint(ckpt_root) if cfg.resume else None
-    if latest is not None:
-        meta = ckpt.read_meta(latest)
-        ckpt.check_topology(meta, ckpt.topology(cfg.model, dp_size), latest)
-        extra = seam.load(latest, model, optimizer)
-        start_step, position = meta["step"], DataPosition(**meta["position"])
-        if reference is not None and "reference" in extra:
-            reference.load_state_dict(extra["reference"])
+    topo = ckpt.topology(cfg.model, dp_size)
+    start_step, pos, extra = ckpt.resume(seam, model, optimizer, ckpt_root, topo, cfg.resume)
+    position = DataPosition(**pos) if pos else DataPosition()
+    if reference is not None and "reference" in extra:
+        reference.load_state_dict(extra["reference"])
     # The engine starts from the policy's weights, whatever it loaded on its own.
     sync_weights(engine, hf_named_tensors(seam.unwrap(model), src), rank0)
 
@@ -94,7 +90,6 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     )
     schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
     batches = prompts.batches(position)
-    topo = ckpt.topology(cfg.model, dp_size)
 
     def save(step_done: int) -> None:
         extra = {"reference": reference.state_dict()} if reference is not None else None

@@ -79,13 +79,9 @@ def run_sft(cfg: SFTConfig) -> dict:
     model = seam.wrap_model(build_policy(cfg.model, src, cfg.init))
     optimizer = seam.build_optimizer(model, cfg.optim)
     ckpt_root = run_dir / "checkpoints"
-    start_step, position = 0, DataPosition()
-    latest = ckpt.latest_checkpoint(ckpt_root) if cfg.resume else None
-    if latest is not None:
-        meta = ckpt.read_meta(latest)
-        ckpt.check_topology(meta, ckpt.topology(cfg.model, dp_size), latest)
-        seam.load(latest, model, optimizer)
-        start_step, position = meta["step"], DataPosition(**meta["position"])
+    topo = ckpt.topology(cfg.model, dp_size)
+    start_step, pos, _ = ckpt.resume(seam, model, optimizer, ckpt_root, topo, cfg.resume)
+    position = DataPosition(**pos) if pos else DataPosition()
 
     logger = (
         MetricsLogger(run_dir, "sft", cfg.wandb, to_dict(cfg), resume_step=start_step - 1) if rank0 else None
@@ -126,16 +122,7 @@ def run_sft(cfg: SFTConfig) -> dict:
             logger.log(step, last)
         preempted = preempt.agreed()
         if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
-            ckpt.save_step(
-                seam,
-                model,
-                optimizer,
-                ckpt_root,
-                done,
-                position,
-                ckpt.topology(cfg.model, dp_size),
-                cfg.train.keep_last,
-            )
+            ckpt.save_step(seam, model, optimizer, ckpt_root, done, position, topo, cfg.train.keep_last)
         _tick(bar, last)
         if preempted:
             break
