@@ -9,9 +9,12 @@
 #   MTR_CONTAINER_MOUNTS     pyxis --container-mounts value (e.g. /lustre:/lustre,$HOME:$HOME)
 #   MTR_DEVICE               overrides the config's `device` (cpu on CPU-only test clusters)
 #
-# Preemption: every task gets SIGUSR1 before the time limit (SIGTERM on preemption); the trainer saves a
-# checkpoint at the end of the current step and exits with code 42, and this script requeues the job,
-# which resumes from that checkpoint (OUT/checkpoints/latest).
+# Preemption: every task gets SIGUSR1 before the time limit (SIGTERM on preemption); the ranks agree, save
+# a checkpoint at the end of the current step, leave a marker file ($MTR_REQUEUE_MARKER) and exit 0, and
+# this script requeues the job, which resumes from that checkpoint (OUT/checkpoints/latest). The ranks
+# exit 0 rather than 42 because srun --kill-on-bad-exit=1 (which stops a job whose rank crashed instead of
+# leaving the others hanging in a collective) kills the other ranks as soon as the first one exits
+# non-zero, and srun then reports their SIGKILL, not 42.
 set -euo pipefail
 
 STAGE=${1:?usage: stage.sh STAGE CONFIG.yaml [key=value ...]}
@@ -40,12 +43,18 @@ fi
 extra=()
 [ -n "${MTR_DEVICE:-}" ] && extra+=("device=$MTR_DEVICE")
 
+# On the shared filesystem of the submission directory, so every node and container sees it.
+MTR_REQUEUE_MARKER="$PWD/.mtr-requeue-${SLURM_JOB_ID}"
+export MTR_REQUEUE_MARKER
+rm -f "$MTR_REQUEUE_MARKER"
+
 rc=0
 srun --kill-on-bad-exit=1 "${container[@]}" bash -c '
   export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID
   exec "$0" -m mtr_hpc "$@"
 ' "$PY" "$STAGE" --config "$CONFIG" "$@" "${extra[@]}" || rc=$?
-if [ "$rc" = 42 ]; then
+if [ -e "$MTR_REQUEUE_MARKER" ] || [ "$rc" = 42 ]; then
+  rm -f "$MTR_REQUEUE_MARKER"
   echo "mtr $STAGE: checkpoint saved after a time-limit/preemption signal; requeueing job $SLURM_JOB_ID" >&2
   scontrol requeue "$SLURM_JOB_ID"
   exit 0

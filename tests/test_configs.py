@@ -46,3 +46,25 @@ def test_config_loads(path):
         cfg = load_config(cls, path, [], section=section)
         if cls.__name__ == "EvalConfig" and cfg.models:
             validate_eval(cfg)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_configs_read_no_files_outside_what_a_user_has(path):
+    # A user's checkout has no ../shared: shipped configs read samples, data/ files or the hub.
+    assert "../shared" not in path.read_text(encoding="utf-8")
+
+
+def test_training_sources_name_their_part_and_a_missing_part_is_an_error(tmp_path):
+    from mtr_hpc.errors import ConfigError
+    from mtr_hpc.train.grpo_config import GRPOConfig
+    from mtr_hpc.train.grpo_setup import load_prompts
+
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        data = read_yaml(path)
+        for section in (data, data.get("synth") or {}, data.get("grpo") or {}):
+            for src in [*(section.get("sources") or []), *(section.get("data") or [])]:
+                if isinstance(src, dict):
+                    assert src.get("part") in ("train", "all"), f"{path.name}: {src}"
+    cfg = load_config(GRPOConfig, CONFIGS / "grpo-tiny.yaml", ["data=[{name: hotpotqa, source: sample}]"])
+    with pytest.raises(ConfigError, match=r"data\[0\]\.part.*say which part"):
+        load_prompts(cfg)

@@ -60,7 +60,7 @@ def _tp_worker(rank, world_size, cases):
         arch = arch_from_hf(hf_config)
         layout = Layout(arch, tp=world_size)
         model = build_gpt(
-            arch, ModelConfig(hf="", layer_spec="cpu", tp=world_size), init_weights=False
+            arch, ModelConfig(hf="", layer_spec="sdpa", tp=world_size), init_weights=False
         ).eval()
         load_into_model(model, hf_to_megatron(hf_state, layout, rank))
         with torch.no_grad():

@@ -25,13 +25,13 @@ def _tiny_config(path: Path) -> Path:
         },
         "sft": {
             "device": "cpu", "init": "random", "tokenizer": "smollm2-135m",
-            "model": {"hf": tiny, "layer_spec": "cpu", "seq_length": 2048},
+            "model": {"hf": tiny, "layer_spec": "sdpa", "seq_length": 2048},
             "data": {"seq_len": 1536, "heldout_fraction": 0.2},
             "train": {"steps": 2, "global_batch_rows": 1, "micro_batch_rows": 1, "eval_every": 1, "save_every": 2},
             "optim": {"lr": 1.0e-3},
         },
         "grpo": {
-            "device": "cpu", "init": "pretrained", "model": {"layer_spec": "cpu", "seq_length": 2048},
+            "device": "cpu", "init": "pretrained", "model": {"layer_spec": "sdpa", "seq_length": 2048},
             "data": [{"name": "hotpotqa", "source": "sample", "part": "train", "limit": 4}],
             "algo": {"group_size": 2, "prompts_per_step": 1, "kl_coef": 0.01},
             "rollout": {"device": "cpu"},

@@ -128,9 +128,6 @@ class ScriptedEngine:
     def sleep(self):
         pass
 
-    def wake(self):
-        pass
-
     def logits(self, token_ids):
         raise NotImplementedError
 
@@ -367,3 +364,47 @@ def test_run_dir_and_megatron_checkpoint_give_the_source_predictions(tmp_path, t
     assert set(outputs) == {"tiny", "sft", "mcore"}
     assert outputs["tiny"] == outputs["sft"] == outputs["mcore"]
     assert any(outputs["tiny"].values())
+
+
+def _training_run(root: Path, name: str, examples: list[str], model_from: str) -> Path:
+    from mtr_hpc.data.trained_on import write_trained_on
+
+    run = root / name
+    (run / "hf").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "sft/loss": 1.0}) + "\n")
+    write_trained_on(run, name, examples, model_from)
+    return run
+
+
+def test_questions_a_training_run_learned_from_are_refused_or_marked(tmp_path, tiny_model, tokenizer):
+    from mtr_hpc.data.splits import select_part
+
+    held = select_part(load_sample("bamboogle"), "heldout")
+    # SFT trained on one held-out question; GRPO started from SFT's export and trained on another.
+    sft = _training_run(tmp_path, "sft", [f"bamboogle:{held[0].id}", "hotpotqa:x"], "smollm2-135m")
+    grpo = _training_run(tmp_path, "grpo", [f"bamboogle:{held[1].id}"], str(sft / "hf"))
+    bench = [{"name": "bamboogle", "source": "sample", "part": "heldout"}]
+    with pytest.raises(
+        ConfigError, match=r"benchmarks\[0\].*of 'bamboogle' were trained on by the run .*sft"
+    ):
+        run_eval(make_cfg(tmp_path / "a", tiny_model, bench, training_runs=[str(sft)]))
+    # The chain is followed from the GRPO run alone.
+    with pytest.raises(ConfigError, match="trained on by the run"):
+        run_eval(make_cfg(tmp_path / "b", tiny_model, bench, training_runs=[str(grpo)]))
+    answers = {ex.question: ex.answers[0] for ex in held}
+    engine = ScriptedEngine(tokenizer, answers)
+    cfg = make_cfg(
+        tmp_path / "c", tiny_model, bench, modes=["direct"],
+        training_runs=[str(grpo)], allow_train_overlap=True,
+    )  # fmt: skip
+    run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert results["train_overlap"] == {"bamboogle": {str(sft): 1, str(grpo): 1}}
+    report = (tmp_path / "c" / "report.md").read_text()
+    assert report.count("**Trained-on questions:** 1 of") == 2
+    # Questions no run trained on are evaluated without complaint.
+    clean = make_cfg(tmp_path / "d", tiny_model, [{**bench[0], "part": "train", "limit": 2}], modes=["direct"],
+                     training_runs=[str(grpo)])  # fmt: skip
+    from mtr_hpc.eval.plan import build_plan
+
+    assert build_plan(clean).train_overlap == {}

@@ -82,7 +82,7 @@ def test_engine_logits_equal_trainer_logits_after_sync():
     with torch.no_grad():  # a policy update: weights the engine has never seen
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"))
+    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"), rank=0)
     info = sync_weights(engine, hf_named_tensors(model, src), rank0=True)
     assert info["timing_s/weight_sync"] > 0
     ids = [1, 520, 9531, 198, 44, 17400, 46, 6004, 2, 198]

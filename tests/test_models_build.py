@@ -29,7 +29,7 @@ def test_model_tensors_are_exactly_the_conversion_table(parallel, model_type, ti
     from mtr_hpc.models.gpt import build_gpt
 
     arch = _arch(model_type=model_type, tied=tied)
-    model = build_gpt(arch, ModelConfig(hf="", layer_spec="cpu"))
+    model = build_gpt(arch, ModelConfig(hf="", layer_spec="sdpa"))
     names = {k for k in model.state_dict() if not k.endswith("_extra_state")}
     table = {mcore for _, mcore, _ in iter_rule_names(Layout(arch))}
     assert names == table
@@ -41,7 +41,7 @@ def test_forward_is_causal_and_shaped(parallel):
     from mtr_hpc.models.gpt import build_gpt, forward_logits
 
     arch = _arch()
-    model = build_gpt(arch, ModelConfig(hf="", layer_spec="cpu")).eval()
+    model = build_gpt(arch, ModelConfig(hf="", layer_spec="sdpa")).eval()
     ids = torch.randint(0, arch.vocab_size, (2, 9))
     with torch.no_grad():
         full = forward_logits(model, ids, arch.vocab_size)
@@ -139,10 +139,33 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="layer_spec"):
         ModelConfig(layer_spec="gpu")
     with pytest.raises(ConfigError, match="fp8"):
-        ModelConfig(layer_spec="cpu", fp8="hybrid")
+        ModelConfig(layer_spec="sdpa", fp8="hybrid")
     with pytest.raises(ConfigError, match="model_type"):
         arch_from_hf({**tiny_hf_config(), "model_type": "gpt2"})
     with pytest.raises(ConfigError, match="num_key_value_heads=2 is not divisible"):
         _arch().check_tp(4)
     assert padded_vocab_size(200, 128, 1) == 256 and padded_vocab_size(49152, 128, 2) == 49152
     assert _arch(model_type="llama").rope_theta == 10000.0
+
+
+def test_packed_rows_thd_and_mask_layouts_give_the_same_losses(parallel):
+    """The sdpa spec attends sequence by sequence in the THD layout (rotary positions restart per
+    sequence there too); the block-diagonal mask layout must agree to float precision."""
+    from mtr_hpc.models.gpt import build_gpt
+    from mtr_hpc.train.batches import model_batch, uses_thd
+    from mtr_hpc.train.packing import make_segment, pack
+    from mtr_hpc.train.step import sft_forward_step
+
+    arch = _arch(model_type="qwen2", tied=False)
+    model = build_gpt(arch, ModelConfig(hf="", layer_spec="sdpa"), device="cpu").eval()
+    g = torch.Generator().manual_seed(0)
+    segs = [make_segment(torch.randint(1, 200, (n,), generator=g).tolist(), [1] * n) for n in (7, 11, 5)]
+    rows, _ = pack(segs, seq_len=26)  # 23 real tokens (20 positions) and padding
+    losses = {}
+    for thd in (False, True):
+        batch = model_batch(rows, thd=thd)
+        with torch.no_grad():
+            out, _ = sft_forward_step(iter([batch]), model)
+        losses[thd] = out.reshape(-1)[batch["loss_mask"].reshape(-1) > 0]
+    assert torch.allclose(losses[True], losses[False], atol=1e-5)
+    assert uses_thd("sdpa", 1) and not uses_thd("sdpa", 2) and not uses_thd("local", 1) and uses_thd("te", 1)

@@ -251,12 +251,13 @@ def test_update_weights_rejects_unknown_names_and_wrong_shapes():
         engine.update_weights([("model.layers.0.self_attn.q_proj.weight", torch.zeros(64, 63))])
 
 
-def test_sleep_and_wake_keep_generation_working_on_cpu(tiny):
+def test_sleep_keeps_generation_working_on_cpu(tiny):
     prompts = _prompts()[:1]
     before = tiny.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0))
     tiny.sleep()
-    tiny.wake()
+    assert tiny.asleep
     assert tiny.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0)) == before
+    assert not tiny.asleep
 
 
 # -- vLLM seam --------------------------------------------------------------------------------------
@@ -279,3 +280,207 @@ def test_importing_the_rollout_package_imports_neither_vllm_nor_torch(repo_root)
         [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# -- memory lifecycle (the engine's, not its callers') -------------------------------------------------
+
+
+class RecordingEngine:
+    """A `ManagedEngine` whose hooks only record their calls (the order is the contract)."""
+
+    @staticmethod
+    def build(discards: bool):
+        from mtr_hpc.rollout.lifecycle import ManagedEngine
+
+        class Recorder(ManagedEngine):
+            vocab_size = 10
+            sleep_discards_weights = discards
+
+            def __init__(self):
+                super().__init__()
+                self.calls = []
+
+            def _wake_weights(self):
+                self.calls.append("wake_weights")
+
+            def _load_weights(self, named):
+                self.calls.append(f"load:{len(list(named))}")
+                return {}
+
+            def _wake_cache(self):
+                self.calls.append("wake_cache")
+
+            def _generate(self, prompts, params):
+                self.calls.append("generate")
+                return [Generation([1], [0.0], "length") for _ in prompts]
+
+            def _sleep(self):
+                self.calls.append("sleep")
+
+        return Recorder()
+
+
+def _spy_hooks(engine):
+    """Record the hook calls of a real engine while they still run."""
+    calls = []
+    for hook in ("_wake_weights", "_load_weights", "_wake_cache", "_generate", "_sleep"):
+        original = getattr(engine, hook)
+
+        def spy(*args, _name=hook, _original=original):
+            calls.append(_name.lstrip("_"))
+            return _original(*args)
+
+        setattr(engine, hook, spy)
+    return calls
+
+
+def _step(engine, weights):
+    """One GRPO step as the driver makes it: push, roll out (several turns), give the memory back."""
+    engine.update_weights(weights)
+    engine.generate([[1, 2]], SamplingParams(max_new_tokens=1, temperature=0))
+    engine.generate([[1, 2, 3]], SamplingParams(max_new_tokens=1, temperature=0))
+    engine.sleep()
+
+
+@pytest.mark.parametrize("discards", [False, True])
+def test_engine_orders_wake_load_wake_cache_generate_sleep(discards):
+    engine = RecordingEngine.build(discards)
+    engine.sleep()
+    _step(engine, [("w", torch.zeros(1))])
+    assert engine.calls == [
+        "sleep", "wake_weights", "load:1", "wake_cache", "generate", "generate", "sleep"
+    ]  # fmt: skip
+    engine.calls.clear()
+    engine.sleep()  # already asleep: nothing to do
+    assert engine.calls == []
+
+
+def test_engine_that_discarded_its_weights_refuses_to_generate_until_a_push():
+    keeps, discards = RecordingEngine.build(False), RecordingEngine.build(True)
+    for engine in (keeps, discards):
+        engine.sleep()
+    keeps.generate([[1]], SamplingParams(max_new_tokens=1))
+    assert keeps.calls == ["sleep", "wake_weights", "wake_cache", "generate"]
+    with pytest.raises(MtrError, match="discarded.*update_weights"):
+        discards.generate([[1]], SamplingParams(max_new_tokens=1))
+    discards.update_weights([])
+    discards.generate([[1]], SamplingParams(max_new_tokens=1))
+    assert discards.calls[-3:] == ["load:0", "wake_cache", "generate"]
+
+
+def test_transformers_engine_follows_the_same_lifecycle():
+    engine = HFRolloutEngine(_fresh_tiny())
+    calls = _spy_hooks(engine)
+    state = {k: v.clone() for k, v in _fresh_tiny().state_dict().items()}
+    engine.sleep()
+    _step(engine, state.items())
+    assert calls == ["sleep", "wake_weights", "load_weights", "wake_cache", "generate", "generate", "sleep"]
+    assert isinstance(engine, RolloutEngine)
+
+
+def _fake_vllm(monkeypatch, log: list):
+    """A stand-in `vllm` module with the offline API the engine calls (names as in vLLM's
+    `entrypoints/llm.py`); every call is logged. Real vLLM needs a GPU."""
+    import dataclasses
+    import types
+
+    class LLM:
+        def __init__(self, **kwargs):
+            log.append(("LLM", kwargs))
+            self.llm_engine = types.SimpleNamespace(
+                model_config=types.SimpleNamespace(get_vocab_size=lambda: 300)
+            )
+
+        def sleep(self, level):
+            log.append(("sleep", level))
+
+        def wake_up(self, tags=None):
+            log.append(("wake_up", tuple(tags)))
+
+        def apply_model(self, fn):
+            class Model:
+                def load_weights(self, weights):
+                    log.append(("load_weights", [n for n, _ in weights]))
+
+            return [fn(Model())]
+
+        def reset_prefix_cache(self):
+            log.append(("reset_prefix_cache",))
+
+        def generate(self, requests, params, use_tqdm=False):
+            log.append(("generate", len(requests)))
+            comp = types.SimpleNamespace(
+                token_ids=[7], logprobs=[{7: types.SimpleNamespace(logprob=-0.5)}],
+                finish_reason="length", stop_reason=None,
+            )  # fmt: skip
+            return [types.SimpleNamespace(request_id=str(i), outputs=[comp]) for i in range(len(requests))]
+
+    @dataclasses.dataclass
+    class EngineArgs:
+        logprobs_mode: str = "raw_logprobs"
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.EngineArgs = LLM, EngineArgs
+    vllm.SamplingParams = lambda **kw: kw
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    vllm.inputs = inputs
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generating(monkeypatch, level):
+    from mtr_hpc.rollout import VLLMRolloutEngine
+
+    log: list = []
+    _fake_vllm(monkeypatch, log)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    engine = VLLMRolloutEngine("smollm2-135m", sleep_level=level, bucket_bytes=16)
+    assert log[0][1]["logprobs_mode"] == "processed_logprobs"
+    assert "distributed_executor_backend" not in log[0][1]  # no torch.distributed world here
+    assert sys.modules["os"].environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    log.clear()
+    engine.sleep()
+    _step(engine, [("a", torch.zeros(2)), ("b", torch.zeros(2)), ("c", torch.zeros(1))])
+    assert log == [
+        ("sleep", level),
+        ("wake_up", ("weights",)),
+        ("load_weights", ["a", "b"]),  # 16-byte buckets
+        ("load_weights", ["c"]),
+        ("reset_prefix_cache",),
+        ("wake_up", ("kv_cache",)),
+        ("generate", 1),
+        ("generate", 1),
+        ("sleep", level),
+    ]
+    if level == 2:
+        with pytest.raises(MtrError, match="discarded"):
+            engine.generate([[1]], SamplingParams(max_new_tokens=1))
+
+
+def test_vllm_engine_joins_the_torch_world_through_the_external_launcher(monkeypatch):
+    from _dist import run_distributed
+
+    got = run_distributed(_build_fake_vllm_in_world, 2, timeout=120)
+    assert [g["backend"] for g in got] == ["external_launcher", "external_launcher"]
+    assert [g["rank"] for g in got] == ["0", "1"] and {g["world"] for g in got} == {"2"}
+
+
+def _build_fake_vllm_in_world(rank, world):
+    import os
+
+    from mtr_hpc.rollout import VLLMRolloutEngine
+
+    log: list = []
+    mp = pytest.MonkeyPatch()
+    _fake_vllm(mp, log)
+    try:
+        VLLMRolloutEngine("smollm2-135m")
+    finally:
+        mp.undo()
+    return {
+        "backend": log[0][1].get("distributed_executor_backend"),
+        "rank": os.environ["RANK"],
+        "world": os.environ["WORLD_SIZE"],
+    }

@@ -15,6 +15,7 @@ import pytest
 
 from mtr_hpc.config import load_config
 from mtr_hpc.data import load_sample
+from mtr_hpc.data.splits import select_part
 from mtr_hpc.errors import ConfigError, DataError
 from mtr_hpc.synth import runner as runner_mod
 from mtr_hpc.synth.merge import MergeError, merge_run
@@ -105,7 +106,8 @@ def test_demo_config_keeps_valid_traces_for_every_benchmark_and_rerun_is_noop(re
         assert validate_trace(trace) == [], trace.id
     ids = [json.loads(line)["id"] for line in lines]
     assert len(ids) == len(set(ids))
-    assert merged["examples"] == sum(len(load_sample(b)) for b in BENCHMARKS)
+    # synth-demo.yaml synthesizes the train part: the held-out questions are evaluation's.
+    assert merged["examples"] == sum(len(select_part(load_sample(b), "train")) for b in BENCHMARKS)
     assert merged["tools"]["unique_tools"] > 3
     check = run_cli(repo_root, "validate", str(out / "merged" / "traces.jsonl"), "--json")
     assert check.returncode == 0 and json.loads(check.stdout)["invalid"] == 0
@@ -193,7 +195,7 @@ def test_malformed_benchmark_file_exits_2_and_writes_nothing(repo_root, tmp_path
     bad.write_text(good + "\n{not json\n")
     out = tmp_path / "run"
     args = ["synth", "--config", "configs/synth-demo.yaml", "--out", str(out)]
-    res = run_cli(repo_root, *args, "sources=[{benchmark: bamboogle, path: " + str(bad) + "}]")
+    res = run_cli(repo_root, *args, "sources=[{benchmark: bamboogle, part: all, path: " + str(bad) + "}]")
     assert res.returncode == 2
     assert str(bad) in res.stderr and "line 2" in res.stderr
     assert "Traceback" not in res.stderr
@@ -203,7 +205,7 @@ def test_malformed_benchmark_file_exits_2_and_writes_nothing(repo_root, tmp_path
         *args,
         "skip_bad=true",
         "progress=false",
-        f"sources=[{{benchmark: bamboogle, path: {bad}}}]",
+        f"sources=[{{benchmark: bamboogle, part: all, path: {bad}}}]",
     )
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "shards" / "shard-00000-of-00001.manifest.json").read_text())
@@ -221,7 +223,12 @@ def test_an_example_that_breaks_the_agents_is_a_counted_reject(repo_root, tmp_pa
 
     monkeypatch.setattr(runner_mod, "asynthesize_example", flaky)
     out = tmp_path / "run"
-    cfg = demo_cfg(repo_root, out, "limit=4", "sources=[{benchmark: musique}, {benchmark: 2wiki}]")
+    cfg = demo_cfg(
+        repo_root,
+        out,
+        "limit=4",
+        "sources=[{benchmark: musique, part: train}, {benchmark: 2wiki, part: train}]",
+    )
     (manifest,) = run_shards(cfg, [ShardSpec(0, 1)])
     assert manifest["rejected_by_reason"] == {"agent_error": 1}
     assert manifest["kept"] == 7
@@ -273,7 +280,7 @@ def test_llm_backend_runs_examples_concurrently_with_the_same_results(repo_root,
         client = CountingEcho(0.01)
         cfg = demo_cfg(repo_root, out, *llm_keys, f"concurrency={concurrency}")
         (manifest,) = run_shards(cfg, [ShardSpec(0, 1)], llm=client)
-        assert manifest["examples"] == 12
+        assert manifest["examples"] == sum(len(select_part(load_sample(b)[:3], "train")) for b in BENCHMARKS)
         assert client.max_in_flight == (1 if concurrency == 1 else 8)
         lines = read_lines(out / "traces" / "shard-00000-of-00001.jsonl")
         rejects = [json.loads(x) for x in read_lines(out / "rejects" / "shard-00000-of-00001.jsonl")]

@@ -65,6 +65,7 @@ def test_sbatch_array_job_then_merge_equals_local_run(slurm_cluster, repo_root, 
     job = slurm_cluster.sbatch(
         [
             f"--array=0-{SHARDS - 1}",
+            "--cpus-per-task=1",  # grounded synthesis needs one core
             f"--output={logs}/synth-%A_%a.out",
             str(repo_root / "slurm" / "synth.sbatch"),
             "configs/synth-demo.yaml",
@@ -162,7 +163,7 @@ def test_sbatch_llm_backend_starts_waits_for_and_stops_the_server(slurm_cluster,
     }
     job = subprocess.run(
         [
-            "sbatch", "--parsable", "--array=0-0", f"--output={tmp_path}/job-%A_%a.out",
+            "sbatch", "--parsable", "--array=0-0", "--cpus-per-task=1", f"--output={tmp_path}/job-%A_%a.out",
             str(repo_root / "slurm" / "synth.sbatch"), "configs/synth-demo.yaml", str(out),
             "limit=1", "agents.toolactor.backend=llm", "llm.model=fake-model",
         ],

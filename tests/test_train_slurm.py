@@ -101,3 +101,43 @@ def test_grpo_sbatch_and_submitit(slurm_cluster, repo_root, tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert _losses(out2, "grpo/reward/total") == pytest.approx(_losses(out, "grpo/reward/total"))
+
+
+def test_preempted_sbatch_job_checkpoints_requeues_and_resumes(
+    slurm_cluster, repo_root, trace_file, tmp_path
+):
+    """SIGUSR1 to both ranks of a TP=2 job: they save, stage.sh requeues the job, the rerun resumes and
+    finishes; the losses are those of an uninterrupted run (the srun step must not end in SIGKILL)."""
+    import time
+
+    steps = 30
+    overrides = [f"data.traces=[{trace_file}]", "model.tp=2", f"train.steps={steps}", "train.save_every=1000",
+                 "train.eval_every=1000", *TINY]  # fmt: skip
+    out = tmp_path / "preempted"
+    log = tmp_path / "p.log"
+    job = slurm_cluster.sbatch(
+        [
+            "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-per-node=0", f"--output={log}", "--open-mode=append",
+            "--export=ALL,MTR_DEVICE=cpu,OMP_NUM_THREADS=1", "slurm/sft.sbatch", "configs/sft-tiny.yaml",
+            f"out={out}", *overrides,
+        ],
+        cwd=repo_root,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+        assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no log"
+        time.sleep(0.2)
+    slurm_cluster.run(["scancel", "--signal=USR1", job])
+    state = slurm_cluster.wait(job, timeout=400)
+    text = log.read_text()
+    assert state == "COMPLETED", text[-3000:]
+    assert "requeueing job" in text
+    shown = slurm_cluster.run(["scontrol", "show", "job", job]).stdout
+    assert "Restarts=1" in shown
+    steps_logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(set(steps_logged)) == list(range(steps)) and steps_logged[-1] == steps - 1
+    assert not list(repo_root.glob(f".mtr-requeue-{job}"))
+    reference = tmp_path / "reference"
+    _sbatch(slurm_cluster, repo_root, "slurm/sft.sbatch", 2,
+            ["configs/sft-tiny.yaml", f"out={reference}", *overrides], tmp_path / "r.log")  # fmt: skip
+    assert _losses(out, "sft/loss")[-1] == pytest.approx(_losses(reference, "sft/loss")[-1], abs=1e-6)

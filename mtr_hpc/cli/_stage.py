@@ -21,11 +21,23 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 
 
 def finish(summary: dict) -> int:
-    """Print a stage's summary (stderr) and map it to the exit code (42: preempted, requeue me)."""
+    """Print a stage's summary (stderr) and map it to the exit code.
+
+    A preempted run (checkpoint saved) exits 42, "requeue me"; under `slurm/stage.sh`, which sets
+    `MTR_REQUEUE_MARKER`, it touches that file and exits 0 instead (see stage.sh for why).
+    """
     import json
+    import os
     import sys
+    from pathlib import Path
 
     from ..train.preempt import PREEMPTED_EXIT_CODE
 
     print(json.dumps(summary, default=str), file=sys.stderr)
-    return PREEMPTED_EXIT_CODE if summary.get("preempted") else 0
+    if not summary.get("preempted"):
+        return 0
+    marker = os.environ.get("MTR_REQUEUE_MARKER")
+    if marker:
+        Path(marker).touch()
+        return 0
+    return PREEMPTED_EXIT_CODE

@@ -1,6 +1,6 @@
 """`mtr convert`: Hugging Face <-> Megatron-Core checkpoints.
 
-    mtr convert hf-to-mcore --hf PATH_OR_NAME --out DIR [--tp N] [--spec cpu|local|te] [--verify]
+    mtr convert hf-to-mcore --hf PATH_OR_NAME --out DIR [--tp N] [--spec sdpa|local|te] [--verify]
     mtr convert mcore-to-hf --ckpt DIR --out DIR [--hf-config PATH_OR_NAME] [--verify]
 
 `--verify` prints one JSON object on stdout: `max_abs_logit_diff` and `argmax_agree` (HF model vs
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     to_mc.add_argument("--hf", required=True, help="HF directory, hub name, or smollm2-135m")
     to_mc.add_argument("--out", required=True, help="checkpoint directory to write")
     to_mc.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the checkpoint")
-    to_mc.add_argument("--spec", choices=("cpu", "local", "te"), default="cpu", help="layer spec naming")
+    to_mc.add_argument("--spec", choices=("sdpa", "local", "te"), default="sdpa", help="layer spec naming")
     to_mc.add_argument("--vocab-divisible-by", type=int, default=128, help="make_vocab_size_divisible_by")
     to_mc.add_argument("--verify", action="store_true", help="compare logits and print a JSON report")
     to_mc.set_defaults(func=_hf_to_mcore)

@@ -42,3 +42,8 @@ class QAExample:
             qtype=d.get("qtype"),
             evidence=dict(d.get("evidence") or {}),
         )
+
+
+def example_key(benchmark: str, example_id: str) -> str:
+    """`benchmark:id`, the key that names one question across files, shards and runs."""
+    return f"{benchmark}:{example_id}"

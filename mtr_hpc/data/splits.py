@@ -21,6 +21,19 @@ def is_heldout(example: QAExample, fraction: float = DEFAULT_HELDOUT_FRACTION) -
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
+def require_training_part(part: str | None, key: str) -> str:
+    """`part` of a source a stage trains on; such a source must name it, so that no run trains on
+    held-out questions by default."""
+    if part is None:
+        raise ConfigError(
+            key,
+            "say which part of this benchmark source the stage trains on: `train` (the project's train "
+            "split of a file that evaluation also reads), or `all` (a whole file that evaluation never "
+            "reads, such as a benchmark's official train split)",
+        )
+    return part
+
+
 def select_part(
     examples: list[QAExample], part: str, fraction: float = DEFAULT_HELDOUT_FRACTION, key: str = "part"
 ) -> list[QAExample]:

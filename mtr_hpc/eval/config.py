@@ -90,8 +90,12 @@ class EvalConfig:
     batch_size: int = 8
     device: str = "cpu"
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    # SFT / GRPO run directories whose metrics.jsonl is plotted as training curves.
+    # SFT / GRPO run directories whose metrics.jsonl is plotted as training curves. Their questions (and
+    # those of the runs behind every evaluated model) must not be evaluated on: see `allow_train_overlap`.
     training_runs: list[str] = field(default_factory=list)
+    # False: a benchmark question that a training run learned from is an error before any model loads.
+    # True: such questions are scored, and the report says how many of each benchmark were trained on.
+    allow_train_overlap: bool = False
     progress: bool = True
     wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
 

@@ -26,7 +26,7 @@ from .plan import EvalPlan, build_plan
 from .report import build_results
 
 # Keys that do not change any prediction: a resumed run may differ in them.
-RESUMABLE_KEYS = ("out", "progress", "training_runs", "wandb", "batch_size", "device")
+RESUMABLE_KEYS = ("out", "progress", "training_runs", "wandb", "batch_size", "device", "allow_train_overlap")
 
 EngineFactory = Callable[[str, EvalConfig], tuple[Any, Any]]
 
@@ -147,6 +147,7 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
             "models": {m.name: m.path for m in plan.models},
         },
     )
+    results["train_overlap"] = plan.train_overlap
     paths = write_outputs(run_dir, cfg, results)
     summary = {
         "out": str(run_dir),

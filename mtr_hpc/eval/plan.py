@@ -15,6 +15,7 @@ from ..data import load_benchmark, sample_path
 from ..data.example import QAExample
 from ..data.loaders import canonical_benchmark
 from ..data.splits import select_part
+from ..data.trained_on import example_key, trained_keys
 from ..errors import ConfigError, DataError, MtrError
 from .config import BenchmarkSpec, EvalConfig, validate_config
 from .models import ModelSource, check_model
@@ -28,6 +29,8 @@ class EvalPlan:
     examples: dict[str, list[QAExample]]  # benchmark name (as configured) -> questions
     conventions: dict[str, str]  # benchmark name -> canonical benchmark (scoring convention)
     corpus: CorpusIndex | None
+    # benchmark name -> {training run dir: questions of the benchmark that run trained on}
+    train_overlap: dict[str, dict[str, int]]
 
 
 def load_questions(spec: BenchmarkSpec, index: int) -> tuple[str, list[QAExample]]:
@@ -60,9 +63,36 @@ def build_plan(cfg: EvalConfig) -> EvalPlan:
     for i, run in enumerate(cfg.training_runs):
         if not (Path(run) / "metrics.jsonl").is_file():
             raise ConfigError(f"training_runs[{i}]", f"{run} has no metrics.jsonl (not a training run dir)")
+    overlap = train_overlap(cfg, models, examples)
     corpus = None
     if "tools" in cfg.modes and cfg.env == "retrieval":
         if not Path(cfg.retrieval.corpus).is_file():
             raise ConfigError("retrieval.corpus", f"corpus file {cfg.retrieval.corpus} does not exist")
         corpus = CorpusIndex.load(cfg.retrieval.corpus, skip_bad=cfg.retrieval.skip_bad)
-    return EvalPlan(cfg, models, examples, conventions, corpus)
+    return EvalPlan(cfg, models, examples, conventions, corpus, overlap)
+
+
+def train_overlap(
+    cfg: EvalConfig, models: list[ModelSource], examples: dict[str, list[QAExample]]
+) -> dict[str, dict[str, int]]:
+    """Questions to evaluate that a training run learned from: the runs in `training_runs` and those
+    behind each evaluated model. A `ConfigError` unless `allow_train_overlap` is set."""
+    runs: dict[str, set[str]] = {}
+    for path in [*cfg.training_runs, *(m.path for m in models if m.kind != "embedded")]:
+        runs.update(trained_keys(path))
+    found: dict[str, dict[str, int]] = {}
+    for i, (bench, exs) in enumerate(examples.items()):
+        for run, keys in sorted(runs.items()):
+            hits = [ex.id for ex in exs if example_key(ex.benchmark, ex.id) in keys]
+            if not hits:
+                continue
+            if not cfg.allow_train_overlap:
+                raise ConfigError(
+                    f"benchmarks[{i}]",
+                    f"{len(hits)} of {len(exs)} questions of '{bench}' were trained on by the run {run} "
+                    f"(e.g. id {hits[0]}); evaluate questions no training run saw (`part: heldout` of the "
+                    "files the runs trained on, or another split), or set allow_train_overlap=true to score "
+                    "them anyway, marked in the report",
+                )
+            found.setdefault(bench, {})[run] = len(hits)
+    return found

@@ -122,6 +122,13 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
     out = ["# Evaluation report", ""]
     sizes = ", ".join(f"{b}: {n}" for b, n in results["n_questions"].items())
     out += [f"Questions per benchmark: {sizes}. EM / F1 in percent (0-100).", ""]
+    for bench, runs in sorted(results.get("train_overlap", {}).items()):
+        for run, n in sorted(runs.items()):
+            out += [
+                f"**Trained-on questions:** {n} of {results['n_questions'][bench]} {bench} questions were "
+                f"in the training data of {run} (scored anyway: `allow_train_overlap`).",
+                "",
+            ]
     out += ["## EM / F1", ""]
     header = ["model", "mode"] + [f"{b} EM / F1" for b in benches]
     rows = [

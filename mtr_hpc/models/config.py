@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-LAYER_SPECS = ("cpu", "local", "te")
+LAYER_SPECS = ("sdpa", "local", "te")
 DTYPES = ("fp32", "bf16", "fp16")
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
@@ -24,7 +24,7 @@ class ModelConfig:
     """How to build the Megatron model. `hf` is a HF directory, hub name or `smollm2-135m`."""
 
     hf: str = "smollm2-135m"
-    layer_spec: str = "cpu"  # cpu | local | te
+    layer_spec: str = "sdpa"  # sdpa | local | te
     tp: int = 1
     pp: int = 1
     dtype: str = "fp32"  # fp32 | bf16 | fp16
@@ -35,8 +35,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.layer_spec not in LAYER_SPECS:
+            renamed = (
+                " (the `cpu` spec is now named `sdpa`: it runs on GPUs too)"
+                if self.layer_spec == "cpu"
+                else ""
+            )
             raise ConfigError(
-                "model.layer_spec", f"'{self.layer_spec}' is not one of {', '.join(LAYER_SPECS)}"
+                "model.layer_spec", f"'{self.layer_spec}' is not one of {', '.join(LAYER_SPECS)}{renamed}"
             )
         if self.dtype not in DTYPES:
             raise ConfigError("model.dtype", f"'{self.dtype}' is not one of {', '.join(DTYPES)}")
@@ -88,6 +93,13 @@ class Arch:
         ):
             if n % tp:
                 raise ConfigError("tp", f"{what}={n} is not divisible by tensor parallel size {tp}")
+
+    def check_pp(self, pp: int) -> None:
+        """Pipeline stages hold equal numbers of layers; say so when they cannot."""
+        if pp < 1 or self.num_layers % pp:
+            raise ConfigError(
+                "pp", f"num_hidden_layers={self.num_layers} is not divisible by pipeline parallel size {pp}"
+            )
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:

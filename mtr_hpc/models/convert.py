@@ -13,6 +13,13 @@ One table (`RULES`) names every tensor on both sides and how it is split across 
 
 Layer norms live under different names in the Transformer Engine spec (fused into the next linear as
 `layer_norm_weight`) and the local spec (`input_layernorm`, `pre_mlp_layernorm`); `te_name` covers that.
+
+Pipeline parallelism: stage `s` of `pp` holds layers [s·L/pp, (s+1)·L/pp) under LOCAL indices
+(`decoder.layers.0` is the stage's first layer, as Megatron's `TransformerBlock` names them), the word
+embeddings only on the first stage, the final norm and the output layer only on the last. With tied
+embeddings and `pp > 1` the last stage keeps its own copy of the embedding matrix as
+`output_layer.weight` (Megatron keeps the two in step through its embedding group); it is loaded from
+`model.embed_tokens.weight` and never exported.
 """
 
 from __future__ import annotations
@@ -70,18 +77,31 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# The last stage's copy of tied embeddings (pp > 1 only): loaded from the embeddings, never exported.
+_TIED_OUTPUT = Rule("output_layer.weight", ("model.embed_tokens.weight",), "vocab")
+
+
 @dataclass(frozen=True)
 class Layout:
-    """What the conversion needs besides the tensors: architecture, TP size and naming."""
+    """What the conversion needs besides the tensors: architecture, TP and PP sizes, and naming."""
 
     arch: Arch
     tp: int = 1
     make_vocab_size_divisible_by: int = 128
     te_names: bool = False
+    pp: int = 1
 
     @property
     def padded_vocab(self) -> int:
         return padded_vocab_size(self.arch.vocab_size, self.make_vocab_size_divisible_by, self.tp)
+
+    def stage_layers(self, stage: int) -> range:
+        """Global indices of the decoder layers that pipeline stage `stage` holds."""
+        self.arch.check_pp(self.pp)
+        if not 0 <= stage < self.pp:
+            raise MtrError(f"pipeline stage {stage} is outside [0, {self.pp})")
+        per = self.arch.num_layers // self.pp
+        return range(stage * per, (stage + 1) * per)
 
 
 def _applies(rule: Rule, arch: Arch) -> bool:
@@ -92,17 +112,38 @@ def _applies(rule: Rule, arch: Arch) -> bool:
     return True
 
 
-def iter_rule_names(layout: Layout) -> Iterator[tuple[Rule, str, tuple[str, ...]]]:
-    """(rule, Megatron name, HF names) for every tensor of this architecture, in model order."""
+def _on_stage(rule: Rule, layout: Layout, stage: int) -> bool:
+    if "{i}" in rule.mcore:
+        return True
+    if rule.mcore.startswith("embedding."):
+        return stage == 0
+    return stage == layout.pp - 1  # final norm, output layer
+
+
+def iter_rule_names(
+    layout: Layout, stage: int | None = None, exported: bool = False
+) -> Iterator[tuple[Rule, str, tuple[str, ...]]]:
+    """(rule, Megatron name, HF names) for every tensor, in model order.
+
+    `stage=None`: the whole model under global layer indices (what a pp=1 model holds). `stage=s`:
+    the tensors pipeline stage `s` holds, Megatron names with the stage's local layer indices and HF
+    names with global ones. `exported=True` leaves out the last stage's copy of tied embeddings.
+    """
     arch = layout.arch
-    for rule in RULES:
-        if not _applies(rule, arch):
+    rules = [r for r in RULES if _applies(r, arch)]
+    if stage is not None and layout.pp > 1 and arch.tied_embeddings and not exported:
+        rules.append(_TIED_OUTPUT)
+    for rule in rules:
+        if stage is not None and not _on_stage(rule, layout, stage):
             continue
         mcore = rule.te_mcore if layout.te_names and rule.te_mcore else rule.mcore
-        layers = range(arch.num_layers) if "{i}" in mcore else (None,)
-        for i in layers:
-            fmt = {"i": i} if i is not None else {}
-            yield rule, mcore.format(**fmt), tuple(h.format(**fmt) for h in rule.hf)
+        if "{i}" not in mcore:
+            yield rule, mcore, rule.hf
+            continue
+        layers = range(arch.num_layers) if stage is None else layout.stage_layers(stage)
+        for local, i in enumerate(layers):
+            j = i if stage is None else local
+            yield rule, mcore.format(i=j), tuple(h.format(i=i) for h in rule.hf)
 
 
 # ---- HF -> Megatron -------------------------------------------------------------------------------
@@ -145,15 +186,18 @@ def _shard(rule: Rule, tensors: list[torch.Tensor], layout: Layout, rank: int) -
 
 
 def hf_to_megatron(
-    hf_state: Mapping[str, torch.Tensor], layout: Layout, rank: int = 0
+    hf_state: Mapping[str, torch.Tensor], layout: Layout, rank: int = 0, stage: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The Megatron state dict of TP rank `rank` from a full HF state dict.
+    """The Megatron state dict of TP rank `rank` (of pipeline stage `stage`) from a full HF state dict.
 
-    Output tensors may be views of the input ones (no copy where a slice will do).
+    `stage=None` gives the whole model (pp=1). Output tensors may be views of the input ones (no copy
+    where a slice will do).
     """
     layout.arch.check_tp(layout.tp)
+    if stage is None and layout.pp > 1:
+        raise MtrError(f"the layout has pp={layout.pp}: name the pipeline stage to convert")
     out: dict[str, torch.Tensor] = {}
-    for rule, mcore, hf_names in iter_rule_names(layout):
+    for rule, mcore, hf_names in iter_rule_names(layout, stage):
         missing = [n for n in hf_names if n not in hf_state]
         if missing:
             raise MtrError(f"HF checkpoint has no tensor '{missing[0]}' (needed for {mcore})")
@@ -189,7 +233,11 @@ def _unshard(rule: Rule, parts: list[torch.Tensor], layout: Layout) -> list[torc
 
 
 def megatron_to_hf(shards: list[Mapping[str, torch.Tensor]], layout: Layout) -> dict[str, torch.Tensor]:
-    """A full HF state dict from the Megatron state dicts of all TP ranks (rank order)."""
+    """A full HF state dict from the Megatron state dicts of all TP ranks (rank order; pp=1)."""
+    if layout.pp != 1:
+        raise MtrError(
+            "megatron_to_hf takes a whole model (pp=1); stream a pipeline with megatron_to_hf_iter"
+        )
     if len(shards) != layout.tp:
         raise MtrError(f"expected {layout.tp} tensor-parallel shards, got {len(shards)}")
     out: dict[str, torch.Tensor] = {}
@@ -202,24 +250,55 @@ def megatron_to_hf(shards: list[Mapping[str, torch.Tensor]], layout: Layout) -> 
     return out
 
 
-def megatron_to_hf_iter(model_or_state, layout: Layout, tp_group=None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Stream (HF name, full tensor) from this rank's model or state dict, gathering over `tp_group`.
+def megatron_to_hf_iter(
+    model_or_state, layout: Layout, tp_group=None, pp_group=None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Stream (HF name, full tensor) of the whole model from this rank's model or state dict.
 
-    Every rank of the group must iterate in step (each tensor is an all-gather); all ranks receive the
-    full tensors. With `tp_group=None` the state dict is taken as the only shard (TP=1).
+    Each tensor is all-gathered over `tp_group` inside the pipeline stage that holds it, then broadcast
+    from that stage over `pp_group`, so every rank of both groups receives every full tensor, one at a
+    time (never a second copy of the model). All ranks of both groups must iterate in step. With a
+    group of `None` that dimension is taken to have one rank.
     """
     import torch.distributed as dist
 
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
-    size = dist.get_world_size(tp_group) if tp_group is not None else 1
-    if size != layout.tp:
-        raise MtrError(f"TP group has {size} ranks but the layout says tp={layout.tp}")
-    for rule, mcore, hf_names in iter_rule_names(layout):
+    tp = dist.get_world_size(tp_group) if tp_group is not None else 1
+    pp = dist.get_world_size(pp_group) if pp_group is not None else 1
+    if (tp, pp) != (layout.tp, layout.pp):
+        raise MtrError(
+            f"groups of tp={tp}, pp={pp} ranks, but the layout says tp={layout.tp}, pp={layout.pp}"
+        )
+    if pp == 1:
+        yield from _stage_tensors(state, layout, None, tp_group)
+        return
+    me = dist.get_rank(pp_group)
+    device = next((t.device for t in state.values() if isinstance(t, torch.Tensor)), torch.device("cpu"))
+    for stage in range(pp):
+        src = dist.get_global_rank(pp_group, stage)
+        if stage == me:
+            items = list(_stage_tensors(state, layout, stage, tp_group))
+            box = [[(n, tuple(t.shape), t.dtype) for n, t in items]]
+        else:
+            items, box = [], [None]
+        # Tensor names, shapes and dtypes of the stage, so the receivers can allocate.
+        dist.broadcast_object_list(box, src=src, group=pp_group, device=device)
+        for k, (name, shape, dtype) in enumerate(box[0]):
+            t = items[k][1].contiguous() if stage == me else torch.empty(shape, dtype=dtype, device=device)
+            dist.broadcast(t, src=src, group=pp_group)
+            yield name, t
+
+
+def _stage_tensors(state, layout: Layout, stage: int | None, tp_group) -> Iterator[tuple[str, torch.Tensor]]:
+    """(HF name, full tensor) of one pipeline stage's tensors, gathered over `tp_group`."""
+    import torch.distributed as dist
+
+    for rule, mcore, hf_names in iter_rule_names(layout, stage, exported=True):
         if mcore not in state:
             raise MtrError(f"Megatron state has no tensor '{mcore}'")
         local = state[mcore].detach()
-        if size > 1:
-            parts = [torch.empty_like(local) for _ in range(size)]
+        if layout.tp > 1:
+            parts = [torch.empty_like(local) for _ in range(layout.tp)]
             dist.all_gather(parts, local.contiguous(), group=tp_group)
         else:
             parts = [local]

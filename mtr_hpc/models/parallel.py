@@ -40,6 +40,15 @@ def default_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def collective_device(group=None) -> torch.device:
+    """Where a tensor must live for a collective on `group` (default: the world): NCCL serves only
+    CUDA tensors ("No backend type associated with device type cpu" otherwise), gloo CPU ones."""
+    backend = str(dist.get_backend(group))
+    if "nccl" in backend and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _init_process_group(backend: str) -> None:
     if dist.is_initialized():
         return
@@ -84,6 +93,19 @@ def init_parallel(tp: int = 1, pp: int = 1, backend: str | None = None, seed: in
         backend=dist.get_backend(),
         tp_rank=ps.get_tensor_model_parallel_rank(),
     )
+
+
+def from_last_stage(obj):
+    """`obj` as the last pipeline stage of this rank's pipeline has it, on every stage (picklable)."""
+    from megatron.core import parallel_state as ps
+
+    if ps.get_pipeline_model_parallel_world_size() == 1:
+        return obj
+    group = ps.get_pipeline_model_parallel_group()
+    box = [obj]
+    src = dist.get_global_rank(group, dist.get_world_size(group) - 1)
+    dist.broadcast_object_list(box, src=src, group=group, device=collective_device(group))
+    return box[0]
 
 
 def destroy_parallel() -> None:

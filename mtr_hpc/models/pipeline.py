@@ -40,7 +40,7 @@ _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "f
 
 
 def hf_to_mcore(
-    hf_dir: str | Path, out: str | Path, tp: int = 1, spec: str = "cpu", divisible_by: int = 128
+    hf_dir: str | Path, out: str | Path, tp: int = 1, spec: str = "sdpa", divisible_by: int = 128
 ) -> CheckpointMeta:
     """Convert a HF directory into a checkpoint of `tp` ranks named for layer spec `spec`."""
     hf_cfg = hf_config_dict(hf_dir)

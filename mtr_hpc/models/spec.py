@@ -1,10 +1,13 @@
-"""Layer specs: `te` (Transformer Engine), `local` (Megatron-Core modules) and `cpu`.
+"""Layer specs: `te` (Transformer Engine), `local` (Megatron-Core modules) and `sdpa`.
 
-`cpu` is Megatron's local spec with the core attention replaced by `SdpaAttention`, a small module on
-torch `scaled_dot_product_attention`: Megatron's own `DotProductAttention` allocates its score buffer
-on the current CUDA device and forks the CUDA RNG, so it cannot run without a GPU. `SdpaAttention`
-is causal, honours GQA, takes an optional attention mask (Megatron convention: True = masked out) and
-packed sequences (`PackedSeqParams` in THD format: block-diagonal causal attention per `cu_seqlens_q`).
+`sdpa` is Megatron's local spec with the core attention replaced by `SdpaAttention`, a small module on
+torch `scaled_dot_product_attention`. It runs on the CPU and on GPUs: Megatron's own
+`DotProductAttention` allocates its score buffer on the current CUDA device and forks the CUDA RNG, so it
+cannot run without a GPU, and on a GPU it materializes the full score matrix, where SDPA dispatches to
+torch's fused kernels (flash or memory-efficient attention). `SdpaAttention` is causal, honours GQA,
+takes an optional attention mask (Megatron convention: True = masked out) and packed sequences
+(`PackedSeqParams` in THD format): each sequence of the pack attends causally to itself alone, one
+SDPA call per sequence, so no [t, t] mask is built and the causal fast path of the fused kernels applies.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class SdpaAttention(MegatronModule):
     ):
         super().__init__(config=config)
         if config.context_parallel_size != 1:
-            raise ConfigError("context_parallel_size", "the cpu layer spec has no context parallelism")
+            raise ConfigError("context_parallel_size", "the sdpa layer spec has no context parallelism")
         tp = pg_collection.tp.size() if pg_collection is not None and hasattr(pg_collection, "tp") else None
         if tp is None:
             tp = parallel_state.get_tensor_model_parallel_world_size()
@@ -64,11 +67,7 @@ class SdpaAttention(MegatronModule):
             raise ConfigError("attention_bias", "SdpaAttention takes no attention bias")
         mask_type = attn_mask_type or self.attn_mask_type
         if packed_seq_params is not None and getattr(packed_seq_params, "qkv_format", "thd") == "thd":
-            # THD: [t, heads, dim] -> one "batch" of t tokens with a block-diagonal mask.
-            cu = packed_seq_params.cu_seqlens_q
-            mask = _block_causal_mask(cu, query.size(0), query.device)
-            out = self._attend(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), mask, False)
-            return out.reshape(query.size(0), -1)
+            return self._attend_packed(query, key, value, packed_seq_params.cu_seqlens_q)
         causal = mask_type == AttnMaskType.causal
         mask = None
         if attention_mask is not None:
@@ -78,6 +77,18 @@ class SdpaAttention(MegatronModule):
                 mask = mask & torch.ones(sq, sk, dtype=torch.bool, device=query.device).tril(sk - sq)
             causal = False
         return self._attend(query, key, value, mask, causal)
+
+    def _attend_packed(self, q, k, v, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        """THD [t, heads, dim]: causal attention within each sequence of the pack; [t, heads * dim]."""
+        bounds = cu_seqlens.tolist()
+        outs = []
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if b > a:
+                outs.append(self._attend(q[a:b, None], k[a:b, None], v[a:b, None], None, True)[:, 0])
+        tail = q.size(0) - bounds[-1]  # padding after the last sequence attends to itself alone
+        if tail > 0:
+            outs.append(self._attend(q[-tail:, None], k[-tail:, None], v[-tail:, None], None, True)[:, 0])
+        return torch.cat(outs, dim=0)
 
     def _attend(self, q, k, v, allowed: torch.Tensor | None, causal: bool) -> torch.Tensor:
         # Megatron hands over [s, b, heads, dim]; SDPA wants [b, heads, s, dim].
@@ -99,24 +110,17 @@ class SdpaAttention(MegatronModule):
         return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
 
 
-def _block_causal_mask(cu_seqlens: torch.Tensor, total: int, device) -> torch.Tensor:
-    """[t, t] boolean mask, True where token i may attend to token j (same sequence, j <= i)."""
-    pos = torch.arange(total, device=device)
-    seg = torch.bucketize(pos, cu_seqlens.to(device)[1:], right=True)
-    return (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
-
-
 def layer_spec(kind: str) -> ModuleSpec:
-    """The transformer layer spec for `kind` in cpu | local | te."""
+    """The transformer layer spec for `kind` in sdpa | local | te."""
     from megatron.core.models.gpt import gpt_layer_specs
 
     if kind == "te":
-        require("transformer_engine", "the 'te' layer spec", "use layer_spec=local or cpu")
+        require("transformer_engine", "the 'te' layer spec", "use layer_spec=sdpa (torch SDPA) or local")
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
-    if kind not in ("local", "cpu"):
-        raise ConfigError("model.layer_spec", f"'{kind}' is not one of cpu, local, te")
+    if kind not in ("local", "sdpa"):
+        raise ConfigError("model.layer_spec", f"'{kind}' is not one of sdpa, local, te")
     spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
-    if kind == "cpu":
+    if kind == "sdpa":
         spec = copy.deepcopy(spec)
         spec.submodules.self_attention.submodules.core_attention = SdpaAttention
     return spec

@@ -1,13 +1,13 @@
 """HF model I/O and the conversion check: HF logits vs Megatron logits on a fixed prompt, in fp32.
 
 The Megatron side is built at TP=1 from the merged checkpoint (the TP forward itself is covered by the
-tests), with the `cpu` layer spec when there is no GPU and the `local` one otherwise.
+tests), with the `sdpa` layer spec (CPU or GPU).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,23 @@ def hf_config_dict(hf_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_hf_state_dict(hf_dir: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a HF directory, read from its safetensors files (no model is instantiated)."""
-    from safetensors.torch import load_file
+def load_hf_state_dict(hf_dir: str | Path, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a HF directory (all, or those in `names`), read from its safetensors files without
+    instantiating a model; with `names` only those tensors are read, so a pipeline stage of a large
+    model never holds the whole checkpoint."""
+    from safetensors import safe_open
 
+    wanted = set(names) if names is not None else None
     files = sorted(Path(hf_dir).glob("*.safetensors"))
     if not files:
-        return {k: v.detach().clone() for k, v in load_hf_model(hf_dir).state_dict().items()}
+        state = {k: v.detach().clone() for k, v in load_hf_model(hf_dir).state_dict().items()}
+        return state if wanted is None else {k: v for k, v in state.items() if k in wanted}
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f)))
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():
+                if wanted is None or key in wanted:
+                    state[key] = fh.get_tensor(key)
     return state
 
 
@@ -81,9 +88,8 @@ def megatron_logits(arch: Arch, layout: Layout, state: Mapping[str, torch.Tensor
     from .gpt import build_gpt, forward_logits
     from .parallel import init_parallel
 
-    spec = "local" if torch.cuda.is_available() else "cpu"
     cfg = ModelConfig(
-        hf="", layer_spec=spec, make_vocab_size_divisible_by=layout.make_vocab_size_divisible_by
+        hf="", layer_spec="sdpa", make_vocab_size_divisible_by=layout.make_vocab_size_divisible_by
     )
     init_parallel(1, 1, seed=cfg.seed)
     model = build_gpt(arch, cfg, init_weights=False).eval()

@@ -13,6 +13,8 @@ stop conditions inside one batch. The loop here:
   string found in its decoded tail, or at `max_new_tokens`.
 
 Prompts are sorted by length before batching to cut padding; results come back in request order.
+Memory: the lifecycle is `ManagedEngine`'s; asleep on a GPU the weights wait in host memory (there is no
+KV cache to free between calls: each batch builds its own and drops it).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import Any
 import torch
 
 from ..errors import MtrError
-from .protocol import Generation, SamplingParams, check_prompts, per_request_params
+from .lifecycle import ManagedEngine
+from .protocol import Generation, SamplingParams, check_prompts
 from .sampling import StopStringMatcher, make_generator, select_tokens
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class HFRolloutEngine:
+class HFRolloutEngine(ManagedEngine):
     """`RolloutEngine` over a transformers causal LM.
 
     `model` is a name `resolve_model` knows ("smollm2-135m"), a HF directory, or an already-built
@@ -51,6 +54,7 @@ class HFRolloutEngine:
             raise MtrError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if batch_size < 1:
             raise MtrError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__()
         self.batch_size = batch_size
         if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,19 +70,12 @@ class HFRolloutEngine:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_token_ids = set(eos_token_ids if eos_token_ids is not None else _model_eos_ids(model))
         self._params = dict(model.named_parameters(remove_duplicate=False))
-        self._asleep = False
 
     # -- generation -------------------------------------------------------------------------------
 
-    def generate(
-        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
-    ) -> list[Generation]:
-        check_prompts(prompts, self.vocab_size)
-        plist = per_request_params(params, len(prompts))
+    def _generate(self, prompts: list[list[int]], plist: list[SamplingParams]) -> list[Generation]:
         if self.tokenizer is None and any(p.stop_strings for p in plist):
             raise MtrError("stop_strings need a tokenizer; build HFRolloutEngine with tokenizer=...")
-        if self._asleep:
-            raise MtrError("the rollout engine is asleep; call wake() before generate()")
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
         for start in range(0, len(order), self.batch_size):
@@ -139,7 +136,7 @@ class HFRolloutEngine:
 
     # -- weights and memory -----------------------------------------------------------------------
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
+    def _load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
         """Copy `(HF name, tensor)` pairs into the model's parameters in place.
 
         Tied embeddings: `lm_head.weight` and `model.embed_tokens.weight` name the same tensor, so
@@ -165,24 +162,24 @@ class HFRolloutEngine:
                 count += 1
         return {"bytes": nbytes, "seconds": time.perf_counter() - t0, "tensors": count}
 
-    def sleep(self) -> None:
+    def _sleep(self) -> None:
         """On GPU, move the weights to host memory (frees the device for the trainer); no-op on CPU."""
-        if self.device.type != "cpu" and not self._asleep:
+        if self.device.type != "cpu":
             self.model.to("cpu")
             torch.cuda.empty_cache()
-        self._asleep = self.device.type != "cpu"
 
-    def wake(self) -> None:
-        if self._asleep:
+    def _wake_weights(self) -> None:
+        if self.device.type != "cpu":
             self.model.to(self.device)
-        self._asleep = False
+
+    def _wake_cache(self) -> None:
+        pass  # the KV cache lives only inside one `_generate_batch` call
 
     @torch.inference_mode()
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """Full-sequence logits [len(token_ids), vocab] as float32 on CPU."""
         check_prompts([token_ids], self.vocab_size)
-        if self._asleep:
-            raise MtrError("the rollout engine is asleep; call wake() before logits()")
+        self._ensure_weights()
         ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
         return self.model(input_ids=ids, use_cache=False).logits[0].float().cpu()
 

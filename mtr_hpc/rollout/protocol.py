@@ -67,7 +67,11 @@ class Generation:
 
 @runtime_checkable
 class RolloutEngine(Protocol):
-    """What GRPO and eval need from a generator of rollouts."""
+    """What GRPO and eval need from a generator of rollouts.
+
+    The engine owns its device memory (`lifecycle.ManagedEngine`): `sleep()` gives it back, and the next
+    `update_weights` or `generate` takes it again in the right order; there is no `wake()` to call.
+    """
 
     vocab_size: int
 
@@ -78,8 +82,6 @@ class RolloutEngine(Protocol):
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict: ...
 
     def sleep(self) -> None: ...
-
-    def wake(self) -> None: ...
 
     def logits(self, token_ids: list[int]) -> torch.Tensor: ...
 

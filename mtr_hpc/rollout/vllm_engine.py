@@ -1,18 +1,28 @@
 """The scale rollout engine: an in-process `vllm.LLM`, colocated with the trainer on the same GPUs.
 
 vLLM is optional and imported when the engine is built (`MissingDependencyError` without it); nothing
-here runs on the CPU path. The engine is deliberately thin, using only vLLM's documented offline API:
+here runs on the CPU path. The engine uses vLLM's offline API (checked against vLLM's source,
+`vllm/entrypoints/llm.py`, `vllm/v1/worker/gpu_worker.py`, `vllm/device_allocator/cumem.py`,
+`vllm/distributed/parallel_state.py`, `vllm/config/parallel.py`):
 
 - generation: `LLM.generate([TokensPrompt(prompt_token_ids=...)], [SamplingParams(..., logprobs=0)])`
   gives back the sampled ids and each sampled token's logprob (`logprobs=0`: the sampled token only);
-- weight sync: `LLM.apply_model(fn)` runs `fn(model)` on the model inside each worker, and `fn` calls
-  the model's own `load_weights(weights=[(hf_name, tensor), ...])`, which takes Hugging Face names and
-  fuses q/k/v and gate/up itself. Tensors go in buckets of about `bucket_bytes`, so a 7B push never
-  needs a second copy of the whole model. The engine core is kept in this process
-  (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so the function and the tensors are handed over without
-  serialization; stale prefix-cache entries are dropped after each push;
-- memory: `LLM.sleep(level=1)` offloads weights and drops the KV cache while the trainer steps,
-  `LLM.wake_up()` brings them back (needs `enable_sleep_mode=True`).
+- weight sync: `LLM.apply_model(fn)` runs `fn(model)` on the model inside the worker, and `fn` calls the
+  model's own `load_weights(weights=[(hf_name, tensor), ...])`, which takes Hugging Face names and fuses
+  q/k/v and gate/up itself. Tensors go in buckets of about `bucket_bytes`, so a 7B push never needs a
+  second copy of the whole model. The engine core runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`),
+  so the function and the tensors are handed over without serialization; the prefix cache is reset
+  after each push (its blocks were computed with the old weights);
+- memory (`ManagedEngine`'s order): `sleep(level)` unmaps the weights and the KV cache (level 1 keeps a
+  host copy of the weights, level 2 discards them); a push first wakes the weights
+  (`wake_up(tags=["weights"])`, which restores the host copy), then loads; generation wakes the KV cache
+  (`wake_up(tags=["kv_cache"])`). Weights must be awake before the KV cache: `Worker.wake_up` restores
+  level-2 buffers on the first wake, whatever its tags;
+- ranks: inside a torch.distributed world (every GRPO run) the engine is built with vLLM's
+  `external_launcher` executor on EVERY rank: vLLM reuses the trainer's default process group and creates
+  its own groups over the whole world (`initialize_model_parallel`: `arange(world).reshape(-1, dp, pp,
+  tp)`), which only completes when all ranks take part. With `tensor_parallel_size=1` each rank holds an
+  independent engine.
 
 Logprobs follow the protocol (temperature-scaled, before truncation) through
 `logprobs_mode="processed_logprobs"` (vLLM >= 0.10.2; older releases return raw temperature-1
@@ -30,8 +40,9 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MtrError, require
-from .protocol import Generation, SamplingParams, check_prompts, per_request_params
+from ..errors import ConfigError, MtrError, require
+from .lifecycle import ManagedEngine
+from .protocol import Generation, SamplingParams
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +51,12 @@ _HINT = "install it on a CUDA machine with `pip install vllm` (the `gpu` extra o
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-class VLLMRolloutEngine:
-    """`RolloutEngine` over `vllm.LLM`; extra keyword arguments go to `vllm.LLM(...)`."""
+class VLLMRolloutEngine(ManagedEngine):
+    """`RolloutEngine` over `vllm.LLM`; extra keyword arguments go to `vllm.LLM(...)`.
+
+    `sleep_level` 1 keeps a host copy of the weights while asleep (pinned memory of the model's size);
+    2 discards them, which is cheaper when every wake is followed by a full weight push, as in GRPO.
+    """
 
     def __init__(
         self,
@@ -52,15 +67,19 @@ class VLLMRolloutEngine:
         gpu_memory_utilization: float = 0.5,
         max_model_len: int | None = None,
         enable_sleep_mode: bool = True,
+        sleep_level: int = 1,
         seed: int = 0,
         bucket_bytes: int = 512 << 20,
         **engine_kwargs: Any,
     ):
+        if sleep_level not in (1, 2):
+            raise ConfigError("rollout.sleep_level", f"must be 1 or 2, got {sleep_level}")
         self._vllm = require("vllm", "the vLLM rollout engine", _HINT)
         from ..models.registry import resolve_model
 
+        super().__init__()
         # Weight pushes call into the worker's model directly; that needs the engine core in-process.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         kwargs: dict[str, Any] = dict(
             model=resolve_model(model),
             dtype=_DTYPES.get(dtype, dtype),
@@ -69,6 +88,8 @@ class VLLMRolloutEngine:
             enable_sleep_mode=enable_sleep_mode,
             seed=seed,
         )
+        if _join_torch_world():
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         if _engine_accepts(self._vllm, "logprobs_mode"):
@@ -76,14 +97,12 @@ class VLLMRolloutEngine:
         kwargs.update(engine_kwargs)
         self._llm = self._vllm.LLM(**kwargs)
         self.enable_sleep_mode = enable_sleep_mode
+        self.sleep_level = sleep_level
+        self.sleep_discards_weights = sleep_level == 2
         self.bucket_bytes = bucket_bytes
         self.vocab_size = int(self._llm.llm_engine.model_config.get_vocab_size())
 
-    def generate(
-        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
-    ) -> list[Generation]:
-        check_prompts(prompts, self.vocab_size)
-        plist = per_request_params(params, len(prompts))
+    def _generate(self, prompts: list[list[int]], plist: list[SamplingParams]) -> list[Generation]:
         inputs = require("vllm.inputs", "the vLLM rollout engine", _HINT)
         requests = [inputs.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         outputs = self._llm.generate(requests, [self._sampling(p) for p in plist], use_tqdm=False)
@@ -104,7 +123,7 @@ class VLLMRolloutEngine:
             logprobs=0,
         )
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
+    def _load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
         """Push `(HF name, tensor)` pairs into the engine's model in buckets of about `bucket_bytes`."""
         t0 = time.perf_counter()
         nbytes = count = size = 0
@@ -130,17 +149,42 @@ class VLLMRolloutEngine:
 
     def sleep(self) -> None:
         if self.enable_sleep_mode:
-            self._llm.sleep(level=1)
+            super().sleep()
 
-    def wake(self) -> None:
-        if self.enable_sleep_mode:
-            self._llm.wake_up()
+    def _sleep(self) -> None:
+        self._llm.sleep(level=self.sleep_level)
+
+    def _wake_weights(self) -> None:
+        self._llm.wake_up(tags=["weights"])
+
+    def _wake_cache(self) -> None:
+        self._llm.wake_up(tags=["kv_cache"])
 
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         raise MtrError(
             "VLLMRolloutEngine cannot return full logits (vLLM does not expose them); "
             "compare generation logprobs, or use HFRolloutEngine for logit-level checks"
         )
+
+
+def _join_torch_world() -> bool:
+    """True inside an initialized torch.distributed world; then the environment that vLLM's external
+    launcher reads (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) is filled in where
+    the launcher left it out (a one-process world started without torchrun)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    os.environ.setdefault("RANK", str(dist.get_rank()))
+    os.environ.setdefault("WORLD_SIZE", str(dist.get_world_size()))
+    os.environ.setdefault("LOCAL_RANK", str(torch.cuda.current_device() if torch.cuda.is_available() else 0))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        from ..models.parallel import free_port
+
+        os.environ["MASTER_PORT"] = str(free_port())
+    return True
 
 
 def _generation(request_output) -> Generation:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..data.splits import require_training_part
 from ..errors import ConfigError
 from ..tracking import WandbConfig
 from .config import SynthConfig
@@ -43,8 +44,9 @@ class SourceConfig:
     split: str | None = None
     # Examples read from this source; 0 takes the run's `limit` (0 there too: all).
     limit: int = 0
-    # The project's train / held-out split (mtr_hpc.data.splits): all | train | heldout.
-    part: str = "all"
+    # The project's train / held-out split (mtr_hpc.data.splits): all | train | heldout. Required: traces
+    # are training data, and a source that left it out would train on the questions eval holds out.
+    part: str | None = None
 
 
 @dataclass
@@ -96,6 +98,7 @@ class SynthRunConfig:
         for i, src in enumerate(self.sources):
             if src.limit < 0:
                 raise ConfigError(f"sources[{i}].limit", "must be >= 0")
+            require_training_part(src.part, f"sources[{i}].part")
 
     @property
     def uses_llm(self) -> bool:

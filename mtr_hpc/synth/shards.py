@@ -32,10 +32,6 @@ from ..errors import ConfigError, DataError
 from .sim_cache import SimCache
 
 
-def example_key(benchmark: str, example_id: str) -> str:
-    return f"{benchmark}:{example_id}"
-
-
 def shard_of(key: str, num_shards: int) -> int:
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % num_shards

@@ -1,8 +1,10 @@
 """Packed rows -> the tensors a Megatron forward takes.
 
-CPU and the `local` GPU spec get a block-diagonal causal `attention_mask` ([B, 1, S, S], True = masked).
-The Transformer Engine spec gets the THD layout instead: each row flattened with `PackedSeqParams`
-(`cu_seqlens`) so fused attention skips the blocks a mask would zero out.
+The THD layout (one row per microbatch, flattened, with `PackedSeqParams` `cu_seqlens`) lets attention
+run sequence by sequence, skipping the blocks a mask would zero out: the Transformer Engine spec needs
+it, and the `sdpa` spec uses it whenever a microbatch is one row. Otherwise (the `local` spec, whose
+attention takes no packed sequences, or several rows per microbatch) each row gets a block-diagonal
+causal `attention_mask` ([B, 1, S, S], True = masked). Both give the same per-token losses.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ from __future__ import annotations
 import torch
 
 from .packing import PackedRow, block_causal_mask, collate
+
+
+def uses_thd(layer_spec: str, micro_rows: int) -> bool:
+    """Whether microbatches of this spec and size take the THD layout (see the module docstring)."""
+    return layer_spec == "te" or (layer_spec == "sdpa" and micro_rows == 1)
 
 
 def model_batch(rows: list[PackedRow], thd: bool = False) -> dict:

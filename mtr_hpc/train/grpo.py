@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
+from ..data.trained_on import example_key, write_trained_on
 from ..models.parallel import init_parallel
 from ..models.registry import load_tokenizer
 from ..reward import score_episode
@@ -27,9 +28,9 @@ from ..rundir import prepare_run_dir, write_manifest
 from ..trace.render import ChatRenderer
 from ..tracking import MetricsLogger
 from . import checkpoint as ckpt
-from .grpo_batch import LossSettings, make_forward_step, microbatches, sample_of
+from .grpo_batch import LossSettings, sample_of
 from .grpo_config import GRPOConfig
-from .grpo_loss import all_reduce_stats, drop_uniform_groups, finalize_stats, group_advantages, merge_stats
+from .grpo_loss import drop_uniform_groups, group_advantages
 from .grpo_setup import (
     RewardNaNError,
     build_engine,
@@ -38,9 +39,10 @@ from .grpo_setup import (
     load_prompts,
     sync_weights,
 )
-from .model_io import build_policy, export_hf, hf_named_tensors, policy_source
+from .grpo_update import policy_update
+from .model_io import build_policy, export_hf, hf_named_tensors, model_origin, policy_source
 from .preempt import PreemptionFlag
-from .schedule import ScheduleConfig, lr_at
+from .schedule import ScheduleConfig
 from .seams import get_seam
 from .sft_data import DataPosition, RowSampler
 
@@ -53,7 +55,9 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     rank0 = dist.get_rank() == 0
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     tp_group = ps.get_tensor_model_parallel_group() if cfg.model.tp > 1 else None
-    seam = get_seam(cfg.device, bf16=cfg.model.dtype == "bf16")
+    seam = get_seam(
+        cfg.device, dtype=cfg.model.dtype, use_distributed_optimizer=cfg.optim.use_distributed_optimizer
+    )
     run_dir = Path(cfg.out)
     if rank0:
         prepare_run_dir(run_dir, cfg, ignore_keys=("train.steps", "resume", "export_hf", "wandb"))
@@ -63,15 +67,19 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.hf)
     renderer = ChatRenderer(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else renderer.end_of_turn_id
-    prompts = RowSampler(load_prompts(cfg), cfg.algo.prompts_per_step, cfg.train.seed)
+    questions = load_prompts(cfg)
+    if rank0:
+        keys = (example_key(ex.benchmark, ex.id) for ex in questions)
+        write_trained_on(run_dir, "grpo", keys, model_origin(cfg.model.hf))
+    prompts = RowSampler(questions, cfg.algo.prompts_per_step, cfg.train.seed)
     toolmaker, actor = build_simulator(cfg, run_dir)
-    engine = build_engine(cfg, src.hf_config, tokenizer) if rank0 else None
+    engine = build_engine(cfg, src.hf_config, tokenizer, dist.get_rank())
 
-    model = seam.wrap_model(build_policy(cfg.model, src, cfg.init))
+    model = seam.wrap_model(build_policy(cfg.model, src, cfg.init, seam.device))
     optimizer = seam.build_optimizer(model, cfg.optim)
     reference = None
     if cfg.algo.kl_coef > 0:
-        reference = build_policy(cfg.model, src, cfg.init).eval()
+        reference = build_policy(cfg.model, src, cfg.init, seam.device).eval()
         reference.load_state_dict(seam.unwrap(model).state_dict())
     ckpt_root = run_dir / "checkpoints"
     topo = ckpt.topology(cfg.model, dp_size)
@@ -132,28 +140,16 @@ def run_grpo(cfg: GRPOConfig) -> dict:
             for ep, a, k in zip(payload["episodes"], adv.tolist(), keep.tolist(), strict=True)
             if k
         ]
-        local = samples[dp_rank::dp_size]
 
+        # 3-4. Old (and reference) log-probs by the trainer, then the clipped-policy updates. `samples`
+        # is the same on every rank, so either all ranks train or none does.
         train_metrics = {}
-        if local:
-            mbs = [seam.to_device(b) for b in microbatches(local, cfg.train.micro_batch_rows, pad_id)]
-            # 3. Old log-probs (and reference log-probs) recomputed by the trainer.
-            t = time.perf_counter()
-            old = _logprob_pass(seam, model, mbs, settings, tp_group)
-            timings["timing_s/old_logprobs"] = time.perf_counter() - t
-            for mb, (lp, _) in zip(mbs, old["per_mb"], strict=True):
-                mb["old_logprobs"] = lp
-            if reference is not None:
-                t = time.perf_counter()
-                ref = _logprob_pass(seam, reference, mbs, settings, tp_group)
-                for mb, (lp, _) in zip(mbs, ref["per_mb"], strict=True):
-                    mb["ref_logprobs"] = lp
-                timings["timing_s/reference"] = time.perf_counter() - t
-            # 4. Minibatch updates of the clipped objective.
-            t = time.perf_counter()
-            train_metrics = train_on(seam, model, optimizer, mbs, settings, tp_group, cfg, step, schedule)
-            timings["timing_s/train"] = time.perf_counter() - t
-            train_metrics.update(_logprob_metrics(mbs, old))
+        if samples:
+            local = samples[dp_rank::dp_size]
+            train_metrics = policy_update(
+                seam, model, reference, optimizer, local, cfg, settings, tp_group, pad_id, step, schedule,
+                timings,
+            )  # fmt: skip
 
         # 5. New weights into the engine.
         timings.update(sync_weights(engine, hf_named_tensors(seam.unwrap(model), src), rank0))
@@ -198,9 +194,8 @@ def rollout_and_score(
         top_k=cfg.algo.top_k,
         seed=cfg.train.seed * 100_003 + step,
     )
-    engine.wake()
     episodes = run_episodes(engine, renderer, setups, params, cfg.env)
-    engine.sleep()
+    engine.sleep()  # the trainer's turn; the next weight push wakes the engine
     timings["timing_s/rollout"] = time.perf_counter() - t
     t = time.perf_counter()
     scores = [
@@ -230,52 +225,6 @@ def episode_metrics(episodes, scores, renderer) -> dict:
         out[f"grpo/finish/{reason}"] = sum(ep.finish == reason for ep in episodes) / n
     out.update(drift_metrics(episodes, renderer))
     return out
-
-
-def train_on(seam, model, optimizer, mbs, settings, tp_group, cfg: GRPOConfig, step: int, schedule) -> dict:
-    from megatron.core import parallel_state as ps
-
-    k = max(1, min(cfg.algo.minibatches, len(mbs)))
-    groups = [mbs[i::k] for i in range(k)]
-    forward = make_forward_step("train", settings, tp_group)
-    stats, norms, losses = {}, [], []
-    for j, group in enumerate(groups):
-        model.train()
-        loss_sum, count, reports = seam.forward_backward(model, forward, group)
-        lr = lr_at(step * k + j, cfg.train.steps * k, schedule)
-        norm, _ = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
-        norms.append(norm)
-        losses.append(loss_sum / max(count, 1))
-        for rep in reports:
-            stats = merge_stats(stats, rep["stats"])
-    if ps.get_data_parallel_world_size() > 1:
-        stats = all_reduce_stats(stats, ps.get_data_parallel_group())
-    out = {f"grpo/{k}": v for k, v in finalize_stats(stats).items()} if stats else {}
-    out["grpo/loss"] = sum(losses) / len(losses)
-    out["grpo/grad_norm"] = sum(norms) / len(norms)
-    out["grpo/lr"] = lr
-    return out
-
-
-def _logprob_pass(seam, model, mbs, settings, tp_group) -> dict:
-    model.eval()
-    _, tokens, reports = seam.forward_backward(
-        model, make_forward_step("logprobs", settings, tp_group), mbs, forward_only=True
-    )
-    entropy = sum(float(r["entropy_sum"]) for r in reports)
-    return {
-        "per_mb": [(r["logprobs"], r["entropy_sum"]) for r in reports],
-        "entropy": entropy / max(tokens, 1),
-    }
-
-
-def _logprob_metrics(mbs, old) -> dict:
-    diff, n = 0.0, 0.0
-    for mb in mbs:
-        m = mb["mask"]
-        diff += float(((mb["old_logprobs"] - mb["engine_logprobs"]).abs() * m).sum())
-        n += float(m.sum())
-    return {"grpo/logprob_abs_diff": diff / max(n, 1.0), "grpo/entropy": old["entropy"]}
 
 
 def _slim(ep):

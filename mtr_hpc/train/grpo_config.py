@@ -16,10 +16,13 @@ from .seams.base import OptimConfig
 @dataclass
 class BenchmarkSource:
     name: str = "hotpotqa"
-    source: str = "sample"  # `sample` (shipped with the package), a file, or a hub name
+    source: str = "sample"  # `sample` (shipped with the package), a file, or `hf://owner/name[:config]`
+    split: str | None = None  # hub datasets: e.g. `train`
     limit: int | None = None
     skip_bad: bool = False
-    part: str = "all"  # the project's train / held-out split (mtr_hpc.data.splits): all | train | heldout
+    # The project's train / held-out split (mtr_hpc.data.splits): all | train | heldout. Required (see
+    # `require_training_part`): GRPO must never train on the questions evaluation holds out.
+    part: str | None = None
 
 
 @dataclass
@@ -47,7 +50,8 @@ class RolloutConfig:
     batch_size: int = 16  # HF engine: sequences decoded together
     gpu_memory_utilization: float = 0.4  # vLLM, colocated with the trainer
     sleep_between_steps: bool = True  # vLLM sleep mode frees its memory while the trainer runs
-    sync_bucket_mb: int = 512
+    sleep_level: int = 1  # vLLM: 1 keeps a host copy of the weights while asleep, 2 discards them
+    sync_bucket_mb: int = 512  # vLLM: weights pushed per load_weights call
 
 
 @dataclass
@@ -70,7 +74,7 @@ class GRPOConfig:
     model: ModelConfig = field(
         default_factory=ModelConfig
     )  # model.hf: the policy to start from (an SFT run's hf/)
-    data: list[BenchmarkSource] = field(default_factory=lambda: [BenchmarkSource()])
+    data: list[BenchmarkSource] = field(default_factory=lambda: [BenchmarkSource(part="train")])
     algo: GRPOAlgoConfig = field(default_factory=GRPOAlgoConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)

@@ -249,6 +249,13 @@ def policy_loss_sums(
     return loss_sum, count.detach(), {k: v.detach() for k, v in stats.items()}
 
 
+def empty_stats(with_kl: bool = False, device="cpu") -> dict[str, torch.Tensor]:
+    """The stat sums of no tokens at all: what a rank with an empty slice contributes (same keys)."""
+    none = torch.zeros(0, 1, device=device)
+    ref = none if with_kl else None
+    return policy_loss_sums(none, none, torch.zeros(0, device=device), none, ref_logprobs=ref)[2]
+
+
 def merge_stats(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Stat sums of two microbatches (keys ending in `_max` take the max)."""
     out = dict(a)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..data import load_benchmark, load_sample
-from ..data.splits import select_part
+from ..data.splits import require_training_part, select_part
 from ..errors import ConfigError, MtrError
 from .grpo_config import GRPOConfig
 
@@ -14,20 +14,29 @@ from .grpo_config import GRPOConfig
 def load_prompts(cfg: GRPOConfig) -> list:
     """Every training question of the configured benchmarks (a source may be `sample`)."""
     examples = []
-    for src in cfg.data:
+    for i, src in enumerate(cfg.data):
+        part = require_training_part(src.part, f"data[{i}].part")
         if src.source == "sample":
             got = load_sample(src.name)
             got = got[: src.limit] if src.limit else got
         else:
-            got = load_benchmark(src.name, src.source, skip_bad=src.skip_bad, limit=src.limit).examples
-        examples += select_part(got, src.part, key="data.part")
+            got = load_benchmark(
+                src.name, src.source, skip_bad=src.skip_bad, split=src.split, limit=src.limit
+            ).examples
+        examples += select_part(got, part, key=f"data[{i}].part")
     if not examples:
         raise ConfigError("data", "no training questions (empty benchmark sources)")
     return examples
 
 
-def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
-    """The rollout engine, with the policy's architecture; its weights come from the first sync."""
+def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rank: int):
+    """The rollout engine of global rank 0, with the policy's architecture; its weights come from the
+    first sync. Other ranks get None, except with vLLM (below).
+
+    vLLM's external launcher creates its process groups over the whole world, so with vLLM every rank
+    builds an engine. Rollouts still run on rank 0 alone: the engines of the other ranks go to sleep at
+    once, discarding their weights (level 2), and are never woken.
+    """
     import torch
 
     device = cfg.rollout.device
@@ -36,13 +45,20 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
     if cfg.rollout.engine == "vllm":
         from ..rollout.vllm_engine import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(
+        engine = VLLMRolloutEngine(
             cfg.model.hf,
             dtype=cfg.rollout.dtype,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-            enable_sleep_mode=cfg.rollout.sleep_between_steps,
+            enable_sleep_mode=cfg.rollout.sleep_between_steps or rank != 0,
+            sleep_level=cfg.rollout.sleep_level if rank == 0 else 2,
             seed=cfg.train.seed,
+            bucket_bytes=cfg.rollout.sync_bucket_mb << 20,
         )
+        if rank != 0:
+            engine.sleep()
+        return engine
+    if rank != 0:
+        return None
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from ..rollout.hf_engine import DTYPES, HFRolloutEngine
@@ -68,7 +84,8 @@ def build_simulator(cfg: GRPOConfig, run_dir: Path):
 
 
 def sync_weights(engine, named_tensors, rank0: bool) -> dict:
-    """Push (HF name, tensor) pairs into the engine; every TP rank iterates (they all-gather)."""
+    """Push (HF name, tensor) pairs into rank 0's engine; every rank iterates (the tensors are gathered
+    over tensor- and pipeline-parallel groups), the others drop what they receive."""
     t0 = time.perf_counter()
     if rank0:
         info = engine.update_weights(named_tensors)

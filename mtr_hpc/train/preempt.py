@@ -2,7 +2,8 @@
 
 Slurm sends the signal before a time limit (`--signal=USR1@120`) or on preemption; every rank sets its
 flag, the ranks agree (one all-reduce per step), save a checkpoint together, and the process exits with
-`PREEMPTED_EXIT_CODE` so the batch script knows to requeue.
+`PREEMPTED_EXIT_CODE` so the batch script knows to requeue. The all-reduce runs on the default group,
+which is NCCL on GPUs: the flag tensor lives on the device that group's backend serves.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ class PreemptionFlag:
         """True on every rank when any rank was signalled."""
         import torch.distributed as dist
 
-        flag = torch.tensor([1 if self.requested else 0])
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        from ..models.parallel import collective_device
+
+        if not (dist.is_initialized() and dist.get_world_size() > 1):
+            return self.requested
+        flag = torch.tensor([1 if self.requested else 0], device=collective_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
     def restore(self) -> None:

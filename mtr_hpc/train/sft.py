@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..config import to_dict
+from ..data.trained_on import example_key, write_trained_on
 from ..errors import ConfigError, MtrError
 from ..models.parallel import init_parallel
 from ..models.registry import load_tokenizer
@@ -23,10 +24,10 @@ from ..trace.io import read_traces
 from ..trace.render import ChatRenderer
 from ..tracking import MetricsLogger
 from . import checkpoint as ckpt
-from .batches import microbatches
+from .batches import microbatches, uses_thd
 from .grammar import measure as grammar_measure
 from .grammar import turn_prompts
-from .model_io import build_policy, export_hf, policy_source
+from .model_io import build_policy, export_hf, model_origin, policy_source
 from .preempt import PreemptionFlag
 from .schedule import ScheduleConfig, lr_at
 from .seams import get_seam
@@ -43,8 +44,10 @@ def run_sft(cfg: SFTConfig) -> dict:
     rank0 = dist.get_rank() == 0
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     _check_batch(cfg, dp_size)
-    seam = get_seam(cfg.device, bf16=cfg.model.dtype == "bf16")
-    thd = cfg.model.layer_spec == "te"
+    seam = get_seam(
+        cfg.device, dtype=cfg.model.dtype, use_distributed_optimizer=cfg.optim.use_distributed_optimizer
+    )
+    thd = uses_thd(cfg.model.layer_spec, cfg.train.micro_batch_rows)
 
     run_dir = Path(cfg.out)
     if rank0:
@@ -57,6 +60,9 @@ def run_sft(cfg: SFTConfig) -> dict:
     renderer = ChatRenderer(tokenizer, cfg.data.system_prompt)
     traces, bad_lines = load_traces(cfg.data)
     train_traces, held_traces = split_heldout(traces, cfg.data.heldout_fraction, cfg.train.seed)
+    if rank0:
+        keys = (example_key(t.benchmark, t.example_id) for t in train_traces)
+        write_trained_on(run_dir, "sft", keys, model_origin(cfg.model.hf))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else renderer.end_of_turn_id
     rows, stats = build_rows(train_traces, renderer, cfg.data.seq_len, pad_id, cfg.data.overflow)
     eval_rows = []
@@ -76,7 +82,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         grammar_before = grammar_measure(src.hf_dir, renderer, grammar_prompts, cfg.grammar, _engine_device())
 
     # Model and optimizer, then resume if a checkpoint exists.
-    model = seam.wrap_model(build_policy(cfg.model, src, cfg.init))
+    model = seam.wrap_model(build_policy(cfg.model, src, cfg.init, seam.device))
     optimizer = seam.build_optimizer(model, cfg.optim)
     ckpt_root = run_dir / "checkpoints"
     topo = ckpt.topology(cfg.model, dp_size)

@@ -1,11 +1,9 @@
-"""The forward step and loss function shared by both device seams (Megatron's schedule signature).
+"""The SFT forward step and loss function, shared by both device seams (Megatron's schedule signature).
 
 `forward_step(data_iterator, model) -> (per-token loss, loss_func)` and
-`loss_func(output) -> (masked loss SUM, masked token count, report)`: the three-value form Megatron
-uses with `calculate_per_token_loss=True`, where the schedule backpropagates the sum and
-`finalize_model_grads` divides gradients by the token count of the whole step (all microbatches and
-data-parallel ranks). The CPU seam reproduces exactly that division, so both seams optimize the same
-token-mean objective.
+`loss_func(output) -> (masked loss SUM, masked token count, report)`: the seam contract
+(`seams.base`); SFT needs no report. Gradients end up divided by the token count of the whole step
+(all microbatches and data-parallel ranks) on both seams, so they optimize the same token-mean objective.
 """
 
 from __future__ import annotations
@@ -18,10 +16,7 @@ import torch
 def masked_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
     losses = output_tensor.float()
     mask = loss_mask.float().reshape(losses.shape)
-    loss_sum = (losses * mask).sum()
-    num_tokens = mask.sum().to(torch.int)
-    report = torch.stack([loss_sum.detach().clone(), num_tokens.detach().float()])
-    return loss_sum, num_tokens, {"lm loss": report}
+    return (losses * mask).sum(), mask.sum().to(torch.int), {}
 
 
 def sft_forward_step(data_iterator, model):

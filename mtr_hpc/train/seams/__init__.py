@@ -8,7 +8,7 @@ forward step and loss are shared (`mtr_hpc.train.step`).
 
 from __future__ import annotations
 
-from .base import DeviceSeam, OptimConfig, StepResult
+from .base import DeviceSeam, OptimConfig
 
 
 def get_seam(device: str, **kwargs) -> DeviceSeam:
@@ -30,4 +30,4 @@ def get_seam(device: str, **kwargs) -> DeviceSeam:
     raise ConfigError("device", f"'{device}' is not one of cpu, gpu, auto")
 
 
-__all__ = ["DeviceSeam", "OptimConfig", "StepResult", "get_seam"]
+__all__ = ["DeviceSeam", "OptimConfig", "get_seam"]

@@ -1,11 +1,29 @@
-"""The seam protocol and the optimizer config both implementations read."""
+"""The seam protocol, the contract of the loss functions it runs, and the optimizer config.
+
+Contract (both seams, every pass):
+
+- `forward_step(data_iterator, model) -> (output, loss_func)` and `loss_func(output) -> (loss_sum,
+  num_tokens, report)`: the summed loss of the microbatch (a scalar tensor carrying the gradient), its
+  token count (an integer tensor) and the caller's report (anything). This is Megatron's three-value
+  form under `calculate_per_token_loss=True`.
+- `forward_backward` returns (loss, tokens, reports): `loss` and `tokens` summed over the microbatches
+  and data-parallel ranks and known on every rank (the seam records them as the loss functions return
+  them; it never looks inside a report); `reports` are this rank's reports, one per microbatch, on the
+  last pipeline stage (empty on the others).
+- Training passes leave gradients of `sum(loss_sum) / sum(num_tokens)` over the whole step (all
+  microbatches and data-parallel ranks). Forward-only passes build no autograd graph.
+- A rank may get no microbatches (an empty data-parallel slice): it contributes zero loss, zero tokens
+  and zero gradients, and joins every collective the other ranks make.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 
 @dataclass
@@ -13,25 +31,17 @@ class OptimConfig:
     lr: float = 1e-5
     min_lr: float = 0.0
     warmup_steps: int = 0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # not applied to biases and norm weights (1-D parameters)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
-    use_distributed_optimizer: bool = True  # GPU seam only
-
-
-@dataclass
-class StepResult:
-    loss: float  # masked token mean over the whole step
-    tokens: int  # masked-in tokens of the step (all DP ranks)
-    grad_norm: float
-    skipped: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
+    use_distributed_optimizer: bool = True  # GPU seam only: ZeRO-1 sharding of the optimizer state
 
 
 class DeviceSeam(Protocol):
     name: str
+    device: str  # where the models it trains are built: cpu | cuda
 
     def wrap_model(self, model): ...
 
@@ -39,17 +49,10 @@ class DeviceSeam(Protocol):
 
     def forward_backward(
         self, model, forward_step: Callable, microbatches: list[dict], forward_only: bool = False
-    ) -> tuple[float, int, list[dict]]:
-        """Run every microbatch; return (summed masked loss, masked tokens, per-microbatch reports).
-
-        Loss and tokens are summed over all DP ranks; the reports are this rank's (last pipeline stage),
-        whatever the loss function put in its third return value. With `forward_only=False` gradients
-        are accumulated and already divided by the token count of the whole step.
-        """
-        ...
+    ) -> tuple[float, int, list[Any]]: ...
 
     def optimizer_step(self, model, optimizer, lr: float, clip_grad: float) -> tuple[float, bool]:
-        """Clip, step, zero grads; return (grad norm, skipped)."""
+        """Clip, step, zero grads; return (grad norm before clipping, skipped)."""
         ...
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]: ...
@@ -61,4 +64,25 @@ class DeviceSeam(Protocol):
     def unwrap(self, model): ...
 
 
-MicrobatchIter = Iterator[dict[str, Any]]
+def recording(forward_step: Callable, totals: list[torch.Tensor]) -> Callable:
+    """`forward_step` whose loss functions also append [loss_sum, num_tokens] (float64, detached) to
+    `totals`: how a seam learns the sums without reading the caller's reports."""
+
+    def step(data_iterator, model):
+        output, loss_func = forward_step(data_iterator, model)
+
+        def recorded(output_tensor):
+            loss_sum, num_tokens, report = loss_func(output_tensor)
+            totals.append(torch.stack([loss_sum.detach().double(), num_tokens.detach().double()]))
+            return loss_sum, num_tokens, report
+
+        return output, recorded
+
+    return step
+
+
+def summed(totals: list[torch.Tensor], device) -> torch.Tensor:
+    """[loss, tokens] of the recorded microbatches (zeros for none), float64 on `device`."""
+    if not totals:
+        return torch.zeros(2, dtype=torch.float64, device=device)
+    return torch.stack(totals).to(device).sum(0)

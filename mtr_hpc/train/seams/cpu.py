@@ -17,11 +17,12 @@ import torch.distributed as dist
 
 from ...errors import ConfigError
 from ..checkpoint import check_shapes, rng_state, set_rng_state
-from .base import OptimConfig
+from .base import OptimConfig, recording, summed
 
 
 class CpuSeam:
     name = "cpu"
+    device = "cpu"  # where models for this seam are built
 
     def __init__(self, **_: Any):
         pass
@@ -55,22 +56,19 @@ class CpuSeam:
 
     def forward_backward(
         self, model, forward_step: Callable, microbatches: list[dict], forward_only: bool = False
-    ) -> tuple[float, int, list[dict]]:
+    ) -> tuple[float, int, list]:
+        """See `base` for the contract."""
         it = iter(microbatches)
-        reports = []
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        tokens = torch.zeros((), dtype=torch.float64)
-        ctx = torch.no_grad() if forward_only else torch.enable_grad()
-        with ctx:
+        reports, recorded = [], []
+        step = recording(forward_step, recorded)
+        with torch.no_grad() if forward_only else torch.enable_grad():
             for _ in microbatches:
-                output, loss_func = forward_step(it, model)
-                s, n, report = loss_func(output)
+                output, loss_func = step(it, model)
+                loss_sum, _, report = loss_func(output)
                 reports.append(report)
                 if not forward_only:
-                    s.backward()
-                loss_sum += s.detach().double()
-                tokens += n.double()
-        totals = torch.stack([loss_sum, tokens])
+                    loss_sum.backward()
+        totals = summed(recorded, "cpu")
         group = _dp_group()
         if group is not None:
             dist.all_reduce(totals, group=group)
@@ -79,10 +77,17 @@ class CpuSeam:
         return totals[0].item(), int(totals[1].item()), reports
 
     def _finalize_grads(self, model, step_tokens: float) -> None:
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        params = [p for p in model.parameters() if p.requires_grad]
+        group = _dp_group()
+        if group is not None:
+            # A rank with an empty slice (or a parameter its microbatches did not reach) holds no
+            # gradient; it still sends zeros, so every rank reduces buffers of the same layout.
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return
-        group = _dp_group()
         if group is not None:
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat, group=group)

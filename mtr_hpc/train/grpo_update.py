@@ -1,0 +1,100 @@
+"""One GRPO policy update on this rank's slice of the scored episodes, through the device seam.
+
+Old (and reference) log-probs are recomputed by the trainer, then `minibatches` clipped-policy updates
+run. Every rank makes the same calls in the same order, whatever its slice (an empty data-parallel slice
+included), so the collectives inside the seam always pair up: the number of updates is the configured
+one, not the number of microbatches a rank happens to hold. Log-probs, losses and their statistics exist
+on the last pipeline stage; sums are reduced over data-parallel ranks there and the finished metrics are
+handed to every stage of the pipeline (the logger sits on global rank 0, a first-stage rank).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+
+from ..models.parallel import collective_device, from_last_stage
+from .grpo_batch import LossSettings, make_forward_step, microbatches
+from .grpo_config import GRPOConfig
+from .grpo_loss import all_reduce_stats, empty_stats, finalize_stats, merge_stats
+from .schedule import ScheduleConfig, lr_at
+
+
+def policy_update(
+    seam, model, reference, optimizer, local: list, cfg: GRPOConfig, settings: LossSettings, tp_group,
+    pad_id: int, step: int, schedule: ScheduleConfig, timings: dict,
+) -> dict:  # fmt: skip
+    """Train on `local` (this rank's samples); the `grpo/*` metrics of the whole step."""
+    mbs = [seam.to_device(b) for b in microbatches(local, cfg.train.micro_batch_rows, pad_id)]
+    t = time.perf_counter()
+    old = logprob_pass(seam, model, mbs, settings, tp_group, "old_logprobs")
+    timings["timing_s/old_logprobs"] = time.perf_counter() - t
+    if reference is not None:
+        t = time.perf_counter()
+        logprob_pass(seam, reference, mbs, settings, tp_group, "ref_logprobs")
+        timings["timing_s/reference"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out = train_on(
+        seam, model, optimizer, mbs, settings, tp_group, cfg, step, schedule, reference is not None
+    )
+    timings["timing_s/train"] = time.perf_counter() - t
+    out.update(logprob_metrics(mbs, old))
+    return from_last_stage(out)
+
+
+def logprob_pass(seam, model, mbs: list[dict], settings: LossSettings, tp_group, key: str) -> list[dict]:
+    """Forward-only pass; each microbatch gets its per-token log-probs under `key` (last stage)."""
+    model.eval()
+    _, _, reports = seam.forward_backward(
+        model, make_forward_step("logprobs", settings, tp_group), mbs, forward_only=True
+    )
+    for mb, rep in zip(mbs, reports, strict=False):
+        mb[key] = rep["logprobs"]
+    return reports
+
+
+def train_on(
+    seam, model, optimizer, mbs: list[dict], settings: LossSettings, tp_group, cfg: GRPOConfig, step: int,
+    schedule: ScheduleConfig, with_kl: bool,
+) -> dict:  # fmt: skip
+    from megatron.core import parallel_state as ps
+
+    k = max(1, cfg.algo.minibatches)
+    forward = make_forward_step("train", settings, tp_group)
+    stats, norms, losses, lr = empty_stats(with_kl, seam.device), [], [], 0.0
+    for j in range(k):
+        model.train()
+        loss_sum, count, reports = seam.forward_backward(model, forward, mbs[j::k])
+        lr = lr_at(step * k + j, cfg.train.steps * k, schedule)
+        norm, _ = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
+        norms.append(norm)
+        losses.append(loss_sum / max(count, 1))
+        for rep in reports:
+            stats = merge_stats(stats, rep["stats"])
+    if ps.get_data_parallel_world_size() > 1:
+        stats = all_reduce_stats(stats, ps.get_data_parallel_group())
+    out = {f"grpo/{name}": v for name, v in finalize_stats(stats).items()}
+    out["grpo/loss"] = sum(losses) / len(losses)
+    out["grpo/grad_norm"] = sum(norms) / len(norms)
+    out["grpo/lr"] = lr
+    return out
+
+
+def logprob_metrics(mbs: list[dict], reports: list[dict]) -> dict:
+    """Mean |trainer - engine| log-prob and mean entropy per sampled token, over data-parallel ranks."""
+    from megatron.core import parallel_state as ps
+
+    sums = torch.zeros(3, dtype=torch.float64)
+    for mb, rep in zip(mbs, reports, strict=False):
+        m = mb["mask"]
+        sums[0] += float(((mb["old_logprobs"] - mb["engine_logprobs"]).abs() * m).sum())
+        sums[1] += float(rep["entropy_sum"])
+        sums[2] += float(m.sum())
+    if ps.get_data_parallel_world_size() > 1:
+        group = ps.get_data_parallel_group()
+        sums = sums.to(collective_device(group))
+        dist.all_reduce(sums, group=group)
+    n = max(float(sums[2]), 1.0)
+    return {"grpo/logprob_abs_diff": float(sums[0]) / n, "grpo/entropy": float(sums[1]) / n}
