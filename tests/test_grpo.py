@@ -120,3 +120,33 @@ def test_nan_reward_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(RewardNaNError, match="step 0"):
         grpo.run_grpo(_cfg(tmp_path / "nan", "export_hf=false"))
     assert (tmp_path / "nan" / "checkpoints" / "latest").exists()
+
+
+def _grpo_worker(rank, world, out, extra):
+    from mtr_hpc.train.grpo import run_grpo
+
+    run_grpo(_cfg(Path(out), "export_hf=false", *extra))
+    return (
+        [
+            {k: r[k] for k in ("grpo/reward/total", "grpo/loss", "grpo/grad_norm", "grpo/kl")}
+            for r in _metrics(Path(out))
+        ]
+        if rank == 0
+        else None
+    )
+
+
+# 3 samples a step, 2 updates: with 2 ranks, rank 1's share of the second update is empty.
+@pytest.mark.parametrize(
+    "extra", [[], ["algo.prompts_per_step=1", "algo.group_size=3"]], ids=["even", "empty-share"]
+)
+def test_two_data_parallel_ranks_give_the_single_rank_run(tmp_path, extra):
+    from _dist import run_distributed
+
+    (one,) = run_distributed(_grpo_worker, 1, str(tmp_path / "one"), extra, timeout=300)
+    two = run_distributed(_grpo_worker, 2, str(tmp_path / "two"), extra, timeout=300)[0]
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two, strict=True):
+        assert b["grpo/reward/total"] == a["grpo/reward/total"]  # rank 0 rolls out in both
+        for key in ("grpo/loss", "grpo/grad_norm", "grpo/kl"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key

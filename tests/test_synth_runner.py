@@ -15,13 +15,14 @@ import pytest
 
 from mtr_hpc.config import load_config
 from mtr_hpc.data import load_sample
+from mtr_hpc.data.example import example_key
 from mtr_hpc.data.splits import select_part
 from mtr_hpc.errors import ConfigError, DataError
 from mtr_hpc.synth import runner as runner_mod
 from mtr_hpc.synth.merge import MergeError, merge_run
 from mtr_hpc.synth.run_config import SynthRunConfig
 from mtr_hpc.synth.runner import run_shards
-from mtr_hpc.synth.shards import Journal, ShardSpec, example_key, shard_of, slurm_array_shard
+from mtr_hpc.synth.shards import Journal, ShardSpec, shard_of, slurm_array_shard
 from mtr_hpc.trace.io import trace_from_dict
 from mtr_hpc.trace.validator import validate_trace
 

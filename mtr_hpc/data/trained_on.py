@@ -13,9 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..io import atomic_write_json, read_json
-from .example import example_key
-
-__all__ = ["FILENAME", "example_key", "run_dir_of", "trained_keys", "write_trained_on"]
 
 FILENAME = "trained_on.json"
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import load_benchmark, sample_path
-from ..data.example import QAExample
+from ..data.example import QAExample, example_key
 from ..data.loaders import canonical_benchmark
 from ..data.splits import select_part
-from ..data.trained_on import example_key, trained_keys
+from ..data.trained_on import trained_keys
 from ..errors import ConfigError, DataError, MtrError
 from .config import BenchmarkSpec, EvalConfig, validate_config
 from .models import ModelSource, check_model

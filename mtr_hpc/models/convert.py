@@ -257,10 +257,12 @@ def megatron_to_hf_iter(
 
     Each tensor is all-gathered over `tp_group` inside the pipeline stage that holds it, then broadcast
     from that stage over `pp_group`, so every rank of both groups receives every full tensor, one at a
-    time (never a second copy of the model). All ranks of both groups must iterate in step. With a
-    group of `None` that dimension is taken to have one rank.
+    time: no rank ever holds a second copy of its stage or of the model. All ranks of both groups must
+    iterate in step. With a group of `None` that dimension is taken to have one rank.
     """
     import torch.distributed as dist
+
+    from .parallel import collective_device
 
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
     tp = dist.get_world_size(tp_group) if tp_group is not None else 1
@@ -273,18 +275,24 @@ def megatron_to_hf_iter(
         yield from _stage_tensors(state, layout, None, tp_group)
         return
     me = dist.get_rank(pp_group)
-    device = next((t.device for t in state.values() if isinstance(t, torch.Tensor)), torch.device("cpu"))
+    # The device the group's backend serves (NCCL: this rank's GPU), not that of some state entry:
+    # Transformer Engine keeps its `_extra_state` on the CPU.
+    device = collective_device(pp_group)
     for stage in range(pp):
         src = dist.get_global_rank(pp_group, stage)
-        if stage == me:
-            items = list(_stage_tensors(state, layout, stage, tp_group))
-            box = [[(n, tuple(t.shape), t.dtype) for n, t in items]]
-        else:
-            items, box = [], [None]
-        # Tensor names, shapes and dtypes of the stage, so the receivers can allocate.
-        dist.broadcast_object_list(box, src=src, group=pp_group, device=device)
-        for k, (name, shape, dtype) in enumerate(box[0]):
-            t = items[k][1].contiguous() if stage == me else torch.empty(shape, dtype=dtype, device=device)
+        mine = _stage_tensors(state, layout, stage, tp_group) if stage == me else None
+        while True:
+            item = next(mine, None) if mine is not None else None
+            # Name, shape and dtype first, so that receivers can allocate; None ends the stage.
+            box = [(item[0], tuple(item[1].shape), item[1].dtype) if item is not None else None]
+            dist.broadcast_object_list(box, src=src, group=pp_group, device=device)
+            if box[0] is None:
+                break
+            name, shape, dtype = box[0]
+            if item is not None:
+                t = item[1].to(device).contiguous()
+            else:
+                t = torch.empty(shape, dtype=dtype, device=device)
             dist.broadcast(t, src=src, group=pp_group)
             yield name, t
 

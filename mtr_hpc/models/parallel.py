@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -49,29 +50,34 @@ def collective_device(group=None) -> torch.device:
     return torch.device("cpu")
 
 
-def _init_process_group(backend: str) -> None:
+def _init_process_group(backend: str, timeout_min: float | None) -> None:
     if dist.is_initialized():
         return
     if backend == "nccl" and "LOCAL_RANK" in os.environ:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    kwargs = {"timeout": timedelta(minutes=timeout_min)} if timeout_min else {}
     if all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, **kwargs)
         return
     # Not launched by torchrun: a one-process world over a private TCP store.
     dist.init_process_group(
-        backend=backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+        backend=backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1, **kwargs
     )
 
 
-def init_parallel(tp: int = 1, pp: int = 1, backend: str | None = None, seed: int = 1234) -> ParallelInfo:
+def init_parallel(
+    tp: int = 1, pp: int = 1, backend: str | None = None, seed: int = 1234, timeout_min: float | None = None
+) -> ParallelInfo:
     """Initialize torch.distributed (if needed) and Megatron's model-parallel groups, then seed RNGs.
 
-    Calling it again with the same sizes is a no-op; with other sizes the Megatron groups are rebuilt.
+    `timeout_min` bounds how long a collective may wait (torch's default is 10 minutes for NCCL: a GRPO
+    rank waiting for rank 0's rollouts needs longer). Calling it again with the same sizes is a no-op;
+    with other sizes the Megatron groups are rebuilt.
     """
     from megatron.core import parallel_state as ps
 
     backend = backend or default_backend()
-    _init_process_group(backend)
+    _init_process_group(backend, timeout_min)
     world = dist.get_world_size()
     if world % (tp * pp):
         raise MtrError(f"world size {world} is not divisible by tp*pp = {tp}*{pp}")

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..config import to_dict
 from ..data import QAExample, load_benchmark, sample_path
+from ..data.example import example_key
 from ..data.splits import select_part
 from ..io import atomic_write, atomic_write_json, read_json
 from ..rundir import prepare_run_dir, versions
@@ -43,7 +44,7 @@ from .filtering import SynthAgents, Verdict, asynthesize_example
 from .merge import dumps_line, summarize
 from .retrieval import DistractorPool
 from .run_config import IDENTITY_IGNORE, SAMPLE_SOURCE, SynthRunConfig
-from .shards import Journal, ShardCache, ShardPaths, ShardSpec, example_key
+from .shards import Journal, ShardCache, ShardPaths, ShardSpec
 from .tool_library import ToolLibrary
 
 

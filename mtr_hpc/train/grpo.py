@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
-from ..data.trained_on import example_key, write_trained_on
+from ..data.example import example_key
+from ..data.trained_on import write_trained_on
 from ..models.parallel import init_parallel
 from ..models.registry import load_tokenizer
 from ..reward import score_episode
@@ -51,16 +52,20 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
-    init_parallel(cfg.model.tp, cfg.model.pp, seed=cfg.train.seed)
+    init_parallel(cfg.model.tp, cfg.model.pp, seed=cfg.train.seed, timeout_min=cfg.train.dist_timeout_min)
     rank0 = dist.get_rank() == 0
-    dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    dp_size = ps.get_data_parallel_world_size()
     tp_group = ps.get_tensor_model_parallel_group() if cfg.model.tp > 1 else None
     seam = get_seam(
         cfg.device, dtype=cfg.model.dtype, use_distributed_optimizer=cfg.optim.use_distributed_optimizer
     )
     run_dir = Path(cfg.out)
     if rank0:
-        prepare_run_dir(run_dir, cfg, ignore_keys=("train.steps", "resume", "export_hf", "wandb"))
+        prepare_run_dir(
+            run_dir,
+            cfg,
+            ignore_keys=("train.steps", "train.dist_timeout_min", "resume", "export_hf", "wandb"),
+        )
     dist.barrier()
 
     src = policy_source(cfg.model)
@@ -79,14 +84,14 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     optimizer = seam.build_optimizer(model, cfg.optim)
     reference = None
     if cfg.algo.kl_coef > 0:
+        # The frozen initial policy. Checkpoints do not hold it: a resumed run builds the same initial
+        # weights (the same source, or the same seeds for `init=random`) before loading its checkpoint.
         reference = build_policy(cfg.model, src, cfg.init, seam.device).eval()
         reference.load_state_dict(seam.unwrap(model).state_dict())
     ckpt_root = run_dir / "checkpoints"
     topo = ckpt.topology(cfg.model, dp_size)
-    start_step, pos, extra = ckpt.resume(seam, model, optimizer, ckpt_root, topo, cfg.resume)
+    start_step, pos, _ = ckpt.resume(seam, model, optimizer, ckpt_root, topo, cfg.resume)
     position = DataPosition(**pos) if pos else DataPosition()
-    if reference is not None and "reference" in extra:
-        reference.load_state_dict(extra["reference"])
     # The engine starts from the policy's weights, whatever it loaded on its own.
     sync_weights(engine, hf_named_tensors(seam.unwrap(model), src), rank0)
 
@@ -100,10 +105,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     batches = prompts.batches(position)
 
     def save(step_done: int) -> None:
-        extra = {"reference": reference.state_dict()} if reference is not None else None
-        ckpt.save_step(
-            seam, model, optimizer, ckpt_root, step_done, position, topo, cfg.train.keep_last, extra
-        )
+        ckpt.save_step(seam, model, optimizer, ckpt_root, step_done, position, topo, cfg.train.keep_last)
 
     bar = ckpt.progress_bar(rank0, start_step, cfg.train.steps, "grpo")
     preempt = PreemptionFlag()
@@ -145,9 +147,8 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         # is the same on every rank, so either all ranks train or none does.
         train_metrics = {}
         if samples:
-            local = samples[dp_rank::dp_size]
             train_metrics = policy_update(
-                seam, model, reference, optimizer, local, cfg, settings, tp_group, pad_id, step, schedule,
+                seam, model, reference, optimizer, samples, cfg, settings, tp_group, pad_id, step, schedule,
                 timings,
             )  # fmt: skip
 

@@ -61,6 +61,9 @@ class GRPOTrainConfig:
     save_every: int = 5
     keep_last: int = 2
     seed: int = 1234
+    # How long a collective may wait before the job fails; the other ranks wait in one while rank 0
+    # rolls out, so this bounds a step's rollout time.
+    dist_timeout_min: float = 120.0
 
 
 @dataclass

@@ -104,6 +104,13 @@ def entropy_from_logits(
     return torch.cat(out).view(shape) if out else flat.new_zeros(shape, dtype=torch.float32)
 
 
+def _all_reduce(t: torch.Tensor, op, group) -> None:
+    """All-reduce over the tensor-parallel `group`; `None` means the vocabulary is not split (never the
+    world group: data-parallel ranks hold different sequences)."""
+    if group is not None and dist.get_world_size(group) > 1:
+        dist.all_reduce(t, op=op, group=group)
+
+
 class _VocabParallelLogprob(torch.autograd.Function):
     """log p(label) from logits sharded over the vocabulary (rank k holds ids [k·V/tp, (k+1)·V/tp)).
 
@@ -116,17 +123,17 @@ class _VocabParallelLogprob(torch.autograd.Function):
     def forward(ctx, shard: torch.Tensor, labels: torch.Tensor, group) -> torch.Tensor:
         z = shard.float()
         zmax = z.max(dim=-1).values
-        dist.all_reduce(zmax, op=dist.ReduceOp.MAX, group=group)
+        _all_reduce(zmax, dist.ReduceOp.MAX, group)
         z = z - zmax.unsqueeze(-1)
         width = z.shape[-1]
-        start = dist.get_rank(group) * width
+        start = (dist.get_rank(group) if group is not None else 0) * width
         owned = (labels >= start) & (labels < start + width)
         local = torch.where(owned, labels - start, torch.zeros_like(labels))
         target = z.gather(-1, local.unsqueeze(-1)).squeeze(-1) * owned
-        dist.all_reduce(target, group=group)
+        _all_reduce(target, dist.ReduceOp.SUM, group)
         exp = z.exp()
         sum_exp = exp.sum(dim=-1)
-        dist.all_reduce(sum_exp, group=group)
+        _all_reduce(sum_exp, dist.ReduceOp.SUM, group)
         ctx.save_for_backward(exp / sum_exp.unsqueeze(-1), local, owned)
         ctx.in_dtype = shard.dtype
         return target - sum_exp.log()
@@ -146,11 +153,11 @@ class _VocabParallelEntropy(torch.autograd.Function):
     def forward(ctx, shard: torch.Tensor, group) -> torch.Tensor:
         z = shard.float()
         zmax = z.max(dim=-1).values
-        dist.all_reduce(zmax, op=dist.ReduceOp.MAX, group=group)
+        _all_reduce(zmax, dist.ReduceOp.MAX, group)
         z = z - zmax.unsqueeze(-1)
         exp = z.exp()
         sums = torch.stack([exp.sum(-1), (exp * z).sum(-1)])
-        dist.all_reduce(sums, group=group)
+        _all_reduce(sums, dist.ReduceOp.SUM, group)
         sum_exp, sum_ez = sums[0], sums[1]
         mean_z = sum_ez / sum_exp
         ctx.save_for_backward(exp / sum_exp.unsqueeze(-1), z, mean_z)
@@ -169,7 +176,8 @@ def vocab_parallel_logprobs(
 ) -> torch.Tensor:
     """`token_logprobs` for logits split over the vocabulary across the ranks of `tp_group` (equal
     shards in rank order, as Megatron's ColumnParallelLinear output layer makes them); `labels` are
-    global ids. Every rank gets the same fp32 result; gradients flow to each rank's own shard."""
+    global ids. Every rank gets the same fp32 result; gradients flow to each rank's own shard.
+    `tp_group=None`: the logits are the whole vocabulary (no collective at all)."""
     if temperature != 1.0:
         logits_shard = logits_shard / temperature
     return _VocabParallelLogprob.apply(logits_shard, labels, tp_group)

@@ -1,9 +1,10 @@
 """One GRPO policy update on this rank's slice of the scored episodes, through the device seam.
 
 Old (and reference) log-probs are recomputed by the trainer, then `minibatches` clipped-policy updates
-run. Every rank makes the same calls in the same order, whatever its slice (an empty data-parallel slice
-included), so the collectives inside the seam always pair up: the number of updates is the configured
-one, not the number of microbatches a rank happens to hold. Log-probs, losses and their statistics exist
+run. Update `j` trains on the samples `samples[j::k]` of the whole step, shared out over data-parallel
+ranks, so the sequence of updates does not depend on the number of ranks. Every rank makes the same
+calls in the same order, whatever its share (an empty one included), so the collectives inside the seam
+always pair up. Log-probs, losses and their statistics exist
 on the last pipeline stage; sums are reduced over data-parallel ranks there and the finished metrics are
 handed to every stage of the pipeline (the logger sits on global rank 0, a first-stage rank).
 """
@@ -23,11 +24,20 @@ from .schedule import ScheduleConfig, lr_at
 
 
 def policy_update(
-    seam, model, reference, optimizer, local: list, cfg: GRPOConfig, settings: LossSettings, tp_group,
+    seam, model, reference, optimizer, samples: list, cfg: GRPOConfig, settings: LossSettings, tp_group,
     pad_id: int, step: int, schedule: ScheduleConfig, timings: dict,
 ) -> dict:  # fmt: skip
-    """Train on `local` (this rank's samples); the `grpo/*` metrics of the whole step."""
-    mbs = [seam.to_device(b) for b in microbatches(local, cfg.train.micro_batch_rows, pad_id)]
+    """Train on this rank's share of `samples` (the whole step's, the same on every rank); the `grpo/*`
+    metrics of the whole step."""
+    from megatron.core import parallel_state as ps
+
+    dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    k = max(1, cfg.algo.minibatches)
+    updates = []  # this rank's microbatches of each update
+    for j in range(k):
+        mine = samples[j::k][dp_rank::dp_size]
+        updates.append([seam.to_device(b) for b in microbatches(mine, cfg.train.micro_batch_rows, pad_id)])
+    mbs = [mb for update in updates for mb in update]
     t = time.perf_counter()
     old = logprob_pass(seam, model, mbs, settings, tp_group, "old_logprobs")
     timings["timing_s/old_logprobs"] = time.perf_counter() - t
@@ -37,7 +47,7 @@ def policy_update(
         timings["timing_s/reference"] = time.perf_counter() - t
     t = time.perf_counter()
     out = train_on(
-        seam, model, optimizer, mbs, settings, tp_group, cfg, step, schedule, reference is not None
+        seam, model, optimizer, updates, settings, tp_group, cfg, step, schedule, reference is not None
     )
     timings["timing_s/train"] = time.perf_counter() - t
     out.update(logprob_metrics(mbs, old))
@@ -56,28 +66,33 @@ def logprob_pass(seam, model, mbs: list[dict], settings: LossSettings, tp_group,
 
 
 def train_on(
-    seam, model, optimizer, mbs: list[dict], settings: LossSettings, tp_group, cfg: GRPOConfig, step: int,
-    schedule: ScheduleConfig, with_kl: bool,
+    seam, model, optimizer, updates: list[list[dict]], settings: LossSettings, tp_group, cfg: GRPOConfig,
+    step: int, schedule: ScheduleConfig, with_kl: bool,
 ) -> dict:  # fmt: skip
+    """One clipped-policy update per entry of `updates` (this rank's microbatches of it)."""
     from megatron.core import parallel_state as ps
 
-    k = max(1, cfg.algo.minibatches)
+    k = len(updates)
     forward = make_forward_step("train", settings, tp_group)
     stats, norms, losses, lr = empty_stats(with_kl, seam.device), [], [], 0.0
     for j in range(k):
         model.train()
-        loss_sum, count, reports = seam.forward_backward(model, forward, mbs[j::k])
+        loss_sum, count, reports = seam.forward_backward(model, forward, updates[j])
         lr = lr_at(step * k + j, cfg.train.steps * k, schedule)
+        if count == 0:  # no token on any rank (fewer microbatches than updates): no Adam step on zeros
+            seam.zero_grads(model, optimizer)
+            continue
         norm, _ = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
         norms.append(norm)
-        losses.append(loss_sum / max(count, 1))
+        losses.append(loss_sum / count)
         for rep in reports:
             stats = merge_stats(stats, rep["stats"])
     if ps.get_data_parallel_world_size() > 1:
         stats = all_reduce_stats(stats, ps.get_data_parallel_group())
     out = {f"grpo/{name}": v for name, v in finalize_stats(stats).items()}
-    out["grpo/loss"] = sum(losses) / len(losses)
-    out["grpo/grad_norm"] = sum(norms) / len(norms)
+    out["grpo/loss"] = sum(losses) / max(len(losses), 1)
+    out["grpo/grad_norm"] = sum(norms) / max(len(norms), 1)
+    out["grpo/updates"] = len(norms)
     out["grpo/lr"] = lr
     return out
 

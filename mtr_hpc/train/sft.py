@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ..config import to_dict
-from ..data.trained_on import example_key, write_trained_on
+from ..data.example import example_key
+from ..data.trained_on import write_trained_on
 from ..errors import ConfigError, MtrError
 from ..models.parallel import init_parallel
 from ..models.registry import load_tokenizer
@@ -40,7 +41,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
-    init_parallel(cfg.model.tp, cfg.model.pp, seed=cfg.train.seed)
+    init_parallel(cfg.model.tp, cfg.model.pp, seed=cfg.train.seed, timeout_min=cfg.train.dist_timeout_min)
     rank0 = dist.get_rank() == 0
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     _check_batch(cfg, dp_size)
@@ -51,7 +52,11 @@ def run_sft(cfg: SFTConfig) -> dict:
 
     run_dir = Path(cfg.out)
     if rank0:
-        prepare_run_dir(run_dir, cfg, ignore_keys=("train.steps", "resume", "export_hf", "wandb"))
+        prepare_run_dir(
+            run_dir,
+            cfg,
+            ignore_keys=("train.steps", "train.dist_timeout_min", "resume", "export_hf", "wandb"),
+        )
     dist.barrier()
 
     # Data: traces -> token ids + loss masks -> packed rows.

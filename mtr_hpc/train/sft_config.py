@@ -31,6 +31,7 @@ class SFTTrainConfig:
     save_every: int = 50
     keep_last: int = 2
     seed: int = 1234
+    dist_timeout_min: float = 30.0  # how long a collective may wait before the job fails
 
 
 @dataclass

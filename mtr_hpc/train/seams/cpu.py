@@ -99,6 +99,9 @@ class CpuSeam:
         for g in grads:
             g.mul_(scale)
 
+    def zero_grads(self, model, optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
     def optimizer_step(self, model, optimizer, lr: float, clip_grad: float) -> tuple[float, bool]:
         for group in optimizer.param_groups:
             group["lr"] = lr

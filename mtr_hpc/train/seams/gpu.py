@@ -141,10 +141,14 @@ class GpuSeam:
         return totals[0].item(), int(totals[1].item()), list(reports)
 
     def _schedule(self, model, forward_step: Callable, microbatches: list[dict], forward_only: bool):
+        from megatron.core import parallel_state as ps
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        # The contract's loss sums, also for models this seam did not wrap (GRPO's reference policy).
-        self.unwrap(model).config.calculate_per_token_loss = True
+        # The contract's loss sums and variable shapes between stages, also for models this seam did not
+        # wrap (GRPO's reference policy has a config of its own).
+        config = self.unwrap(model).config
+        config.calculate_per_token_loss = True
+        config.variable_seq_lengths = ps.get_pipeline_model_parallel_world_size() > 1
         tokens = microbatches[0]["tokens"]
         return get_forward_backward_func()(
             forward_step_func=forward_step,
@@ -162,9 +166,18 @@ class GpuSeam:
         finalization (gradient reduce, embedding sync, token count) with zero tokens."""
         from megatron.core.distributed.finalize_model_grads import finalize_model_grads
 
+        # A forward-only 1F1B pass enters DDP's no_sync and leaves restoring the flag to garbage collection.
+        for group in getattr(model, "bucket_groups", []) + getattr(
+            model, "expert_parallel_bucket_groups", []
+        ):
+            group.is_last_microbatch = True
         params = [p for p in model.parameters() if p.requires_grad]
         torch.stack([(p * 0).sum().float() for p in params]).sum().backward()
         finalize_model_grads([model], torch.zeros((), dtype=torch.int, device="cuda"))
+
+    def zero_grads(self, model, optimizer) -> None:
+        model.zero_grad_buffer()
+        optimizer.zero_grad()
 
     def optimizer_step(self, model, optimizer, lr: float, clip_grad: float) -> tuple[float, bool]:
         # `clip_grad` is the optimizer's own (OptimizerConfig.clip_grad, the same config value).
