@@ -436,6 +436,8 @@ def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generatin
     log: list = []
     _fake_vllm(monkeypatch, log)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    # Outside a torch.distributed world (another test of this process may have started one).
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     engine = VLLMRolloutEngine("smollm2-135m", sleep_level=level, bucket_bytes=16)
     assert log[0][1]["logprobs_mode"] == "processed_logprobs"
     assert "distributed_executor_backend" not in log[0][1]  # no torch.distributed world here
