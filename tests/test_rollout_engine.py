@@ -486,3 +486,85 @@ def _build_fake_vllm_in_world(rank, world):
         "rank": os.environ["RANK"],
         "world": os.environ["WORLD_SIZE"],
     }
+
+
+# -- prefix cache: a turn reuses the KV of the episode's previous turns ---------------------------------
+
+
+def _turns(engine, params_of, n_turns: int = 3, seed: int = 5):
+    """Three episodes of `n_turns` turns; fixed 'observation' ids are appended after every turn."""
+    g = torch.Generator().manual_seed(seed)
+    contexts = _prompts(seed, lengths=(7, 13, 9))
+    gens_all = []
+    for turn in range(n_turns):
+        gens = engine.generate(contexts, [params_of(i, turn) for i in range(len(contexts))])
+        gens_all.append(gens)
+        obs = [torch.randint(100, VOCAB, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g).tolist()
+               for _ in contexts]  # fmt: skip
+        contexts = [c + x.token_ids + o for c, x, o in zip(contexts, gens, obs, strict=True)]
+    return gens_all
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_prefix_cache_turns_equal_re_prefilled_turns(tiny, temperature):
+    cached = HFRolloutEngine(tiny.model, tokenizer=tiny.tokenizer, batch_size=4)
+    bare = HFRolloutEngine(tiny.model, tokenizer=tiny.tokenizer, batch_size=4, prefix_cache_gb=0)
+
+    def params(i, turn):
+        return SamplingParams(max_new_tokens=5 + i, temperature=temperature, seed=100 * turn + i)
+
+    got, expected = _turns(cached, params), _turns(bare, params)
+    for turn_got, turn_expected in zip(got, expected, strict=True):
+        for a, b in zip(turn_got, turn_expected, strict=True):
+            assert a.token_ids == b.token_ids
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    assert cached._prefix.hits >= 6 and bare._prefix is None  # turns 2 and 3 of all three episodes
+
+
+def test_rows_with_one_prompt_are_prefilled_once_and_sample_on_their_own(tiny):
+    prompt = _prompts(3)[0]
+    engine = HFRolloutEngine(tiny.model, tokenizer=tiny.tokenizer, batch_size=8)
+    together = engine.generate([prompt] * 4, [SamplingParams(max_new_tokens=6, seed=s) for s in range(4)])
+    alone = [
+        HFRolloutEngine(tiny.model, tokenizer=tiny.tokenizer, prefix_cache_gb=0).generate(
+            [prompt], SamplingParams(max_new_tokens=6, seed=s)
+        )[0]
+        for s in range(4)
+    ]
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+    assert len({tuple(g.token_ids) for g in together}) > 1  # distinct seeds, distinct samples
+
+
+def test_a_weight_update_drops_cached_kv():
+    engine = HFRolloutEngine(_fresh_tiny())
+    prompt = [3, 17, 250, 9]
+    first = engine.generate([prompt], SamplingParams(max_new_tokens=3, temperature=0))[0]
+    assert len(engine._prefix) == 1
+    new = {k: v + 0.3 for k, v in _fresh_tiny().state_dict().items()}
+    engine.update_weights(new.items())
+    assert len(engine._prefix) == 0
+    follow = prompt + first.token_ids + [5]
+    fresh = HFRolloutEngine(_fresh_tiny(), prefix_cache_gb=0)
+    fresh.update_weights(new.items())
+    assert engine.generate([follow], SamplingParams(max_new_tokens=3, temperature=0)) == fresh.generate(
+        [follow], SamplingParams(max_new_tokens=3, temperature=0)
+    )
+
+
+def test_prefix_cache_longest_prefix_and_lru_budget():
+    from mtr_hpc.rollout.kv_cache import PrefixCache
+
+    def kv(n):
+        return [(torch.zeros(1, n, 2), torch.zeros(1, n, 2))]  # 2 * n * 2 floats = 16n bytes
+
+    cache = PrefixCache(max_bytes=16 * 10)
+    cache.store((1, 2), kv(2))
+    cache.store((1, 2, 3, 4), kv(4))
+    key, entry = cache.lookup([1, 2, 3, 4, 5])
+    assert key == (1, 2, 3, 4) and entry.length == 4
+    assert cache.lookup([1, 2, 9])[0] == (1, 2)
+    assert cache.lookup([7])[0] is None
+    cache.store((5, 6, 7, 8), kv(4))  # 2 + 4 + 4 tokens = 160 bytes: still within
+    cache.store((9,), kv(1))  # over budget: the least recently used entry goes
+    assert cache.bytes <= cache.max_bytes
+    assert cache.lookup([1, 2, 3, 4, 0])[0] == (1, 2)  # (1, 2, 3, 4) went; (1, 2) was used after it

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import MtrError
+from .kv_cache import Entry, PrefixCache, batch_cache, growing, layer_tensors, row_kv
 from .lifecycle import ManagedEngine
 from .protocol import Generation, SamplingParams, check_prompts
 from .sampling import StopStringMatcher, make_generator, select_tokens
@@ -49,6 +50,7 @@ class HFRolloutEngine(ManagedEngine):
         batch_size: int = 16,
         tokenizer: Any = None,
         eos_token_ids: list[int] | None = None,
+        prefix_cache_gb: float = 2.0,
     ):
         if dtype not in DTYPES:
             raise MtrError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -70,6 +72,8 @@ class HFRolloutEngine(ManagedEngine):
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_token_ids = set(eos_token_ids if eos_token_ids is not None else _model_eos_ids(model))
         self._params = dict(model.named_parameters(remove_duplicate=False))
+        # Finished sequences' KV for the next turn of their episode (0 turns prefix caching off).
+        self._prefix = PrefixCache(int(prefix_cache_gb * 2**30)) if prefix_cache_gb > 0 else None
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -89,13 +93,9 @@ class HFRolloutEngine(ManagedEngine):
     def _generate_batch(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
         from transformers import DynamicCache
 
-        n, width, dev = len(prompts), max(len(p) for p in prompts), self.device
-        input_ids = torch.zeros((n, width), dtype=torch.long, device=dev)
-        mask = torch.zeros((n, width), dtype=torch.long, device=dev)
-        for b, p in enumerate(prompts):
-            input_ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[b, width - len(p) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        n, dev = len(prompts), self.device
+        cache = growing(DynamicCache(config=self.model.config))
+        logits, mask, last_pos, consumed = self._prefill(prompts, cache)
         gens = [make_generator(p.seed, dev) for p in params]
         stops = [StopStringMatcher(self.tokenizer, p.stop_strings) for p in params]
         stop_ids = [set(p.stop_token_ids) | self.eos_token_ids for p in params]
@@ -103,17 +103,7 @@ class HFRolloutEngine(ManagedEngine):
         out_lps: list[list[float]] = [[] for _ in range(n)]
         done: list[Generation | None] = [None] * n
         active = list(range(n))
-        cache = DynamicCache(config=self.model.config)
-        step_ids, step_pos = input_ids, positions
         while True:
-            logits = self.model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=step_pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
             tokens, lps = select_tokens(logits, [params[r] for r in active], [gens[r] for r in active])
             keep = []
             for j, (r, tok, lp) in enumerate(zip(active, tokens.tolist(), lps.tolist(), strict=True)):
@@ -122,27 +112,88 @@ class HFRolloutEngine(ManagedEngine):
                 done[r] = _finished(out_ids[r], out_lps[r], params[r], stop_ids[r], stops[r])
                 if done[r] is None:
                     keep.append(j)
+                elif self._prefix is not None:
+                    # Everything fed so far (prompt + sampled tokens but the last), for the next turn.
+                    key = tuple(prompts[r]) + tuple(out_ids[r][:-1])
+                    self._prefix.store(key, row_kv(cache, j, mask[j].bool()))
+                    consumed.discard(key)
             if not keep:
                 break
-            last_pos = step_pos[:, -1]
             if len(keep) < len(active):
                 idx = torch.tensor(keep, device=dev)
                 cache.batch_select_indices(idx)
                 mask, tokens, last_pos = mask[idx], tokens[idx], last_pos[idx]
                 active = [active[j] for j in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            step_ids, step_pos = tokens.unsqueeze(-1), (last_pos + 1).unsqueeze(-1)
+            last_pos = last_pos + 1
+            logits = self.model(
+                input_ids=tokens.unsqueeze(-1),
+                attention_mask=mask,
+                position_ids=last_pos.unsqueeze(-1),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1, :]
+        if self._prefix is not None:
+            for key in consumed:  # extended by this call's entries
+                self._prefix.drop(key)
         return done  # type: ignore[return-value]
+
+    def _prefill(self, prompts: list[list[int]], cache):
+        """Feed every prompt's uncached tokens and lay the rows out in `cache` for batched decoding:
+        (last-position logits [B, V], attention mask [B, T], last position ids [B], the prefix-cache keys
+        used). Each distinct prompt is prefilled alone, on top of its cached prefix: prefill is
+        compute-bound, so batching it saves nothing, while padding rows to the longest new part would
+        (one row may add a 300-token observation, another a single token). Rows with the same prompt and
+        cached prefix (the G episodes of a group) share one prefill."""
+        from transformers import DynamicCache
+
+        dev = self.device
+        hits = [self._prefix.lookup(p) if self._prefix is not None else (None, None) for p in prompts]
+        unique: dict[tuple[int, ...], int] = {}
+        index = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+        logits, rows = [], []
+        for key in unique:
+            entry = hits[index.index(unique[key])][1]
+            cached = min(entry.length, len(key) - 1) if entry is not None else 0  # feed >= 1 token
+            row = growing(DynamicCache(config=self.model.config))
+            if cached:
+                for layer, (k, v) in enumerate(entry.kv):
+                    row.update(k[None, :, :cached], v[None, :, :cached], layer)
+            out = self.model(
+                input_ids=torch.tensor([key[cached:]], dtype=torch.long, device=dev),
+                position_ids=torch.arange(cached, len(key), device=dev)[None],
+                past_key_values=row,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits.append(out.logits[0, -1])
+            rows.append(Entry([(k[0], v[0]) for k, v in layer_tensors(row)]))
+        lengths = [len(key) for key in unique]
+        for layer, (keys, values) in enumerate(batch_cache(rows, lengths, len(rows[0].kv), logits[0])):
+            cache.update(keys, values, layer)
+        width = max(lengths)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
+        for r, n in enumerate(lengths):
+            mask[r, width - n :] = 1
+        idx = torch.tensor(index, device=dev)
+        if len(rows) < len(prompts):
+            cache.batch_select_indices(idx)
+        last_pos = torch.tensor(lengths, device=dev)[idx] - 1
+        consumed = {key for key, _ in hits if key is not None}
+        return torch.stack(logits)[idx], mask[idx], last_pos, consumed
 
     # -- weights and memory -----------------------------------------------------------------------
 
     def _load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
-        """Copy `(HF name, tensor)` pairs into the model's parameters in place.
+        """Copy `(HF name, tensor)` pairs into the model's parameters in place (cached KV, computed
+        with the old weights, is dropped).
 
         Tied embeddings: `lm_head.weight` and `model.embed_tokens.weight` name the same tensor, so
         either name updates both. Tensors are cast to the engine's dtype and device. An unknown name
         or a shape mismatch raises `MtrError`; pairs before it are already applied.
         """
+        if self._prefix is not None:
+            self._prefix.clear()
         t0 = time.perf_counter()
         nbytes = count = 0
         with torch.no_grad():
@@ -164,6 +215,8 @@ class HFRolloutEngine(ManagedEngine):
 
     def _sleep(self) -> None:
         """On GPU, move the weights to host memory (frees the device for the trainer); no-op on CPU."""
+        if self._prefix is not None:
+            self._prefix.clear()
         if self.device.type != "cpu":
             self.model.to("cpu")
             torch.cuda.empty_cache()
