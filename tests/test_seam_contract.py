@@ -88,7 +88,7 @@ def _reference_sft(model, mbs) -> tuple[float, int, dict]:
         losses.append(s)
         tokens += int(n)
     (torch.stack(losses).sum() / tokens).backward()
-    total = float(torch.stack(losses).sum())
+    total = float(torch.stack(losses).sum().detach())
     grads = _grads(model)
     _zero_grads(model)
     return total, tokens, grads

@@ -19,6 +19,7 @@ KV cache to free between calls: each batch builds its own and drops it).
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -72,6 +73,9 @@ class HFRolloutEngine(ManagedEngine):
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_token_ids = set(eos_token_ids if eos_token_ids is not None else _model_eos_ids(model))
         self._params = dict(model.named_parameters(remove_duplicate=False))
+        # transformers renamed `past_key_values` to `cache` (5.2x; the old name warns until 5.40).
+        forward_args = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         # Finished sequences' KV for the next turn of their episode (0 turns prefix caching off).
         self._prefix = PrefixCache(int(prefix_cache_gb * 2**30)) if prefix_cache_gb > 0 else None
 
@@ -130,7 +134,7 @@ class HFRolloutEngine(ManagedEngine):
                 input_ids=tokens.unsqueeze(-1),
                 attention_mask=mask,
                 position_ids=last_pos.unsqueeze(-1),
-                past_key_values=cache,
+                **{self._cache_arg: cache},
                 use_cache=True,
             ).logits[:, -1, :]
         if self._prefix is not None:
@@ -162,7 +166,7 @@ class HFRolloutEngine(ManagedEngine):
             out = self.model(
                 input_ids=torch.tensor([key[cached:]], dtype=torch.long, device=dev),
                 position_ids=torch.arange(cached, len(key), device=dev)[None],
-                past_key_values=row,
+                **{self._cache_arg: row},
                 use_cache=True,
                 logits_to_keep=1,
             )
