@@ -18,8 +18,12 @@ FILENAME = "trained_on.json"
 
 
 def write_trained_on(run_dir: str | Path, stage: str, keys: Iterable[str], model_from: str) -> Path:
+    """Record `keys`; `model_from` (a model name, or a path, stored absolute so the chain survives a
+    change of working directory) is where the run's model came from."""
+    origin = Path(model_from).expanduser()
+    model_from = str(origin.resolve()) if origin.exists() else model_from
     path = Path(run_dir) / FILENAME
-    atomic_write_json(path, {"stage": stage, "model_from": str(model_from), "examples": sorted(set(keys))})
+    atomic_write_json(path, {"stage": stage, "model_from": model_from, "examples": sorted(set(keys))})
     return path
 
 

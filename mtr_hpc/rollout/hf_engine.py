@@ -13,8 +13,9 @@ stop conditions inside one batch. The loop here:
   string found in its decoded tail, or at `max_new_tokens`.
 
 Prompts are sorted by length before batching to cut padding; results come back in request order.
-Memory: the lifecycle is `ManagedEngine`'s; asleep on a GPU the weights wait in host memory (there is no
-KV cache to free between calls: each batch builds its own and drops it).
+Between calls the engine keeps each finished generation's KV cache (`kv_cache.PrefixCache`), so the
+next turn of an episode prefills only what was appended. Memory: the lifecycle is `ManagedEngine`'s;
+asleep on a GPU the weights wait in host memory and the prefix cache is dropped.
 """
 
 from __future__ import annotations
@@ -152,12 +153,15 @@ class HFRolloutEngine(ManagedEngine):
         from transformers import DynamicCache
 
         dev = self.device
-        hits = [self._prefix.lookup(p) if self._prefix is not None else (None, None) for p in prompts]
         unique: dict[tuple[int, ...], int] = {}
         index = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+        hits = {
+            key: self._prefix.lookup(list(key)) if self._prefix is not None else (None, None)
+            for key in unique
+        }
         logits, rows = [], []
         for key in unique:
-            entry = hits[index.index(unique[key])][1]
+            entry = hits[key][1]
             cached = min(entry.length, len(key) - 1) if entry is not None else 0  # feed >= 1 token
             row = growing(DynamicCache(config=self.model.config))
             if cached:
@@ -173,7 +177,7 @@ class HFRolloutEngine(ManagedEngine):
             logits.append(out.logits[0, -1])
             rows.append(Entry([(k[0], v[0]) for k, v in layer_tensors(row)]))
         lengths = [len(key) for key in unique]
-        for layer, (keys, values) in enumerate(batch_cache(rows, lengths, len(rows[0].kv), logits[0])):
+        for layer, (keys, values) in enumerate(batch_cache(rows)):
             cache.update(keys, values, layer)
         width = max(lengths)
         mask = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
@@ -183,7 +187,7 @@ class HFRolloutEngine(ManagedEngine):
         if len(rows) < len(prompts):
             cache.batch_select_indices(idx)
         last_pos = torch.tensor(lengths, device=dev)[idx] - 1
-        consumed = {key for key, _ in hits if key is not None}
+        consumed = {key for key, _ in hits.values() if key is not None}
         return torch.stack(logits)[idx], mask[idx], last_pos, consumed
 
     # -- weights and memory -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ so every row sees exactly the context it would see alone.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ class PrefixCache:
         self._entries: OrderedDict[tuple[int, ...], Entry] = OrderedDict()
         self._lengths: dict[int, int] = {}  # stored key length -> how many keys have it
         self.bytes = 0
-        self.hits = self.misses = self.reused_tokens = 0
+        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -63,7 +64,6 @@ class PrefixCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return key, entry
-        self.misses += 1
         return None, None
 
     def store(self, key: tuple[int, ...], kv: list[LayerKV]) -> None:
@@ -94,21 +94,19 @@ class PrefixCache:
         self.bytes = 0
 
 
-def batch_cache(entries: list[Entry | None], cached: list[int], num_layers: int, like: torch.Tensor):
-    """Per-layer (keys, values) [B, kv_heads, maxC, head_dim] with row r's first `cached[r]` positions
-    of `entries[r]` right-aligned (the rest zeros, for the attention mask to hide)."""
-    width = max(cached)
-    ref = next(e for e, c in zip(entries, cached, strict=True) if e is not None and c > 0).kv[0][0]
-    heads, dim = ref.shape[0], ref.shape[2]
+def batch_cache(entries: list[Entry]) -> list[LayerKV]:
+    """Per-layer (keys, values) [B, kv_heads, T, head_dim] with row r's KV right-aligned (the rest
+    zeros, for the attention mask to hide)."""
+    width = max(e.length for e in entries)
     out = []
-    for layer in range(num_layers):
-        keys = like.new_zeros((len(entries), heads, width, dim), dtype=ref.dtype)
+    for layer in range(len(entries[0].kv)):
+        ref = entries[0].kv[layer][0]
+        keys = ref.new_zeros((len(entries), ref.shape[0], width, ref.shape[2]))
         values = torch.zeros_like(keys)
-        for r, (entry, c) in enumerate(zip(entries, cached, strict=True)):
-            if c:
-                k, v = entry.kv[layer]
-                keys[r, :, width - c :] = k[:, :c]
-                values[r, :, width - c :] = v[:, :c]
+        for r, entry in enumerate(entries):
+            k, v = entry.kv[layer]
+            keys[r, :, width - entry.length :] = k
+            values[r, :, width - entry.length :] = v
         out.append((keys, values))
     return out
 
@@ -134,21 +132,17 @@ def growing(cache):
         from transformers.cache_utils import DynamicLayer
     except ImportError:  # transformers < 4.56 keeps key/value lists instead of layer objects
         return cache
-    layer_cls = _growing_layer_class(DynamicLayer)
     for layer in getattr(cache, "layers", []):
         if type(layer) is DynamicLayer:
-            layer.__class__ = layer_cls
+            layer.__class__ = _growing_layer_class()
     return cache
 
 
-_GROWING: dict[type, type] = {}
+@functools.cache
+def _growing_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
 
-
-def _growing_layer_class(base: type) -> type:
-    if base in _GROWING:
-        return _GROWING[base]
-
-    class GrowingLayer(base):
+    class GrowingLayer(DynamicLayer):
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
@@ -174,5 +168,4 @@ def _growing_layer_class(base: type) -> type:
                 self._buf_k, self._buf_v = self._buf_k[indices], self._buf_v[indices]
                 self.keys, self.values = self._buf_k[:, :, :length], self._buf_v[:, :, :length]
 
-    _GROWING[base] = GrowingLayer
     return GrowingLayer

@@ -41,7 +41,7 @@ from .grpo_setup import (
     sync_weights,
 )
 from .grpo_update import policy_update
-from .model_io import build_policy, export_hf, hf_named_tensors, model_origin, policy_source
+from .model_io import build_policy, export_hf, hf_named_tensors, policy_source
 from .preempt import PreemptionFlag
 from .schedule import ScheduleConfig
 from .seams import get_seam
@@ -75,7 +75,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     questions = load_prompts(cfg)
     if rank0:
         keys = (example_key(ex.benchmark, ex.id) for ex in questions)
-        write_trained_on(run_dir, "grpo", keys, model_origin(cfg.model.hf))
+        write_trained_on(run_dir, "grpo", keys, cfg.model.hf)
     prompts = RowSampler(questions, cfg.algo.prompts_per_step, cfg.train.seed)
     toolmaker, actor = build_simulator(cfg, run_dir)
     engine = build_engine(cfg, src.hf_config, tokenizer, dist.get_rank())

@@ -44,12 +44,6 @@ def policy_source(model_cfg: ModelConfig) -> PolicySource:
     return PolicySource(hf_dir, hf_config, arch, layout)
 
 
-def model_origin(name_or_path: str) -> str:
-    """`model.hf` as a training run records where its model came from: absolute when it is a path."""
-    path = Path(name_or_path).expanduser()
-    return str(path.resolve()) if path.exists() else name_or_path
-
-
 def build_policy(model_cfg: ModelConfig, src: PolicySource, init: str, device: str | None = None):
     """This rank's model; `init` is pretrained (weights from `src.hf_dir`) or random."""
     from megatron.core import parallel_state as ps

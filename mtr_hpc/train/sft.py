@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .batches import microbatches, uses_thd
 from .grammar import measure as grammar_measure
 from .grammar import turn_prompts
-from .model_io import build_policy, export_hf, model_origin, policy_source
+from .model_io import build_policy, export_hf, policy_source
 from .preempt import PreemptionFlag
 from .schedule import ScheduleConfig, lr_at
 from .seams import get_seam
@@ -67,7 +67,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     train_traces, held_traces = split_heldout(traces, cfg.data.heldout_fraction, cfg.train.seed)
     if rank0:
         keys = (example_key(t.benchmark, t.example_id) for t in train_traces)
-        write_trained_on(run_dir, "sft", keys, model_origin(cfg.model.hf))
+        write_trained_on(run_dir, "sft", keys, cfg.model.hf)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else renderer.end_of_turn_id
     rows, stats = build_rows(train_traces, renderer, cfg.data.seq_len, pad_id, cfg.data.overflow)
     eval_rows = []
