@@ -26,7 +26,7 @@ def _tiny_config(path: Path) -> Path:
         "sft": {
             "device": "cpu", "init": "random", "tokenizer": "smollm2-135m",
             "model": {"hf": tiny, "layer_spec": "sdpa", "seq_length": 2048},
-            "data": {"seq_len": 1536, "heldout_fraction": 0.2},
+            "data": {"seq_len": 1536, "heldout_fraction": 0.2, "tools_format": "compact"},
             "train": {"steps": 2, "global_batch_rows": 1, "micro_batch_rows": 1, "eval_every": 1, "save_every": 2},
             "optim": {"lr": 1.0e-3},
         },
@@ -72,6 +72,10 @@ def test_tiny_pipeline_end_to_end_with_offline_wandb(tmp_path, monkeypatch):
     report = Path(summary["report"])
     table = results_table(report)
     assert table.startswith("|") and "sft" in table and "grpo" in table
+    # The tools format SFT trained with travels with the model: GRPO prompted with it and kept it.
+    from mtr_hpc.trace.chat_format import read_tools_format
+
+    assert read_tools_format(run / "sft" / "hf") == read_tools_format(run / "grpo" / "hf") == "compact"
 
     expected = {
         "sft": [

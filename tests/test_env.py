@@ -167,8 +167,12 @@ def test_batched_one_generate_per_round_and_distinct_seeds(renderer):
         two_call_script(renderer)[1:],
     ]
     engine = ScriptedEngine(renderer, scripts)
-    eps = run_episodes(engine, renderer, [setup(), setup(), setup()], SamplingParams(seed=7))
+    finished: list[int] = []
+    eps = run_episodes(
+        engine, renderer, [setup(), setup(), setup()], SamplingParams(seed=7), on_finished=finished.append
+    )
     assert [len(c) for c in engine.calls] == [3, 2, 1]
+    assert finished == [1, 1, 1]  # one episode ends in each round
     assert [e.turns for e in eps] == [3, 1, 2] and all(e.finish == "answer" for e in eps)
     seeds = [p.seed for p in engine.calls[0]]
     assert len(set(seeds)) == 3

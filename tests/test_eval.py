@@ -146,9 +146,12 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
         [{"name": b, "source": str(p)} for b, p in gold.items()],
         env="retrieval",
         retrieval={"corpus": str(corpus), "top_k": 3},
+        batch_size=2 * N_PER_BENCH,
     )
     summary = run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
     assert summary["answered"] == 2 * 2 * N_PER_BENCH
+    # Both benchmarks share each batch: one direct generate, then two tools rounds.
+    assert engine.calls == 3
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(results["cells"]) == 4
     for cell in results["cells"]:

@@ -101,7 +101,10 @@ TRACES = [four_turn_trace, unicode_trace, empty_think_trace]
 
 # ---- an independent oracle: the ChatML text as Qwen2.5's template writes it -----------------------
 def expected_text(
-    messages: list[dict], tools: list[dict], default_system: str = DEFAULT_SYSTEM_PROMPT
+    messages: list[dict],
+    tools: list[dict],
+    default_system: str = DEFAULT_SYSTEM_PROMPT,
+    tools_format: str = "json",
 ) -> str:
     out = []
     if messages[0]["role"] == "system":
@@ -109,7 +112,9 @@ def expected_text(
     else:
         system, rest = default_system, messages
     out.append("<|im_start|>system\n" + system)
-    if tools:
+    if tools and tools_format == "compact":
+        out.append(compact_tools(tools))
+    elif tools:
         out.append("\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n")
         out.append("You are provided with function signatures within <tools></tools> XML tags:\n<tools>")
         for tool in tools:
@@ -144,15 +149,85 @@ def expected_turn(m: dict) -> str:
     return s if m.get("content") or m.get("tool_calls") else "\n"
 
 
+# The compact listing of SEARCH and DATE, written out by hand.
+COMPACT_LINES = {
+    "search_wiki": "- search_wiki(query: string): Look up a title; returns its first paragraph.",
+    "founding-year": "- founding-year(entity?: string): Année de fondation d'une entité.",
+}
+COMPACT_FOOTER = '\nCall a tool as <tool_call>\n{"name": <tool>, "arguments": {...}}\n</tool_call>'
+
+
+def compact_tools(tools: list[dict]) -> str:
+    return "\n\n# Tools\n" + "\n".join(COMPACT_LINES[t["function"]["name"]] for t in tools) + COMPACT_FOOTER
+
+
+def test_compact_tools_block_text(tok):
+    trace = four_turn_trace()
+    text = ChatRenderer(tok, tools_format="compact").render_text(trace)
+    system = trace.messages[0]["content"]
+    assert text.startswith("<|im_start|>system\n" + system + compact_tools(trace.tools) + "<|im_end|>\n")
+    # Everything after the system turn is the same in both formats.
+    json_text = ChatRenderer(tok).render_text(trace)
+    assert text.split("<|im_end|>\n", 1)[1] == json_text.split("<|im_end|>\n", 1)[1]
+    assert len(ChatRenderer(tok, tools_format="compact").render(trace).input_ids) < len(
+        ChatRenderer(tok).render(trace).input_ids
+    )
+
+
+def test_compact_signature_types():
+    from mtr_hpc.trace.chat_format import compact_signature
+
+    fn = {
+        "name": "compare",
+        "description": " Compare. ",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "a": {"type": ["string", "number"]},
+                "op": {"type": "string", "enum": ["earlier", "later"]},
+                "ids": {"type": "array", "items": {"type": "integer"}},
+                "free": {},
+            },
+            "required": ["a", "op"],
+        },
+    }
+    assert compact_signature(fn) == (
+        'compare(a: string|number, op: "earlier"|"later", ids?: integer[], free?: any): Compare.'
+    )
+    assert compact_signature({"name": "now", "parameters": {}}) == "now()"
+
+
+def test_unknown_tools_format_is_a_config_error(tok):
+    from mtr_hpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tools_format"):
+        ChatRenderer(tok, tools_format="yaml")
+
+
+def test_tools_format_travels_with_the_model_dir(tmp_path):
+    from mtr_hpc.trace.chat_format import CHAT_FORMAT_FILE, read_tools_format, write_tools_format
+
+    assert read_tools_format(tmp_path) == "json"  # a model this project did not train
+    assert read_tools_format("smollm2-135m") == "json"
+    write_tools_format(tmp_path, "compact")
+    assert read_tools_format(tmp_path) == "compact"
+    (tmp_path / CHAT_FORMAT_FILE).write_text('{"tools_format": "xml"}')
+    with pytest.raises(MtrError, match="tools_format"):
+        read_tools_format(tmp_path)
+    (tmp_path / CHAT_FORMAT_FILE).write_text("{not json")
+    with pytest.raises(MtrError, match="unreadable chat format"):
+        read_tools_format(tmp_path)
+
+
 # ---- fixtures -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=[tk.TEST_TOKENIZER_NAME, "smollm2-135m"])
 def tok(request):
     return tk.load_tokenizer(request.param)
 
 
-@pytest.fixture(scope="module")
-def renderer(tok) -> ChatRenderer:
-    return ChatRenderer(tok)
+@pytest.fixture(scope="module", params=["json", "compact"])
+def renderer(tok, request) -> ChatRenderer:
+    return ChatRenderer(tok, tools_format=request.param)
 
 
 def decode(tok, ids: list[int]) -> str:
@@ -174,7 +249,7 @@ def test_decode_equals_expected_chatml(tok, renderer, make):
     out = renderer.render(trace)
     assert isinstance(out, RenderedTrace)
     assert len(out.input_ids) == len(out.loss_mask)
-    text = expected_text(trace.messages, trace.tools)
+    text = expected_text(trace.messages, trace.tools, tools_format=renderer.tools_format)
     assert decode(tok, out.input_ids) == text
     assert renderer.render_text(trace) == text
     assert "x-returns" not in text
@@ -184,7 +259,9 @@ def test_decode_equals_expected_chatml(tok, renderer, make):
 def test_segment_ids_equal_whole_text_tokenization(tok, renderer, make):
     # Not required by the contract, but it means an engine fed the ChatML text sees the same ids.
     trace = make()
-    assert renderer.render(trace).input_ids == encode(tok, expected_text(trace.messages, trace.tools))
+    assert renderer.render(trace).input_ids == encode(
+        tok, expected_text(trace.messages, trace.tools, tools_format=renderer.tools_format)
+    )
 
 
 def test_trace_list_and_dict_inputs_agree(renderer):
@@ -249,7 +326,11 @@ def test_rollout_reproduces_render(tok, renderer, make):
 def test_render_prefix_and_observations_text(tok, renderer):
     trace = four_turn_trace()
     prefix = renderer.render_prefix(trace.messages[:2], trace.tools)
-    assert decode(tok, prefix) == expected_text(trace.messages[:2], trace.tools) + "<|im_start|>assistant\n"
+    assert (
+        decode(tok, prefix)
+        == expected_text(trace.messages[:2], trace.tools, tools_format=renderer.tools_format)
+        + "<|im_start|>assistant\n"
+    )
     assert prefix[-len(encode(tok, "assistant\n")) - 1] == renderer.im_start_id
     obs = renderer.render_observations(trace.messages[5:7])
     assert decode(tok, obs) == (

@@ -48,7 +48,7 @@ class RetrievalEnvConfig:
     """The `retrieval` environment: BM25 over a local passage corpus (JSON/JSONL of {title, text})."""
 
     corpus: str = ""
-    top_k: int = 5
+    top_k: int = 3  # as the grounded simulator (`ToolActorConfig.search_top_k`)
     snippet_sentences: int = 2
     # Malformed corpus records are an error unless this is set (then they are skipped and counted).
     skip_bad: bool = False

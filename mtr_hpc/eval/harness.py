@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import to_dict
 from ..rundir import prepare_run_dir, write_manifest
+from ..trace.chat_format import read_tools_format
 from .config import EvalConfig
 from .environments import ToolEnvironment
 from .journal import PredictionJournal
@@ -54,15 +55,16 @@ def pending_jobs(plan: EvalPlan, journal: PredictionJournal, model: str) -> list
 
 
 class _Runner:
-    """Runs batches of one model; tool environments are built once per benchmark."""
+    """Runs batches of one model; tool environments are built once per benchmark. Tools are listed in
+    the format the model was trained with (recorded in its directory, `trace.chat_format`)."""
 
-    def __init__(self, plan: EvalPlan, engine: Any, tokenizer: Any):
+    def __init__(self, plan: EvalPlan, engine: Any, tokenizer: Any, tools_format: str = "json"):
         from ..trace.render import ChatRenderer
 
         self.plan = plan
         self.engine = engine
         self.direct_renderer = ChatRenderer(tokenizer)
-        self.tools_renderer = ChatRenderer(tokenizer)
+        self.tools_renderer = ChatRenderer(tokenizer, tools_format=tools_format)
         self.envs: dict[str, ToolEnvironment] = {}
         self._env_cfg: Any = None
 
@@ -85,19 +87,24 @@ class _Runner:
             self.envs[bench] = ToolEnvironment(self.plan.cfg, self.plan.examples[bench], self.plan.corpus)
         return self.envs[bench]
 
-    def run(self, jobs: list[Job]) -> list[dict[str, Any]]:
+    def run(self, jobs: list[Job], on_finished: Callable[[int], None]) -> list[dict[str, Any]]:
+        """One batch of one mode; its questions may come from several benchmarks. `on_finished(n)`
+        hears of finished questions as they finish (tools episodes end at different turn rounds)."""
         gen = self.plan.cfg.generation
-        mode, bench = jobs[0].mode, jobs[0].benchmark
-        if mode == "direct":
-            return run_direct(self.engine, self.direct_renderer, jobs, gen)
-        setups = self.env(bench).setups([j.example for j in jobs])
-        return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg())
+        if jobs[0].mode == "direct":
+            records = run_direct(self.engine, self.direct_renderer, jobs, gen)
+            on_finished(len(records))
+            return records
+        setups = [self.env(j.benchmark).setups([j.example])[0] for j in jobs]
+        return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg(), on_finished)
 
 
 def _batches(jobs: list[Job], size: int):
+    """Batches of one mode each. Benchmarks share a batch: the engine batches across episodes, and a
+    batch per benchmark would leave most of it empty when benchmarks have few questions each."""
     group: list[Job] = []
     for job in jobs:
-        if group and ((job.mode, job.benchmark) != (group[0].mode, group[0].benchmark) or len(group) == size):
+        if group and (job.mode != group[0].mode or len(group) == size):
             yield group
             group = []
         group.append(job)
@@ -113,13 +120,13 @@ def _evaluate_model(
     jobs = pending_jobs(plan, journal, source.name)
     if not jobs:
         return 0
-    engine, tokenizer = factory(hf_dir_for(source, run_dir), plan.cfg)
-    runner = _Runner(plan, engine, tokenizer)
+    model_dir = hf_dir_for(source, run_dir)
+    engine, tokenizer = factory(model_dir, plan.cfg)
+    runner = _Runner(plan, engine, tokenizer, read_tools_format(model_dir))
     with tqdm(total=len(jobs), desc=f"eval {source.name}", unit="q", disable=not plan.cfg.progress) as bar:
         for batch in _batches(jobs, plan.cfg.batch_size):
             bar.set_postfix(mode=batch[0].mode, bench=batch[0].benchmark, refresh=False)
-            journal.append(runner.run(batch))
-            bar.update(len(batch))
+            journal.append(runner.run(batch, bar.update))
     return len(jobs)
 
 

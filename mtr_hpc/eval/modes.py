@@ -14,6 +14,7 @@ Records hold what `report` aggregates: prediction, messages, turns, tool calls, 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,13 +113,19 @@ def run_direct(
 
 
 def run_tools(
-    engine: RolloutEngine, renderer, jobs: list[Job], setups: list[Any], gen: GenerationConfig, env_cfg: Any
+    engine: RolloutEngine,
+    renderer,
+    jobs: list[Job],
+    setups: list[Any],
+    gen: GenerationConfig,
+    env_cfg: Any,
+    on_finished: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One ReAct episode per question through the shared multi-turn environment."""
     from ..rollout.env import run_episodes
 
     params = sampling_params(gen, [renderer.end_of_turn_id])
-    episodes = run_episodes(engine, renderer, setups, params, env_cfg)
+    episodes = run_episodes(engine, renderer, setups, params, env_cfg, on_finished)
     records = []
     for job, ep in zip(jobs, episodes, strict=True):
         answer = ep.answer if isinstance(ep.answer, str) else ""

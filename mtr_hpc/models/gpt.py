@@ -83,7 +83,23 @@ def transformer_config(
     )
     if cfg.fp8:
         kwargs["fp8"] = cfg.fp8
+    kwargs.update(_whole_layer_graph_scope())
     return TransformerConfig(**kwargs)
+
+
+def _whole_layer_graph_scope() -> dict:
+    """Megatron's default CUDA-graph coverage, spelled the way this release accepts without warning.
+
+    Both 0.16 (`cuda_graph_scope`) and 0.19 (`cuda_graph_modules`) default to "full", then warn that
+    "full" is deprecated in favour of the empty list, which means the same: the whole layer.
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TransformerConfig)}
+    for key in ("cuda_graph_modules", "cuda_graph_scope"):
+        if key in names:
+            return {key: []}
+    return {}
 
 
 class CpuRotaryEmbedding(RotaryEmbedding):

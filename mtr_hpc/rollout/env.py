@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,12 +202,18 @@ def _turn_params(base: SamplingParams, runner: _Runner, eot: int) -> SamplingPar
 
 
 def run_episodes(
-    engine, renderer, setups: list[EpisodeSetup], params: SamplingParams, cfg: EnvConfig | None = None
+    engine,
+    renderer,
+    setups: list[EpisodeSetup],
+    params: SamplingParams,
+    cfg: EnvConfig | None = None,
+    on_finished: Callable[[int], None] | None = None,
 ) -> list[Episode]:
     """Roll out every setup to the end, batched: one `engine.generate` call per turn round.
 
     `params` gives temperature / top-p / top-k / seed; `max_new_tokens` and the stop conditions are
     set per turn by the environment (see the module docstring). Episodes come back in setup order.
+    `on_finished(n)` is told after each round how many episodes it finished (for progress bars).
     """
     cfg = (cfg or EnvConfig()).validate()
     bad = [s for s in params.stop_strings if s != IM_END]
@@ -222,4 +229,6 @@ def run_episodes(
             raise MtrError(f"engine returned {len(gens)} generations for {len(active)} prompts")
         for runner, gen in zip(active, gens, strict=True):
             runner.consume(gen)
+        if on_finished is not None:
+            on_finished(sum(r.ep.finish is not None for r in active))
     return [r.ep for r in runners]

@@ -21,7 +21,7 @@ from ..toolspec import openai_view
 from ..trace.model import Trace
 from ..trace.parser import parse_turn
 from .config import AutoAgentConfig
-from .narrate import conclusion, describe, opening
+from .narrate import conclusion, describe
 from .plans import make_plan
 from .toolactor import Episode, ToolActor
 
@@ -101,7 +101,7 @@ class AutoAgent:
         ex, kb = ep.example, ep.kb
         plan = make_plan(ex, kb, ep.toolset, ep.toolset.task)
         builder = TraceBuilder(SYSTEM_PROMPT, ex.question)
-        said = opening(ex.question)
+        said = ""  # the first think is its intent alone: the question is the turn right above
         observations: list[dict] = []
         for turn in plan.turns[: max(0, self.cfg.max_turns - 1)]:
             ids = builder.call_turn(f"{said} {turn.intent}".strip(), [(c.name, c.args) for c in turn.calls])

@@ -25,7 +25,8 @@ class ToolMakerConfig:
 @dataclass
 class ToolActorConfig:
     backend: Literal["grounded", "llm"] = "grounded"
-    search_top_k: int = 5
+    # Three passages, as Search-R1 retrieves: each one costs every later turn its tokens.
+    search_top_k: int = 3
     # Passages of other examples mixed into each example's search corpus as distractors.
     n_distractors: int = 4
     snippet_sentences: int = 2

@@ -1,7 +1,10 @@
 """The grounded agent's words: thinks that restate what the last observations said.
 
 Each think opens with what the previous turn's observations established (quoting the observed values,
-so a reader and the consistency reward can follow the chain) and ends with the next intent.
+so a reader and the consistency reward can follow the chain) and ends with the next intent. Thinks are
+kept short: the first one is the intent alone (the question is right above it), and a quote is at most
+`MAX_QUOTE` characters. Every word of a think is a token the policy generates in every rollout and every
+evaluation episode, and, on the embedded demo, a token the CPU trains on.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 from .evidence import EvidenceKB
 from .text import token_set, tokens
 
-MAX_QUOTE = 220
+MAX_QUOTE = 160
 _RELATION_WORDS = {
     "earlier": "earlier than",
     "later": "later than",
@@ -45,7 +48,7 @@ def describe(name: str, args: dict[str, Any], obs: dict[str, Any], kb: EvidenceK
         if not results:
             return "The search returned nothing."
         titles = ", ".join(r["title"] for r in results[:3])
-        return f'The search for "{_clip(obs.get("query", ""))}" returned {titles}; the top result says: {_clip(results[0]["snippet"])}'
+        return f"The search returned {titles}; the top result says: {_clip(results[0]['snippet'])}"
     if name == "open_page":
         if not obs.get("found"):
             return f"There is no page titled {obs.get('title')}."
@@ -59,10 +62,6 @@ def describe(name: str, args: dict[str, Any], obs: dict[str, Any], kb: EvidenceK
     if name == "calculate":
         return f"{args.get('expression')} = {obs.get('value')}."
     return f"{name} returned {_clip(str(obs))}."
-
-
-def opening(question: str) -> str:
-    return f"The question is: {question} I will answer it step by step with the tools."
 
 
 def conclusion(answer: str) -> str:

@@ -30,7 +30,7 @@ SEARCH = {
                     "type": "integer",
                     "minimum": 1,
                     "maximum": 10,
-                    "description": "How many passages to return (default 5).",
+                    "description": "How many passages to return (default 3).",
                 },
             },
             "required": ["query"],

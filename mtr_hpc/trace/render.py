@@ -8,11 +8,12 @@ The text follows Qwen2.5's chat template with tools:
     <|im_start|>user\\n<tool_response>\\n{observation}\\n</tool_response><|im_end|>\\n
     <|im_start|>assistant\\n<think>...</think><answer>...</answer><|im_end|>\\n
 
-As in Qwen2.5: tools are shown as their OpenAI view (the project's `x-...` keys dropped), one JSON per
+With `tools_format="json"` (the default), as in Qwen2.5: tools are shown as their OpenAI view (the project's `x-...` keys dropped), one JSON per
 line; a turn's content and each of its tool calls are joined by "\\n"; the observations of consecutive
 tool messages share one user turn; arguments are shown as a JSON object (a trace stores them as a JSON
 string, which is parsed and re-dumped with `ensure_ascii=False`, as the template's `tojson` does). Unlike
 Qwen2.5, a conversation without a system message gets this project's default system prompt, not Qwen's.
+`tools_format="compact"` lists each tool as a one-line signature instead (`chat_format.py`).
 
 Loss mask: 1 exactly on what the policy generates in an assistant turn: the text of
 `assistant_turn_text` and the end-of-turn token `<|im_end|>`. 0 on everything else, including the
@@ -40,6 +41,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..models.tokenizers import special_token_id
+from .chat_format import check_tools_format, compact_tools_block
 from .model import Message, ToolSpec, Trace
 
 IM_START = "<|im_start|>"
@@ -76,8 +78,9 @@ class RenderedTrace:
 class ChatRenderer:
     """Renders OpenAI chat messages (a `Trace`'s or a rollout's) to ChatML token ids, append-only."""
 
-    def __init__(self, tokenizer, system_prompt: str | None = None):
+    def __init__(self, tokenizer, system_prompt: str | None = None, tools_format: str = "json"):
         self.tokenizer = tokenizer
+        self.tools_format = check_tools_format(tools_format)
         self.system_prompt = system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT
         self.im_start_id = special_token_id(tokenizer, IM_START)
         self.end_of_turn_id = special_token_id(tokenizer, IM_END)
@@ -178,6 +181,10 @@ class ChatRenderer:
     def _system_body(self, content: str, tools, label) -> str:
         if not tools:
             return content
+        if self.tools_format == "compact":
+            return content + compact_tools_block(
+                [_openai_view(t, i, label)["function"] for i, t in enumerate(tools)]
+            )
         lines = "".join(
             "\n" + json.dumps(_openai_view(t, i, label), ensure_ascii=False) for i, t in enumerate(tools)
         )

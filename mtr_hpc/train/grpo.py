@@ -26,6 +26,7 @@ from ..rollout.env import run_episodes
 from ..rollout.episode import drift_metrics, open_setups
 from ..rollout.protocol import SamplingParams
 from ..rundir import prepare_run_dir, write_manifest
+from ..trace.chat_format import read_tools_format
 from ..trace.render import ChatRenderer
 from ..tracking import MetricsLogger
 from . import checkpoint as ckpt
@@ -70,7 +71,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
 
     src = policy_source(cfg.model)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.hf)
-    renderer = ChatRenderer(tokenizer)
+    renderer = ChatRenderer(tokenizer, tools_format=read_tools_format(src.hf_dir))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else renderer.end_of_turn_id
     questions = load_prompts(cfg)
     if rank0:
@@ -170,7 +171,11 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         bar.close()
     preempt.restore()
     export = cfg.export_hf and not preempted
-    hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf") if export else None
+    hf_dir = (
+        export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf", renderer.tools_format)
+        if export
+        else None
+    )
     summary = {
         "steps": cfg.train.steps,
         "final": metrics,

@@ -20,6 +20,7 @@ from ..io import atomic_write_json
 from ..models.config import Arch, ModelConfig, arch_from_hf
 from ..models.convert import Layout, hf_to_megatron, iter_rule_names, megatron_to_hf_iter
 from ..models.registry import resolve_model
+from ..trace.chat_format import write_tools_format
 
 
 @dataclass
@@ -85,9 +86,12 @@ def hf_named_tensors(model, src: PolicySource):
     return megatron_to_hf_iter(model, src.layout, tp_group=tp_group, pp_group=pp_group)
 
 
-def export_hf(model, src: PolicySource, tokenizer, out_dir: str | Path) -> Path | None:
-    """Write a HF directory from this model, in the dtype it trains in; every rank takes part in the
-    gather, global rank 0 alone keeps the tensors and writes."""
+def export_hf(
+    model, src: PolicySource, tokenizer, out_dir: str | Path, tools_format: str = "json"
+) -> Path | None:
+    """Write a HF directory from this model, in the dtype it trains in, with the chat format its prompts
+    use (`trace.chat_format`); every rank takes part in the gather, global rank 0 alone keeps the
+    tensors and writes."""
     import torch.distributed as dist
     from safetensors.torch import save_file
 
@@ -109,4 +113,5 @@ def export_hf(model, src: PolicySource, tokenizer, out_dir: str | Path) -> Path 
     atomic_write_json(out_dir / "config.json", config)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out_dir))
+    write_tools_format(out_dir, tools_format)
     return out_dir

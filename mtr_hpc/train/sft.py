@@ -62,7 +62,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     # Data: traces -> token ids + loss masks -> packed rows.
     src = policy_source(cfg.model)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.hf)
-    renderer = ChatRenderer(tokenizer, cfg.data.system_prompt)
+    renderer = ChatRenderer(tokenizer, cfg.data.system_prompt, cfg.data.tools_format)
     traces, bad_lines = load_traces(cfg.data)
     train_traces, held_traces = split_heldout(traces, cfg.data.heldout_fraction, cfg.train.seed)
     if rank0:
@@ -143,7 +143,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     preempt.restore()
     hf_dir = None
     if cfg.export_hf and not preempted:
-        hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf")
+        hf_dir = export_hf(seam.unwrap(model), src, tokenizer, run_dir / "hf", renderer.tools_format)
     grammar_after = None
     if rank0 and hf_dir is not None and grammar_prompts:
         grammar_after = grammar_measure(str(hf_dir), renderer, grammar_prompts, cfg.grammar, _engine_device())

@@ -19,6 +19,9 @@ class SFTDataConfig:
     heldout_fraction: float = 0.05
     skip_bad: bool = True  # malformed trace lines are counted and skipped, not fatal
     system_prompt: str | None = None
+    # How prompts list the tools (`trace.chat_format`): `json` (Qwen2.5's Hermes block) or `compact`.
+    # Recorded in the exported model, so GRPO and evaluation prompt it the same way.
+    tools_format: Literal["json", "compact"] = "json"
 
 
 @dataclass
