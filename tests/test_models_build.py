@@ -51,15 +51,28 @@ def test_forward_is_causal_and_shaped(parallel):
     assert torch.allclose(full[:, :5], prefix, atol=1e-5)
 
 
+def test_model_config_raises_no_library_warning(parallel):
+    import warnings
+
+    from mtr_hpc.models.gpt import transformer_config
+
+    # Megatron's default CUDA-graph scope "full" warns on every stage of every run (0.16 and 0.19).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cfg = transformer_config(_arch(), ModelConfig(hf="", layer_spec="sdpa"), device="cpu")
+    assert cfg.num_layers == _arch().num_layers
+
+
 def _sdpa(heads=4, groups=2, dim=8):
     from megatron.core.transformer.enums import AttnMaskType
     from megatron.core.transformer.transformer_config import TransformerConfig
 
+    from mtr_hpc.models.gpt import _whole_layer_graph_scope
     from mtr_hpc.models.spec import SdpaAttention
 
     cfg = TransformerConfig(
         num_layers=1, hidden_size=heads * dim, num_attention_heads=heads, num_query_groups=groups,
-        kv_channels=dim, use_cpu_initialization=True,
+        kv_channels=dim, use_cpu_initialization=True, **_whole_layer_graph_scope(),
     )  # fmt: skip
     return SdpaAttention(cfg, 1, AttnMaskType.causal, "self").eval()
 
