@@ -211,6 +211,11 @@ def test_tools_format_travels_with_the_model_dir(tmp_path):
     assert read_tools_format("smollm2-135m") == "json"
     write_tools_format(tmp_path, "compact")
     assert read_tools_format(tmp_path) == "compact"
+    # Conversions to and from Megatron checkpoints carry it with the tokenizer files.
+    from mtr_hpc.models.checkpoint import copy_tokenizer
+
+    copy_tokenizer(tmp_path, tmp_path / "ckpt" / "tokenizer")
+    assert read_tools_format(tmp_path / "ckpt" / "tokenizer") == "compact"
     (tmp_path / CHAT_FORMAT_FILE).write_text('{"tools_format": "xml"}')
     with pytest.raises(MtrError, match="tools_format"):
         read_tools_format(tmp_path)

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import DataError, MtrError
 from ..io import atomic_write, atomic_write_json, read_json
+from ..trace.chat_format import CHAT_FORMAT_FILE
 from .config import Arch
 from .convert import Layout
 
@@ -36,6 +37,8 @@ TOKENIZER_FILES = (
     "merges.txt",
     "tokenizer.model",
     "generation_config.json",
+    # How to prompt the model, like the chat template: carried through both conversions.
+    CHAT_FORMAT_FILE,
 )
 
 

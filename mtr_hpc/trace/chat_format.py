@@ -58,7 +58,7 @@ def compact_signature(function: dict[str, Any]) -> str:
         for name, prop in props.items()
     )
     description = str(function.get("description") or "").strip()
-    return f"{function['name']}({args})" + (f": {description}" if description else "")
+    return f"{function.get('name', '')}({args})" + (f": {description}" if description else "")
 
 
 def compact_tools_block(functions: list[dict[str, Any]]) -> str:
