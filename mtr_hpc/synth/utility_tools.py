@@ -12,6 +12,7 @@ import operator as op
 import re
 from typing import Any
 
+from .config import ToolActorConfig
 from .schemas import returns_schema
 from .text import norm_key
 
@@ -30,7 +31,7 @@ SEARCH = {
                     "type": "integer",
                     "minimum": 1,
                     "maximum": 10,
-                    "description": "How many passages to return (default 3).",
+                    "description": f"How many passages to return (default {ToolActorConfig.search_top_k}).",
                 },
             },
             "required": ["query"],

@@ -8,11 +8,12 @@ The text follows Qwen2.5's chat template with tools:
     <|im_start|>user\\n<tool_response>\\n{observation}\\n</tool_response><|im_end|>\\n
     <|im_start|>assistant\\n<think>...</think><answer>...</answer><|im_end|>\\n
 
-With `tools_format="json"` (the default), as in Qwen2.5: tools are shown as their OpenAI view (the project's `x-...` keys dropped), one JSON per
-line; a turn's content and each of its tool calls are joined by "\\n"; the observations of consecutive
-tool messages share one user turn; arguments are shown as a JSON object (a trace stores them as a JSON
-string, which is parsed and re-dumped with `ensure_ascii=False`, as the template's `tojson` does). Unlike
-Qwen2.5, a conversation without a system message gets this project's default system prompt, not Qwen's.
+With `tools_format="json"` (the default), as in Qwen2.5: tools are shown as their OpenAI view (the
+project's `x-...` keys dropped), one JSON per line; a turn's content and each of its tool calls are
+joined by "\\n"; the observations of consecutive tool messages share one user turn; arguments are shown
+as a JSON object (a trace stores them as a JSON string, which is parsed and re-dumped with
+`ensure_ascii=False`, as the template's `tojson` does). Unlike Qwen2.5, a conversation without a system
+message gets this project's default system prompt, not Qwen's.
 `tools_format="compact"` lists each tool as a one-line signature instead (`chat_format.py`).
 
 Loss mask: 1 exactly on what the policy generates in an assistant turn: the text of
