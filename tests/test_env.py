@@ -169,10 +169,14 @@ def test_batched_one_generate_per_round_and_distinct_seeds(renderer):
     engine = ScriptedEngine(renderer, scripts)
     finished: list[int] = []
     eps = run_episodes(
-        engine, renderer, [setup(), setup(), setup()], SamplingParams(seed=7), on_finished=finished.append
+        engine,
+        renderer,
+        [setup(), setup(), setup()],
+        SamplingParams(seed=7),
+        on_finished=lambda i, ep: finished.append(i) if ep.finish else None,
     )
-    assert [len(c) for c in engine.calls] == [3, 2, 1]
-    assert finished == [1, 1, 1]  # one episode ends in each round
+    assert [len(c) for c in engine.calls] == [3, 2, 1]  # an engine with `generate` only runs in rounds
+    assert finished == [1, 2, 0]  # told as each ends: one episode in each round
     assert [e.turns for e in eps] == [3, 1, 2] and all(e.finish == "answer" for e in eps)
     seeds = [p.seed for p in engine.calls[0]]
     assert len(set(seeds)) == 3

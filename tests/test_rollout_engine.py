@@ -568,3 +568,61 @@ def test_prefix_cache_longest_prefix_and_lru_budget():
     cache.store((9,), kv(1))  # over budget: the least recently used entry goes
     assert cache.bytes <= cache.max_bytes
     assert cache.lookup([1, 2, 3, 4, 0])[0] == (1, 2)  # (1, 2, 3, 4) went; (1, 2) was used after it
+
+
+# -- continuous batching: a request's next turn joins the batch while others still decode -------------
+
+
+class _Rounds:
+    """The engine seen through `generate` only: `generate_continuous` drives it in rounds."""
+
+    def __init__(self, engine):
+        self.generate = engine.generate
+
+
+def _multi_turn(engine, temperature: float, n: int = 6, turns: int = 3):
+    """`n` requests of `turns` turns each, turn lengths differing by request and turn, fixed
+    'observations' appended after each turn; returns every (request, turn) generation."""
+    from mtr_hpc.rollout.protocol import generate_continuous
+
+    contexts = _prompts(11, lengths=tuple(4 + 3 * i for i in range(n)))
+    turn = [0] * n
+    seen = {}
+
+    def params(i):
+        return SamplingParams(max_new_tokens=2 + (5 * i + 3 * turn[i]) % 7, temperature=temperature,
+                              seed=10 * i + turn[i])  # fmt: skip
+
+    def follow_up(i, gen):
+        seen[(i, turn[i])] = gen
+        contexts[i] = contexts[i] + gen.token_ids + [100 + i, 200 + turn[i]]
+        turn[i] += 1
+        return (contexts[i], params(i)) if turn[i] < turns else None
+
+    generate_continuous(engine, [list(c) for c in contexts], [params(i) for i in range(n)], follow_up)
+    return seen
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_continuous_batching_equals_turn_rounds(tiny, temperature):
+    # batch_size 4 < 6 requests: requests wait for slots, rows leave mid-batch and others move into
+    # their slots, follow-ups join while the rest decode.
+    engine = HFRolloutEngine(tiny.model, tokenizer=tiny.tokenizer, batch_size=4)
+    got = _multi_turn(engine, temperature)
+    expected = _multi_turn(
+        _Rounds(HFRolloutEngine(tiny.model, tokenizer=tiny.tokenizer, batch_size=8)), temperature
+    )
+    assert sorted(got) == sorted(expected) and len(got) == 18
+    for key, gen in expected.items():
+        assert got[key].token_ids == gen.token_ids, key
+        assert got[key].logprobs == pytest.approx(gen.logprobs, abs=1e-5)
+    assert engine._prefix.hits >= 12  # every later turn prefilled on top of the turn before
+    assert len(engine._prefix) == 0  # ended requests leave nothing behind, extended ones were consumed
+
+
+def test_continuous_batching_rejects_a_bad_follow_up(tiny):
+    def follow_up(i, gen):
+        return [VOCAB + 5], SamplingParams(max_new_tokens=2)
+
+    with pytest.raises(MtrError, match="outside the vocabulary"):
+        tiny.generate_continuous(_prompts(2), SamplingParams(max_new_tokens=2), follow_up)

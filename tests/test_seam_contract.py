@@ -30,7 +30,7 @@ def _model(seam_name: str):
     return seam, seam.wrap_model(model), arch
 
 
-def _sft_batches(seed: int, n: int = 2):
+def _sft_batches(seed: int, n: int = 2, rows_per_batch: int = 1):
     from mtr_hpc.train.batches import microbatches
     from mtr_hpc.train.packing import make_segment, pack
 
@@ -41,7 +41,7 @@ def _sft_batches(seed: int, n: int = 2):
         ids = torch.randint(1, 200, (length,), generator=g).tolist()
         segs.append(make_segment(ids, [0] * 3 + [1] * (length - 3)))
     rows, _ = pack(segs, seq_len=24)
-    return microbatches(rows, 1)
+    return microbatches(rows, rows_per_batch)
 
 
 def _grpo_batches(seed: int):
@@ -109,6 +109,36 @@ def test_sft_pass_sums_and_normalizes_like_plain_autograd(seam_name):
         assert torch.allclose(got[name], g, atol=1e-6, rtol=1e-5), name
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_logits_at_loss_positions_only_give_the_full_steps_loss_and_gradients(tied):
+    from mtr_hpc.models.config import ModelConfig, arch_from_hf
+    from mtr_hpc.models.gpt import build_gpt
+    from mtr_hpc.models.parallel import init_parallel
+    from mtr_hpc.models.tiny import tiny_hf_config
+    from mtr_hpc.train.seams import get_seam
+    from mtr_hpc.train.step import sft_forward_step, sft_loss_positions_step
+
+    init_parallel(1, 1, seed=5)
+    seam = get_seam("cpu", dtype="fp32", use_distributed_optimizer=False)
+    torch.manual_seed(0)
+    arch = arch_from_hf(tiny_hf_config(model_type="qwen2", tied=tied))
+    model = seam.wrap_model(build_gpt(arch, ModelConfig(hf="", layer_spec="sdpa"), device="cpu"))
+    mbs = _sft_batches(6, n=3, rows_per_batch=2) + _sft_batches(7, n=1)
+    assert mbs[0]["tokens"].shape[0] == 2  # [B, S] and Megatron's [S, B] orders differ
+    mbs[-1]["loss_mask"] = torch.zeros_like(mbs[-1]["loss_mask"])  # a microbatch without loss tokens
+    results = []
+    for step in (sft_forward_step, sft_loss_positions_step):
+        _zero_grads(model)
+        loss, tokens, _ = seam.forward_backward(model, step, mbs)
+        results.append((loss, tokens, _grads(model)))
+    (loss, tokens, grads), (loss2, tokens2, grads2) = results
+    assert tokens2 == tokens > 0 and loss2 == pytest.approx(loss, rel=1e-6)
+    for name, g in grads.items():
+        assert float(g.abs().sum()) > 0 or "bias" in name, name
+        assert torch.allclose(grads2[name], g, atol=1e-6, rtol=1e-5), name
+    assert not model.output_layer._forward_pre_hooks  # the hook does not outlive its step
+
+
 @pytest.mark.parametrize("seam_name", SEAMS)
 def test_forward_only_passes_build_no_graph(seam_name):
     from mtr_hpc.train.step import sft_forward_step
@@ -164,6 +194,36 @@ def test_grpo_logprob_and_train_passes(seam_name):
     assert loss / count == pytest.approx(float(total / count), rel=1e-5)
     for name, g in _grads(model).items():
         assert torch.allclose(got[name], g, atol=1e-6, rtol=1e-4), name
+
+
+def test_grpo_passes_with_logits_at_sampled_tokens_only_match_the_full_passes():
+    from mtr_hpc.train.grpo_batch import LossSettings, make_forward_step
+
+    seam, model, _ = _model("cpu")
+    settings = LossSettings(temperature=0.7)
+    runs = []
+    for positions_only in (False, True):
+        mbs = [seam.to_device(b) for b in _grpo_batches(4)]
+        assert mbs[0]["tokens"].shape[0] == 2  # [B, S] and Megatron's [S, B] orders differ
+        _, tokens, reports = seam.forward_backward(
+            model, make_forward_step("logprobs", settings, None, positions_only), mbs, forward_only=True
+        )
+        for mb, rep in zip(mbs, reports, strict=True):
+            mb["old_logprobs"] = rep["logprobs"] - 0.05 * mb["mask"]
+        _zero_grads(model)
+        loss, count, _ = seam.forward_backward(
+            model, make_forward_step("train", settings, None, positions_only), mbs
+        )
+        runs.append((reports, tokens, loss, count, _grads(model), mbs))
+    (rep_a, tok_a, loss_a, count_a, grads_a, mbs_a), (rep_b, tok_b, loss_b, count_b, grads_b, _) = runs
+    assert tok_a == tok_b and count_a == count_b and loss_b == pytest.approx(loss_a, rel=1e-5)
+    for ra, rb, mb in zip(rep_a, rep_b, mbs_a, strict=True):
+        on = mb["mask"].bool()
+        assert torch.allclose(ra["logprobs"][on], rb["logprobs"][on], atol=1e-5)
+        assert float(rb["logprobs"][~on].abs().sum()) == 0
+        assert float(rb["entropy_sum"]) == pytest.approx(float(ra["entropy_sum"]), rel=1e-5)
+    for name, g in grads_a.items():
+        assert torch.allclose(grads_b[name], g, atol=1e-6, rtol=1e-4), name
 
 
 @pytest.mark.parametrize("seam_name", SEAMS)

@@ -5,17 +5,21 @@ different lengths, and for each batch size generates one batch of that many roll
 seeded) of exactly `--max-new-tokens` tokens (end-of-turn is not a stop here, so every size does the
 same work per row). Prints tokens/s per batch size; one warm-up batch runs first.
 
-`--multi-turn`: the work of tool-use episodes. Grounded traces are synthesized from the shipped samples;
-each episode starts from its trace's prompt, and every turn generates `--max-new-tokens` greedy tokens
-and then appends that trace's next observations, until its observations run out. Three engines do the
-same turns side by side: this engine (prefix cache: each episode's KV is kept from one turn to the
-next), this engine with the prefix cache off (re-prefills the whole context every turn), and
-transformers `model.generate` re-prompted each turn with the same contexts. Prints generated tokens/s
-of each, the ratios, and whether all three produced the same tokens.
+`--multi-turn`: the work of tool-use episodes. Grounded traces are synthesized from the shipped samples
+(compact tool listings, as the demo trains on); each episode starts from its trace's prompt, and every
+turn generates greedily as many tokens as the trace's own turn has (at most `--max-new-tokens`), then
+appends that trace's next observations, until they run out. Three drivers do the same turns side by
+side: this engine with continuous batching (an episode's next turn joins the batch as soon as its
+previous turn ends), this engine in rounds (one `generate` call per turn round, each waiting for its
+longest turn; prefix cache on in both), and transformers `model.generate` re-prompted each round with
+the whole contexts. `--slots` bounds the rows decoding at once (the engine's `batch_size`, the
+transformers batch). Prints generated tokens/s of each, the ratios, and whether all three produced the
+same tokens.
 
     .venv/bin/python tools/bench_rollout.py [--batch-sizes 1,4,16] [--max-new-tokens 32] [--device cpu]
         [--threads N] [--json]
-    .venv/bin/python tools/bench_rollout.py --multi-turn [--episodes 16] [--max-new-tokens 48] [--json]
+    .venv/bin/python tools/bench_rollout.py --multi-turn [--episodes 16] [--slots 0] [--max-new-tokens 256]
+        [--json]
 """
 
 from __future__ import annotations
@@ -59,14 +63,15 @@ def measure(engine: HFRolloutEngine, batch: int, max_new: int) -> dict:
     return {"batch": batch, "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
 
 
-def episodes(tokenizer, n: int) -> list[tuple[list[int], list[list[int]]]]:
-    """(prompt ids, observation ids after each assistant turn) of `n` grounded traces (all benchmarks)."""
+def episodes(tokenizer, n: int) -> list[dict]:
+    """`n` grounded traces (all benchmarks) as episodes to replay: the prompt ids, the observation ids
+    after each assistant turn, and each assistant turn's length in tokens (end-of-turn included)."""
     from mtr_hpc.data import load_sample
     from mtr_hpc.synth import SynthAgents, SynthConfig
     from mtr_hpc.synth.filtering import synthesize_example
     from mtr_hpc.trace.render import ChatRenderer
 
-    renderer = ChatRenderer(tokenizer)
+    renderer = ChatRenderer(tokenizer, tools_format="compact")
     agents = SynthAgents.build(SynthConfig())
     out = []
     benches = ["hotpotqa", "musique", "2wiki", "bamboogle"]
@@ -76,92 +81,118 @@ def episodes(tokenizer, n: int) -> list[tuple[list[int], list[list[int]]]]:
         trace, _ = synthesize_example(ex, SynthConfig(), agents)
         msgs = trace.messages
         first = next(k for k, m in enumerate(msgs) if m["role"] == "assistant")
-        obs, k = [], first
+        obs, turns, k = [], [], first
         while k < len(msgs):
+            text = renderer.assistant_turn_text(msgs[k])
+            turns.append(len(tokenizer.encode(text, add_special_tokens=False)) + 1)
             j = k + 1
             while j < len(msgs) and msgs[j]["role"] == "tool":
                 j += 1
             if j > k + 1:
                 obs.append(renderer.render_observations(msgs[k + 1 : j]))
             k = j
-        out.append((renderer.render_prefix(msgs[:first], trace.tools), obs))
+        out.append({"prompt": renderer.render_prefix(msgs[:first], trace.tools), "obs": obs, "turns": turns})
     return out
 
 
-def multi_turn(generate, eps, max_new: int) -> dict:
-    """Run every episode's turns with `generate(contexts) -> token lists`; tokens/s and the contexts."""
-    contexts = [p for p, _ in eps]
+def multi_turn(engine, eps, max_new: int) -> dict:
+    """Replay every episode through `protocol.generate_continuous`: each turn greedy, as long as the
+    trace's turn (at most `max_new`), then the trace's observations. Tokens/s and the final contexts."""
+    from mtr_hpc.rollout.protocol import generate_continuous
+
+    contexts = [list(e["prompt"]) for e in eps]
+    turn = [0] * len(eps)
     tokens = 0
+
+    def params(i: int) -> SamplingParams:
+        return SamplingParams(max_new_tokens=min(max_new, eps[i]["turns"][turn[i]]), temperature=0)
+
+    def follow_up(i: int, gen):
+        nonlocal tokens
+        tokens += len(gen.token_ids)
+        obs = eps[i]["obs"]
+        contexts[i] = contexts[i] + gen.token_ids + (obs[turn[i]] if turn[i] < len(obs) else [])
+        turn[i] += 1
+        return (contexts[i], params(i)) if turn[i] <= len(obs) else None
+
     t0 = time.perf_counter()
-    for turn in range(max(len(o) for _, o in eps) + 1):
-        active = [i for i, (_, o) in enumerate(eps) if turn <= len(o)]
-        outs = generate([contexts[i] for i in active], max_new)
-        for i, ids in zip(active, outs, strict=True):
-            tokens += len(ids)
-            contexts[i] = contexts[i] + ids + (eps[i][1][turn] if turn < len(eps[i][1]) else [])
+    generate_continuous(engine, [list(c) for c in contexts], [params(i) for i in range(len(eps))], follow_up)
     wall = time.perf_counter() - t0
     return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "contexts": contexts}
 
 
-def hf_generate(model, pad_id: int, batch: int):
-    """transformers `generate`, greedy, exactly `max_new` tokens, re-prompted with the whole context."""
-    import torch
+class InRounds:
+    """An engine seen through `generate` only, so `generate_continuous` drives it in rounds."""
 
-    def run(prompts, max_new):
-        outs = []
-        for s in range(0, len(prompts), batch):
-            chunk = prompts[s : s + batch]
+    def __init__(self, engine):
+        self.generate = engine.generate
+
+
+class TransformersGenerate:
+    """transformers `model.generate`, greedy, re-prompted with the whole context every round; a round's
+    batch runs as long as its longest turn (each row keeps its own turn's tokens)."""
+
+    def __init__(self, model, pad_id: int, batch: int):
+        self.model, self.pad_id, self.batch = model, pad_id, batch
+
+    def generate(self, prompts, params):
+        import torch
+
+        from mtr_hpc.rollout import Generation
+
+        out = []
+        for s in range(0, len(prompts), self.batch):
+            chunk, plist = prompts[s : s + self.batch], params[s : s + self.batch]
+            longest = max(p.max_new_tokens for p in plist)
             width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk])
+            ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in chunk])
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
             with torch.inference_mode():
-                gen = model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=max_new, min_new_tokens=max_new,
-                    do_sample=False, pad_token_id=pad_id, eos_token_id=None,
+                gen = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=longest, min_new_tokens=longest,
+                    do_sample=False, pad_token_id=self.pad_id, eos_token_id=None,
                 )  # fmt: skip
-            outs += gen[:, width:].tolist()
-        return outs
-
-    return run
+            for row, p in zip(gen[:, width:].tolist(), plist, strict=True):
+                out.append(Generation(row[: p.max_new_tokens], [0.0] * p.max_new_tokens, "length"))
+        return out
 
 
 def bench_multi_turn(args) -> dict:
     import torch
 
+    slots = args.slots or args.episodes
     engine = HFRolloutEngine("smollm2-135m", device=args.device, dtype=args.dtype, eos_token_ids=[],
-                             batch_size=args.episodes)  # fmt: skip
-    bare = HFRolloutEngine(engine.model, tokenizer=engine.tokenizer, eos_token_ids=[], batch_size=args.episodes,
-                           prefix_cache_gb=0)  # fmt: skip
+                             batch_size=slots)  # fmt: skip
     eps = episodes(engine.tokenizer, args.episodes)
-    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0)
-
-    def via(e):
-        return lambda prompts, n: [g.token_ids for g in e.generate(prompts, params)]
-
     engine.model.generation_config.eos_token_id = None
     runs = {
-        "engine": multi_turn(via(engine), eps, args.max_new_tokens),
-        "engine_no_prefix_cache": multi_turn(via(bare), eps, args.max_new_tokens),
+        "engine": multi_turn(engine, eps, args.max_new_tokens),
+        "engine_in_rounds": multi_turn(InRounds(engine), eps, args.max_new_tokens),
         "transformers_generate": multi_turn(
-            hf_generate(engine.model, 0, args.episodes), eps, args.max_new_tokens
+            TransformersGenerate(engine.model, 0, slots), eps, args.max_new_tokens
         ),
     }
     same = len({str(r.pop("contexts")) for r in runs.values()}) == 1
     base = runs["transformers_generate"]["tokens_per_s"]
+    turns = [min(t, args.max_new_tokens) for e in eps for t in e["turns"]]
     return {
         "model": "smollm2-135m",
         "device": args.device,
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "episodes": args.episodes,
-        "turns_per_episode": sum(len(o) + 1 for _, o in eps) / len(eps),
-        "context_tokens_at_end": sum(len(p) + sum(len(x) for x in o) for p, o in eps) / len(eps)
-        + args.max_new_tokens * sum(len(o) + 1 for _, o in eps) / len(eps),
+        "slots": slots,
+        "turns_per_episode": len(turns) / len(eps),
+        "turn_tokens_min_mean_max": [min(turns), sum(turns) / len(turns), max(turns)],
+        "context_tokens_at_end": sum(
+            len(e["prompt"]) + sum(map(len, e["obs"])) + sum(min(t, args.max_new_tokens) for t in e["turns"])
+            for e in eps
+        )
+        / len(eps),
         "max_new_tokens_per_turn": args.max_new_tokens,
         "runs": runs,
         "speedup_vs_transformers_generate": runs["engine"]["tokens_per_s"] / base,
-        "speedup_vs_no_prefix_cache": runs["engine"]["tokens_per_s"]
-        / runs["engine_no_prefix_cache"]["tokens_per_s"],
+        "speedup_vs_rounds": runs["engine"]["tokens_per_s"] / runs["engine_in_rounds"]["tokens_per_s"],
         "same_tokens": same,
     }
 
@@ -175,7 +206,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--multi-turn", action="store_true", help="tool-use episodes, vs transformers generate")
-    ap.add_argument("--episodes", type=int, default=16, help="--multi-turn: episodes, all in one batch")
+    ap.add_argument("--episodes", type=int, default=16, help="--multi-turn: episodes")
+    ap.add_argument(
+        "--slots", type=int, default=0, help="--multi-turn: rows decoding at once (0: all episodes)"
+    )
     args = ap.parse_args()
 
     import torch
@@ -190,7 +224,7 @@ def main() -> int:
         else:
             print(
                 f"SmolLM2-135M {args.dtype} on {args.device} ({result['threads']} threads): {args.episodes} "
-                f"episodes, {result['turns_per_episode']:.1f} turns each, {args.max_new_tokens} new tokens a "
+                f"episodes on {result['slots']} slots, {result['turns_per_episode']:.1f} turns each, {args.max_new_tokens} new tokens a "
                 f"turn, {result['context_tokens_at_end']:.0f} context tokens at the end"
             )
             for name, r in result["runs"].items():
@@ -199,7 +233,7 @@ def main() -> int:
                 )
             print(
                 f"  engine vs transformers generate: {result['speedup_vs_transformers_generate']:.2f}x; "
-                f"vs no prefix cache: {result['speedup_vs_no_prefix_cache']:.2f}x; "
+                f"vs the engine in rounds: {result['speedup_vs_rounds']:.2f}x; "
                 f"same tokens: {result['same_tokens']}"
             )
         return 0

@@ -87,7 +87,7 @@ class EvalConfig:
     retrieval: RetrievalEnvConfig = field(default_factory=RetrievalEnvConfig)
     llm: LLMEnvConfig = field(default_factory=LLMEnvConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    batch_size: int = 8
+    batch_size: int = 8  # requests the engine decodes at once (the transformers engine's slots)
     device: str = "cpu"
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     # SFT / GRPO run directories whose metrics.jsonl is plotted as training curves. Their questions (and

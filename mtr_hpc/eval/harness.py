@@ -1,9 +1,11 @@
 """`run_eval`: every (model, mode, benchmark) cell of an `EvalConfig`, resumable, then the outputs.
 
 Order of work: build and check the whole plan (`plan.build_plan`) before loading any model; then per
-model load one engine and run its pending questions grouped by (mode, benchmark) in batches of
-`batch_size`, each batch one engine call (`direct`) or one `run_episodes` call (`tools`), appended to
-the journal as it finishes. A rerun loads only models with pending questions. Finally results.json,
+model load one engine and run its pending questions mode by mode, every benchmark of a mode in one
+engine call (`direct`) or one `run_episodes` call (`tools`): the engine keeps `batch_size` requests
+decoding at once and starts the next as soon as one ends. Each question is appended to the journal as
+it finishes, so a killed run loses only the questions in flight. A rerun loads only models with pending
+questions. Finally results.json,
 report.md, the plots, `eval/*` metrics (metrics.jsonl and W&B) and manifest.json are (re)written from
 the whole journal, so they always describe every question answered so far.
 """
@@ -87,29 +89,14 @@ class _Runner:
             self.envs[bench] = ToolEnvironment(self.plan.cfg, self.plan.examples[bench], self.plan.corpus)
         return self.envs[bench]
 
-    def run(self, jobs: list[Job], on_finished: Callable[[int], None]) -> list[dict[str, Any]]:
-        """One batch of one mode; its questions may come from several benchmarks. `on_finished(n)`
-        hears of finished questions as they finish (tools episodes end at different turn rounds)."""
+    def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+        """The questions of one mode, from any benchmarks, in one engine call; `on_record` hears of each
+        question's record as it finishes."""
         gen = self.plan.cfg.generation
         if jobs[0].mode == "direct":
-            records = run_direct(self.engine, self.direct_renderer, jobs, gen)
-            on_finished(len(records))
-            return records
+            return run_direct(self.engine, self.direct_renderer, jobs, gen, on_record)
         setups = [self.env(j.benchmark).setups([j.example])[0] for j in jobs]
-        return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg(), on_finished)
-
-
-def _batches(jobs: list[Job], size: int):
-    """Batches of one mode each. Benchmarks share a batch: the engine batches across episodes, and a
-    batch per benchmark would leave most of it empty when benchmarks have few questions each."""
-    group: list[Job] = []
-    for job in jobs:
-        if group and (job.mode != group[0].mode or len(group) == size):
-            yield group
-            group = []
-        group.append(job)
-    if group:
-        yield group
+        return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg(), on_record)
 
 
 def _evaluate_model(
@@ -124,9 +111,16 @@ def _evaluate_model(
     engine, tokenizer = factory(model_dir, plan.cfg)
     runner = _Runner(plan, engine, tokenizer, read_tools_format(model_dir))
     with tqdm(total=len(jobs), desc=f"eval {source.name}", unit="q", disable=not plan.cfg.progress) as bar:
-        for batch in _batches(jobs, plan.cfg.batch_size):
-            bar.set_postfix(mode=batch[0].mode, bench=batch[0].benchmark, refresh=False)
-            journal.append(runner.run(batch, bar.update))
+
+        def record(rec: dict[str, Any]) -> None:
+            journal.append([rec])
+            bar.update(1)
+
+        for mode in plan.cfg.modes:
+            mode_jobs = [j for j in jobs if j.mode == mode]
+            if mode_jobs:
+                bar.set_postfix(mode=mode, refresh=False)
+                runner.run(mode_jobs, record)
     return len(jobs)
 
 

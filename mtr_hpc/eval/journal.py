@@ -1,7 +1,7 @@
-"""`predictions.jsonl`: the eval run's journal, one line per finished question, appended per batch.
+"""`predictions.jsonl`: the eval run's journal, one line per finished question, appended as it finishes.
 
-Each batch is written, flushed and fsynced before the next starts, so a killed run loses at most the
-batch in flight; a rerun reads the journal and skips every (model, mode, benchmark, id) already in it.
+Each append is written, flushed and fsynced before the run goes on, so a killed run loses at most the
+questions in flight; a rerun reads the journal and skips every (model, mode, benchmark, id) already in it.
 A kill can cut the last line short: that tail is cut off on open (its question is simply redone). A
 malformed line anywhere else means the file was edited or is not this run's, and is an error.
 """

@@ -1,4 +1,4 @@
-"""The two evaluation modes, run over one batch of questions; each returns one journal record per question.
+"""The two evaluation modes, run over a list of questions; each yields one journal record per question.
 
 - `direct`: no tools, one turn. The system prompt asks for the answer inside `<answer></answer>`; a
   completion without that tag is format-invalid and predicts "" (strict, like the reward's validity
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.example import QAExample
-from ..rollout.protocol import RolloutEngine, SamplingParams
+from ..rollout.protocol import RolloutEngine, SamplingParams, generate_continuous
 from ..synth.autoagent import SYSTEM_PROMPT
 from .config import GenerationConfig
 
@@ -80,9 +80,14 @@ def decode_turn(tokenizer, token_ids: list[int], end_of_turn: str) -> str:
 
 
 def run_direct(
-    engine: RolloutEngine, renderer, jobs: list[Job], gen: GenerationConfig
+    engine: RolloutEngine,
+    renderer,
+    jobs: list[Job],
+    gen: GenerationConfig,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One generation per question, batched in a single engine call."""
+    """One generation per question, all in one engine call; `on_record` hears of each record as its
+    question finishes. Returns the records in job order."""
     from ..trace.render import IM_END
 
     convs = [
@@ -91,16 +96,16 @@ def run_direct(
     ]
     prompts = [renderer.render_prefix(c, None) for c in convs]
     params = sampling_params(gen, [renderer.end_of_turn_id], ["</answer>"])
-    outs = engine.generate(prompts, params)
-    records = []
-    for job, conv, out in zip(jobs, convs, outs, strict=True):
+    records: list[dict[str, Any]] = [{} for _ in jobs]
+
+    def finished(i: int, out) -> None:
         text = decode_turn(renderer.tokenizer, out.token_ids, IM_END)
         answer, valid = extract_answer(text)
         finish = "answer" if valid else ("engine_length" if out.finish_reason == "length" else "parse_error")
-        rec = base_record(job)
+        rec = base_record(jobs[i])
         rec.update(
             prediction=answer,
-            messages=[*conv, {"role": "assistant", "content": text}],
+            messages=[*convs[i], {"role": "assistant", "content": text}],
             turns=1,
             tool_calls=0,
             invalid_calls=0,
@@ -108,7 +113,11 @@ def run_direct(
             format_valid=valid,
             n_generated=len(out.token_ids),
         )
-        records.append(rec)
+        records[i] = rec
+        if on_record is not None:
+            on_record(rec)
+
+    generate_continuous(engine, prompts, params, finished)
     return records
 
 
@@ -119,17 +128,18 @@ def run_tools(
     setups: list[Any],
     gen: GenerationConfig,
     env_cfg: Any,
-    on_finished: Callable[[int], None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One ReAct episode per question through the shared multi-turn environment."""
+    """One ReAct episode per question through the shared multi-turn environment; `on_record` hears of
+    each record as its episode ends. Returns the records in job order."""
     from ..rollout.env import run_episodes
 
     params = sampling_params(gen, [renderer.end_of_turn_id])
-    episodes = run_episodes(engine, renderer, setups, params, env_cfg, on_finished)
-    records = []
-    for job, ep in zip(jobs, episodes, strict=True):
+    records: list[dict[str, Any]] = [{} for _ in jobs]
+
+    def finished(i: int, ep) -> None:
         answer = ep.answer if isinstance(ep.answer, str) else ""
-        rec = base_record(job)
+        rec = base_record(jobs[i])
         rec.update(
             prediction=answer,
             messages=list(ep.messages),
@@ -142,5 +152,9 @@ def run_tools(
             format_valid=ep.finish == "answer" and bool(answer),
             n_generated=ep.n_generated,
         )
-        records.append(rec)
+        records[i] = rec
+        if on_record is not None:
+            on_record(rec)
+
+    run_episodes(engine, renderer, setups, params, env_cfg, finished)
     return records

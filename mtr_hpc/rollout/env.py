@@ -1,7 +1,7 @@
 """The multi-turn environment of GRPO: a batch of episodes against the simulated tools, token in / token out.
 
-Per turn round, every active episode's whole token sequence goes to ONE `engine.generate` call. The
-policy's turn ends at the end-of-turn token `<|im_end|>` (the renderer's `end_of_turn_id`) or at the
+Every episode's whole token sequence goes to the engine, and its next turn as soon as the previous one
+is consumed (continuous batching; an engine without it is driven in rounds). The policy's turn ends at the end-of-turn token `<|im_end|>` (the renderer's `end_of_turn_id`) or at the
 length limit, and nowhere else: stopping at `</tool_call>` or `</answer>` would leave a turn without the
 `<|im_end|>` the policy never sampled, and inventing it would put a token into the sequence that the
 policy did not choose. So stop strings other than "<|im_end|>" itself are rejected.
@@ -37,7 +37,7 @@ from ..trace.parser import ToolCall, parse_turn
 from ..trace.render import IM_END
 from ..trace.validator import registry_for
 from .episode import Episode, EpisodeSetup
-from .protocol import Generation, SamplingParams
+from .protocol import Generation, SamplingParams, generate_continuous
 
 
 @dataclass
@@ -207,13 +207,14 @@ def run_episodes(
     setups: list[EpisodeSetup],
     params: SamplingParams,
     cfg: EnvConfig | None = None,
-    on_finished: Callable[[int], None] | None = None,
+    on_finished: Callable[[int, Episode], None] | None = None,
 ) -> list[Episode]:
-    """Roll out every setup to the end, batched: one `engine.generate` call per turn round.
+    """Roll out every setup to the end, all episodes at once: each episode's next turn goes to the
+    engine as soon as its previous turn is consumed (`protocol.generate_continuous`).
 
     `params` gives temperature / top-p / top-k / seed; `max_new_tokens` and the stop conditions are
     set per turn by the environment (see the module docstring). Episodes come back in setup order.
-    `on_finished(n)` is told after each round how many episodes it finished (for progress bars).
+    `on_finished(i, episode)` is told as soon as episode `i` ends (for journals and progress bars).
     """
     cfg = (cfg or EnvConfig()).validate()
     bad = [s for s in params.stop_strings if s != IM_END]
@@ -221,14 +222,26 @@ def run_episodes(
         raise ConfigError("stop_strings", f"turns end only at {IM_END!r}; got {bad!r} (see rollout.env)")
     eot = renderer.end_of_turn_id
     runners = [_Runner(i, s, renderer, cfg) for i, s in enumerate(setups)]
-    while active := [r for r in runners if r.ep.finish is None]:
-        gens = engine.generate(
-            [r.ep.token_ids for r in active], [_turn_params(params, r, eot) for r in active]
+    active = [r for r in runners if r.ep.finish is None]
+    if on_finished is not None:
+        for r in runners:
+            if r.ep.finish is not None:  # a prompt already over the budget
+                on_finished(r.index, r.ep)
+
+    def follow_up(i: int, gen: Generation) -> tuple[list[int], SamplingParams] | None:
+        runner = active[i]
+        runner.consume(gen)
+        if runner.ep.finish is not None:
+            if on_finished is not None:
+                on_finished(runner.index, runner.ep)
+            return None
+        return runner.ep.token_ids, _turn_params(params, runner, eot)
+
+    if active:
+        generate_continuous(
+            engine,
+            [r.ep.token_ids for r in active],
+            [_turn_params(params, r, eot) for r in active],
+            follow_up,
         )
-        if len(gens) != len(active):
-            raise MtrError(f"engine returned {len(gens)} generations for {len(active)} prompts")
-        for runner, gen in zip(active, gens, strict=True):
-            runner.consume(gen)
-        if on_finished is not None:
-            on_finished(sum(r.ep.finish is not None for r in active))
     return [r.ep for r in runners]

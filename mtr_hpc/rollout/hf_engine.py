@@ -2,35 +2,38 @@
 
 `model.generate` is not used because GRPO needs, for every sampled token, its logprob under the
 distribution it was drawn from (see `protocol` for the convention), per-request seeds and per-request
-stop conditions inside one batch. The loop here:
+stop conditions inside one batch. The loop here is continuous batching, vLLM's scheduling in miniature:
 
-- left-pads a batch of prompts of different lengths, with position ids counted over real tokens only,
-  so every row sees the same positions it would see alone;
-- prefills once, then feeds one token per row per step through a `DynamicCache`;
-- drops a row from the batch (and from the KV cache) as soon as it finishes, so finished rows cost
-  nothing;
-- stops a row on a stop token id (the request's, plus the model's end-of-sequence ids), on a stop
-  string found in its decoded tail, or at `max_new_tokens`.
+- up to `batch_size` requests decode together, one token per row per step, in a `kv_cache.SlotCache`
+  (each row's KV left-aligned in its slot, positions counted over its own tokens, so every row sees
+  exactly what it would see alone);
+- a row stops on a stop token id (the request's, plus the model's end-of-sequence ids), on a stop
+  string found in its decoded tail, or at `max_new_tokens`, and leaves the batch at once;
+- a waiting request takes the free slot at the next step: prefilled alone (less its last token, which
+  the decode step feeds), on top of the longest cached prefix of it.
 
-Prompts are sorted by length before batching to cut padding; results come back in request order.
-Between calls the engine keeps each finished generation's KV cache (`kv_cache.PrefixCache`), so the
-next turn of an episode prefills only what was appended. Memory: the lifecycle is `ManagedEngine`'s;
-asleep on a GPU the weights wait in host memory and the prefix cache is dropped.
+`generate` runs a list of prompts so; `generate_continuous` also takes each request's next turn from
+the environment as soon as its previous turn ends, so a multi-turn batch never waits for its longest
+turn. Finished sequences' KV is kept (`kv_cache.PrefixCache`), so the next turn of an episode prefills
+only what was appended. Memory: the lifecycle is `ManagedEngine`'s; asleep on a GPU the weights wait in
+host memory and the prefix cache is dropped.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import MtrError
-from .kv_cache import Entry, PrefixCache, batch_cache, growing, layer_tensors, row_kv
+from .kv_cache import PrefixCache, kv_shape, layer_tensors, slot_cache
 from .lifecycle import ManagedEngine
-from .protocol import Generation, SamplingParams, check_prompts
+from .protocol import FollowUp, Generation, SamplingParams, check_prompts
 from .sampling import StopStringMatcher, make_generator, select_tokens
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,112 +86,137 @@ class HFRolloutEngine(ManagedEngine):
     # -- generation -------------------------------------------------------------------------------
 
     def _generate(self, prompts: list[list[int]], plist: list[SamplingParams]) -> list[Generation]:
-        if self.tokenizer is None and any(p.stop_strings for p in plist):
-            raise MtrError("stop_strings need a tokenizer; build HFRolloutEngine with tokenizer=...")
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            outs = self._generate_batch([list(prompts[i]) for i in chunk], [plist[i] for i in chunk])
-            for i, out in zip(chunk, outs, strict=True):
-                results[i] = out
+
+        def keep(i: int, gen: Generation) -> None:
+            results[i] = gen
+
+        self._decode(prompts, plist, keep, keep_finished=True)
         return results  # type: ignore[return-value]
 
-    @torch.inference_mode()
-    def _generate_batch(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
-        from transformers import DynamicCache
+    def generate_continuous(
+        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams], follow_up: FollowUp
+    ) -> None:
+        """Continuous batching over multi-turn requests (see `protocol.generate_continuous`): when a
+        request's turn ends, `follow_up` gives its next prompt, which is prefilled on top of the turn's
+        cached KV and joins the decode batch at the next step."""
+        self._decode(prompts, self._ready(prompts, params), follow_up, keep_finished=False)
 
-        n, dev = len(prompts), self.device
-        cache = growing(DynamicCache(config=self.model.config))
-        logits, mask, last_pos, consumed = self._prefill(prompts, cache)
-        gens = [make_generator(p.seed, dev) for p in params]
-        stops = [StopStringMatcher(self.tokenizer, p.stop_strings) for p in params]
-        stop_ids = [set(p.stop_token_ids) | self.eos_token_ids for p in params]
-        out_ids: list[list[int]] = [[] for _ in range(n)]
-        out_lps: list[list[float]] = [[] for _ in range(n)]
-        done: list[Generation | None] = [None] * n
-        active = list(range(n))
-        while True:
-            tokens, lps = select_tokens(logits, [params[r] for r in active], [gens[r] for r in active])
-            keep = []
-            for j, (r, tok, lp) in enumerate(zip(active, tokens.tolist(), lps.tolist(), strict=True)):
-                out_ids[r].append(tok)
-                out_lps[r].append(lp)
-                done[r] = _finished(out_ids[r], out_lps[r], params[r], stop_ids[r], stops[r])
-                if done[r] is None:
-                    keep.append(j)
-                elif self._prefix is not None:
-                    # Everything fed so far (prompt + sampled tokens but the last), for the next turn.
-                    key = tuple(prompts[r]) + tuple(out_ids[r][:-1])
-                    self._prefix.store(key, row_kv(cache, j, mask[j].bool()))
-                    consumed.discard(key)
-            if not keep:
-                break
-            if len(keep) < len(active):
-                idx = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(idx)
-                mask, tokens, last_pos = mask[idx], tokens[idx], last_pos[idx]
-                active = [active[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            last_pos = last_pos + 1
+    @torch.inference_mode()
+    def _decode(
+        self,
+        prompts: list[list[int]],
+        plist: list[SamplingParams],
+        follow_up: Callable[[int, Generation], tuple[list[int], SamplingParams] | None],
+        keep_finished: bool,
+    ) -> None:
+        """The decode loop: admit pending requests into free slots, one decode step for every row, hand
+        finished rows to `follow_up` (which may queue the request's next prompt). A finished row's KV
+        goes to the prefix cache when its request goes on, and with `keep_finished` also when it ends
+        (for a caller that sends the next turn in a later call)."""
+        pending = deque(zip(range(len(prompts)), map(list, prompts), plist, strict=True))
+        model_dtype = next(self.model.parameters()).dtype
+        cache = slot_cache(self.model.config, self.batch_size, model_dtype, self.device)
+        rows: list[_Row] = []
+        while rows or pending:
+            if pending and len(rows) < self.batch_size:
+                admitted = [pending.popleft() for _ in range(min(len(pending), self.batch_size - len(rows)))]
+                for (req, prompt, params), kv in zip(
+                    admitted, self._prefill([p for _, p, _ in admitted]), strict=True
+                ):
+                    cache.write(len(rows), kv)
+                    rows.append(self._row(req, prompt, params))
+            positions = torch.tensor([r.length for r in rows], device=self.device)
+            mask = cache.step(positions)
             logits = self.model(
-                input_ids=tokens.unsqueeze(-1),
+                input_ids=torch.tensor([[r.token] for r in rows], device=self.device),
                 attention_mask=mask,
-                position_ids=last_pos.unsqueeze(-1),
+                position_ids=positions[:, None],
                 **{self._cache_arg: cache},
                 use_cache=True,
             ).logits[:, -1, :]
-        if self._prefix is not None:
-            for key in consumed:  # extended by this call's entries
-                self._prefix.drop(key)
-        return done  # type: ignore[return-value]
+            tokens, lps = select_tokens(logits, [r.params for r in rows], [r.gen for r in rows])
+            finished = []
+            for j, (r, tok, lp) in enumerate(zip(rows, tokens.tolist(), lps.tolist(), strict=True)):
+                r.length += 1
+                r.token = tok
+                r.out_ids.append(tok)
+                r.out_lps.append(lp)
+                gen = _finished(r.out_ids, r.out_lps, r.params, r.stop_ids, r.stops)
+                if gen is not None:
+                    finished.append((j, gen))
+            for j, gen in reversed(finished):  # from the end, so the row moved into slot j is a live one
+                self._finish(cache, rows[j], j, gen, follow_up, pending, keep_finished)
+                last = len(rows) - 1
+                if j != last:
+                    cache.move(last, j, rows[last].length)
+                    rows[j] = rows[last]
+                rows.pop()
 
-    def _prefill(self, prompts: list[list[int]], cache):
-        """Feed every prompt's uncached tokens and lay the rows out in `cache` for batched decoding:
-        (last-position logits [B, V], attention mask [B, T], last position ids [B], the prefix-cache keys
-        used). Each distinct prompt is prefilled alone, on top of its cached prefix: prefill is
-        compute-bound, so batching it saves nothing, while padding rows to the longest new part would
-        (one row may add a 300-token observation, another a single token). Rows with the same prompt and
-        cached prefix (the G episodes of a group) share one prefill."""
+    def _row(self, req: int, prompt: list[int], params: SamplingParams) -> _Row:
+        if params.stop_strings and self.tokenizer is None:
+            raise MtrError("stop_strings need a tokenizer; build HFRolloutEngine with tokenizer=...")
+        return _Row(
+            req,
+            prompt,
+            params,
+            make_generator(params.seed, self.device),
+            StopStringMatcher(self.tokenizer, params.stop_strings),
+            set(params.stop_token_ids) | self.eos_token_ids,
+            length=len(prompt) - 1,
+            token=prompt[-1],
+        )
+
+    def _finish(self, cache, row: _Row, slot: int, gen: Generation, follow_up, pending, keep: bool) -> None:
+        """Hand a finished row to `follow_up`; keep its KV (prompt and every sampled token but the last,
+        which was never fed) for its next prompt."""
+        nxt = follow_up(row.req, gen)
+        if nxt is not None:
+            prompt, params = list(nxt[0]), nxt[1]
+            check_prompts([prompt], self.vocab_size)
+            pending.append((row.req, prompt, params.validate()))
+        if self._prefix is not None and (nxt is not None or keep):
+            self._prefix.store(tuple(row.prompt) + tuple(row.out_ids[:-1]), cache.read(slot, row.length))
+
+    def _prefill(self, prompts: list[list[int]]) -> list[list]:
+        """The KV of every prompt but its last token (which the next decode step feeds), one
+        [kv_heads, length, head_dim] pair per layer. Each distinct prompt is prefilled alone, on top of
+        the longest cached prefix of it: prefill is compute-bound, so batching it saves nothing, while
+        padding rows to the longest new part would (one row may add a 300-token observation, another a
+        single token). Rows with the same prompt (the G episodes of a group) share one prefill. A
+        cached prefix that a prompt extends is dropped: the extended sequence is stored when it ends."""
         from transformers import DynamicCache
 
-        dev = self.device
-        unique: dict[tuple[int, ...], int] = {}
-        index = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
-        hits = {
-            key: self._prefix.lookup(list(key)) if self._prefix is not None else (None, None)
-            for key in unique
-        }
-        logits, rows = [], []
-        for key in unique:
-            entry = hits[key][1]
-            cached = min(entry.length, len(key) - 1) if entry is not None else 0  # feed >= 1 token
-            row = growing(DynamicCache(config=self.model.config))
-            if cached:
-                for layer, (k, v) in enumerate(entry.kv):
-                    row.update(k[None, :, :cached], v[None, :, :cached], layer)
-            out = self.model(
-                input_ids=torch.tensor([key[cached:]], dtype=torch.long, device=dev),
-                position_ids=torch.arange(cached, len(key), device=dev)[None],
+        n_layers, kv_heads, head_dim = kv_shape(self.model.config)
+        dtype = next(self.model.parameters()).dtype
+        done: dict[tuple[int, ...], list] = {}
+        consumed = set()
+        for prompt in prompts:
+            key = tuple(prompt[:-1])
+            if key in done:
+                continue
+            hit, entry = self._prefix.lookup(list(key)) if self._prefix is not None else (None, None)
+            cached = entry.length if entry is not None else 0
+            if hit is not None:
+                consumed.add(hit)
+            if cached == len(key):
+                empty = torch.zeros((kv_heads, 0, head_dim), dtype=dtype, device=self.device)
+                done[key] = entry.kv if entry is not None else [(empty, empty)] * n_layers
+                continue
+            row = DynamicCache(config=self.model.config)
+            for layer, (k, v) in enumerate(entry.kv if entry is not None else []):
+                row.update(k[None], v[None], layer)
+            self.model(
+                input_ids=torch.tensor([key[cached:]], dtype=torch.long, device=self.device),
+                position_ids=torch.arange(cached, len(key), device=self.device)[None],
                 **{self._cache_arg: row},
                 use_cache=True,
                 logits_to_keep=1,
             )
-            logits.append(out.logits[0, -1])
-            rows.append(Entry([(k[0], v[0]) for k, v in layer_tensors(row)]))
-        lengths = [len(key) for key in unique]
-        for layer, (keys, values) in enumerate(batch_cache(rows)):
-            cache.update(keys, values, layer)
-        width = max(lengths)
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=dev)
-        for r, n in enumerate(lengths):
-            mask[r, width - n :] = 1
-        idx = torch.tensor(index, device=dev)
-        if len(rows) < len(prompts):
-            cache.batch_select_indices(idx)
-        last_pos = torch.tensor(lengths, device=dev)[idx] - 1
-        consumed = {key for key, _ in hits.values() if key is not None}
-        return torch.stack(logits)[idx], mask[idx], last_pos, consumed
+            done[key] = [(k[0], v[0]) for k, v in layer_tensors(row)]
+        for hit in consumed:
+            self._prefix.drop(hit)
+        return [done[tuple(p[:-1])] for p in prompts]
 
     # -- weights and memory -----------------------------------------------------------------------
 
@@ -234,7 +262,7 @@ class HFRolloutEngine(ManagedEngine):
             self.model.to(self.device)
 
     def _wake_cache(self) -> None:
-        pass  # the KV cache lives only inside one `_generate_batch` call
+        pass  # the decode batch's KV lives only inside one `_decode` call
 
     @torch.inference_mode()
     def logits(self, token_ids: list[int]) -> torch.Tensor:
@@ -243,6 +271,22 @@ class HFRolloutEngine(ManagedEngine):
         self._ensure_weights()
         ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
         return self.model(input_ids=ids, use_cache=False).logits[0].float().cpu()
+
+
+@dataclass
+class _Row:
+    """One request in the decode batch."""
+
+    req: int
+    prompt: list[int]
+    params: SamplingParams
+    gen: torch.Generator
+    stops: StopStringMatcher
+    stop_ids: set[int]
+    length: int  # KV columns filled: the prompt and the sampled tokens, less the token fed next
+    token: int  # the token the next decode step feeds
+    out_ids: list[int] = field(default_factory=list)
+    out_lps: list[float] = field(default_factory=list)
 
 
 def _finished(

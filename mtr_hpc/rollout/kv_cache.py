@@ -10,9 +10,8 @@ what vLLM's automatic prefix caching does at block granularity; here the unit is
 is all a turn-by-turn episode needs. Entries are consumed when they are extended and evicted least
 recently used beyond a memory budget.
 
-`batch_cache` lays rows out for batched decoding: row r's KV right-aligned in a [B, heads, T, dim]
-block, the padding on the left hidden by the attention mask, positions counted over real tokens only,
-so every row sees exactly the context it would see alone.
+`SlotCache` is the decode batch the engine runs continuous batching on: rows (requests) join and
+leave between steps without copying the batch.
 """
 
 from __future__ import annotations
@@ -94,78 +93,108 @@ class PrefixCache:
         self.bytes = 0
 
 
-def batch_cache(entries: list[Entry]) -> list[LayerKV]:
-    """Per-layer (keys, values) [B, kv_heads, T, head_dim] with row r's KV right-aligned (the rest
-    zeros, for the attention mask to hide)."""
-    width = max(e.length for e in entries)
-    out = []
-    for layer in range(len(entries[0].kv)):
-        ref = entries[0].kv[layer][0]
-        keys = ref.new_zeros((len(entries), ref.shape[0], width, ref.shape[2]))
-        values = torch.zeros_like(keys)
-        for r, entry in enumerate(entries):
-            k, v = entry.kv[layer]
-            keys[r, :, width - entry.length :] = k
-            values[r, :, width - entry.length :] = v
-        out.append((keys, values))
-    return out
-
-
 def layer_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(keys, values) [B, kv_heads, T, head_dim] of every layer of a transformers cache (the `layers`
-    objects of transformers >= 4.56, or the key/value lists of older releases)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+    """(keys, values) [B, kv_heads, T, head_dim] of every layer of a transformers `DynamicCache`."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def row_kv(cache, row: int, real: torch.Tensor) -> list[LayerKV]:
-    """The KV of batch row `row` of a transformers cache at its real (unmasked) positions, copied out."""
-    return [(k[row][:, real].clone(), v[row][:, real].clone()) for k, v in layer_tensors(cache)]
+def kv_shape(config) -> tuple[int, int, int]:
+    """(layers, kv heads, head dim) of a transformers decoder config."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return cfg.num_hidden_layers, kv_heads, head_dim
 
 
-def growing(cache):
-    """`cache` (a transformers `DynamicCache`) with its layers appending into buffers that grow by
-    doubling, instead of concatenating the whole cache at every decoded token (which copies O(length)
-    per token and was 30-40% of a decode step on CPU). Caches of other layouts are returned as they are."""
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:  # transformers < 4.56 keeps key/value lists instead of layer objects
-        return cache
-    for layer in getattr(cache, "layers", []):
-        if type(layer) is DynamicLayer:
-            layer.__class__ = _growing_layer_class()
-    return cache
+def slot_cache(config, slots: int, dtype: torch.dtype, device: torch.device):
+    """A `SlotCache` (see `_slot_cache_class`) for `slots` rows of a model with this config."""
+    return _slot_cache_class()(config, slots, dtype, device)
 
 
 @functools.cache
-def _growing_layer_class() -> type:
-    from transformers.cache_utils import DynamicLayer
+def _slot_cache_class() -> type:
+    from transformers import DynamicCache
 
-    class GrowingLayer(DynamicLayer):
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            length = self.get_seq_length()
-            need = length + key_states.shape[-2]
-            buf_k = getattr(self, "_buf_k", None)
-            if buf_k is None or need > buf_k.shape[-2] or buf_k.shape[0] != key_states.shape[0]:
-                cap = max(2 * need, 64)
-                shape = (*key_states.shape[:2], cap, key_states.shape[-1])
-                new_k, new_v = key_states.new_empty(shape), value_states.new_empty(shape)
-                if length:
-                    new_k[:, :, :length] = self.keys
-                    new_v[:, :, :length] = self.values
-                self._buf_k, self._buf_v = new_k, new_v
-            self._buf_k[:, :, length:need] = key_states
-            self._buf_v[:, :, length:need] = value_states
-            self.keys, self.values = self._buf_k[:, :, :need], self._buf_v[:, :, :need]
-            return self.keys, self.values
+    class SlotCache(DynamicCache):
+        """The decode batch of continuous batching: `slots` rows, each holding one sequence's KV
+        left-aligned (row r's tokens at columns [0, length_r)), in buffers allocated once per call.
 
-        def batch_select_indices(self, indices):
-            if self.get_seq_length() > 0:
-                length = self.get_seq_length()
-                self._buf_k, self._buf_v = self._buf_k[indices], self._buf_v[indices]
-                self.keys, self.values = self._buf_k[:, :, :length], self._buf_v[:, :, :length]
+        Rows join and leave the batch between decode steps without copying the batch: a new row is
+        written into the first free slot, a finished row is replaced by the last active one (one row
+        copied), so the active rows are always slots [0, n) and every step runs on views. Each step
+        writes every row's new key and value at that row's own column (`step(positions)`); the model
+        gets a 4D mask hiding each row's columns beyond its length. Transformers' batch-select of a
+        `DynamicCache` copies the whole batch into fresh memory instead, which on CPU cost more than
+        a decode step every time a row finished.
+        """
 
-    return GrowingLayer
+        def __init__(self, config, slots: int, dtype: torch.dtype, device: torch.device):
+            super().__init__(config=config)
+            self.n_layers, self.kv_heads, self.head_dim = kv_shape(config)
+            self.slots, self.kv_dtype, self.kv_device = slots, dtype, device
+            self.capacity = 0
+            self._k: list[torch.Tensor] = []
+            self._v: list[torch.Tensor] = []
+            self._rows = self._positions = None
+            self.width = 0
+
+        def reserve(self, length: int) -> None:
+            """Room for `length` columns in every slot (grows by half at least, keeping the contents)."""
+            if length <= self.capacity and self._k:
+                return
+            cap = -(-max(length, self.capacity * 3 // 2, 256) // 128) * 128
+            shape = (self.slots, self.kv_heads, cap, self.head_dim)
+            # Zeros, not empty: masked columns still enter the attention product, and NaN bits there
+            # would survive the mask.
+            new_k = [
+                torch.zeros(shape, dtype=self.kv_dtype, device=self.kv_device) for _ in range(self.n_layers)
+            ]
+            new_v = [
+                torch.zeros(shape, dtype=self.kv_dtype, device=self.kv_device) for _ in range(self.n_layers)
+            ]
+            for old, new in ((self._k, new_k), (self._v, new_v)):
+                for a, b in zip(old, new, strict=False):
+                    b[:, :, : self.capacity] = a
+            self._k, self._v, self.capacity = new_k, new_v, cap
+
+        def write(self, slot: int, kv: list[LayerKV]) -> None:
+            length = kv[0][0].shape[1] if kv else 0
+            self.reserve(length)
+            for layer, (k, v) in enumerate(kv):
+                self._k[layer][slot, :, :length] = k
+                self._v[layer][slot, :, :length] = v
+
+        def read(self, slot: int, length: int) -> list[LayerKV]:
+            return [
+                (k[slot, :, :length].clone(), v[slot, :, :length].clone())
+                for k, v in zip(self._k, self._v, strict=True)
+            ]
+
+        def move(self, src: int, dst: int, length: int) -> None:
+            for buf in (*self._k, *self._v):
+                buf[dst, :, :length] = buf[src, :, :length]
+
+        def step(self, positions: torch.Tensor) -> torch.Tensor:
+            """Prepare a decode step of rows [0, len(positions)), row r writing column positions[r];
+            returns the additive attention mask [n, 1, 1, width] for it."""
+            self.width = int(positions.max()) + 1
+            self.reserve(self.width)
+            self._positions = positions
+            self._rows = torch.arange(len(positions), device=positions.device)
+            cols = torch.arange(self.width, device=positions.device)
+            hidden = torch.finfo(self.kv_dtype).min
+            mask = torch.where(cols[None, :] <= positions[:, None], 0.0, hidden).to(self.kv_dtype)
+            return mask[:, None, None, :]
+
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            n = key_states.shape[0]
+            k, v = self._k[layer_idx], self._v[layer_idx]
+            k[self._rows, :, self._positions] = key_states[:, :, 0]
+            v[self._rows, :, self._positions] = value_states[:, :, 0]
+            return k[:n, :, : self.width], v[:n, :, : self.width]
+
+        def get_seq_length(self, layer_idx: int = 0) -> int:
+            return max(self.width - 1, 0)
+
+    return SlotCache

@@ -55,6 +55,12 @@ class ManagedEngine:
     def generate(
         self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
     ) -> list[Generation]:
+        return self._generate(prompts, self._ready(prompts, params))
+
+    def _ready(
+        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
+    ) -> list[SamplingParams]:
+        """Check the request, wake what is asleep; the validated per-prompt settings."""
         check_prompts(prompts, self.vocab_size)
         plist = per_request_params(params, len(prompts))
         self._ensure_weights()
@@ -66,7 +72,7 @@ class ManagedEngine:
         if not self._cache_awake:
             self._wake_cache()
             self._cache_awake = True
-        return self._generate(prompts, plist)
+        return plist
 
     def sleep(self) -> None:
         """Give the device memory back until the next `update_weights` or `generate`."""

@@ -12,7 +12,7 @@ the GRPO defaults (`top_p=1, top_k=0`) this is the exact log-probability of the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -65,6 +65,11 @@ class Generation:
     stop: str | int | None = None  # the stop string or token id that ended it; None for "length"
 
 
+# Told that request `i` finished with a generation, returns the request's next prompt (its whole token
+# sequence) and sampling settings, or None when the request is done.
+FollowUp = Callable[[int, Generation], "tuple[list[int], SamplingParams] | None"]
+
+
 @runtime_checkable
 class RolloutEngine(Protocol):
     """What GRPO and eval need from a generator of rollouts.
@@ -84,6 +89,33 @@ class RolloutEngine(Protocol):
     def sleep(self) -> None: ...
 
     def logits(self, token_ids: list[int]) -> torch.Tensor: ...
+
+
+def generate_continuous(
+    engine, prompts: list[list[int]], params: SamplingParams | list[SamplingParams], follow_up: FollowUp
+) -> None:
+    """Generate for every prompt, then for every follow-up prompt `follow_up` returns, until none is left.
+
+    This is how a multi-turn environment drives an engine. An engine with its own
+    `generate_continuous` (the transformers engine) starts a follow-up as soon as its request's turn
+    ends, while other requests are still decoding; any other engine is driven in rounds, one `generate`
+    call per round over every request that has a prompt pending, so a round waits for its longest turn.
+    """
+    own = getattr(engine, "generate_continuous", None)
+    if own is not None:
+        return own(prompts, params, follow_up)
+    ids = list(range(len(prompts)))
+    plist = per_request_params(params, len(prompts))
+    prompts = list(prompts)
+    while ids:
+        gens = engine.generate(prompts, plist)
+        if len(gens) != len(ids):
+            raise MtrError(f"engine returned {len(gens)} generations for {len(ids)} prompts")
+        nxt = [(i, follow_up(i, g)) for i, g in zip(ids, gens, strict=True)]
+        nxt = [(i, f) for i, f in nxt if f is not None]
+        ids = [i for i, _ in nxt]
+        prompts = [list(f[0]) for _, f in nxt]
+        plist = [f[1] for _, f in nxt]
 
 
 def per_request_params(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:

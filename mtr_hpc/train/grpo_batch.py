@@ -13,6 +13,7 @@ from functools import partial
 import torch
 
 from .grpo_loss import policy_loss_sums, vocab_parallel_entropy, vocab_parallel_logprobs
+from .positions import flat_positions, gather_rows, only_rows, output_layer_of, scatter_rows
 
 
 @dataclass
@@ -61,28 +62,43 @@ class LossSettings:
     aggregation: str = "token_mean"
 
 
-def make_forward_step(mode: str, settings: LossSettings, tp_group=None):
+def make_forward_step(mode: str, settings: LossSettings, tp_group=None, positions_only: bool = False):
     """`forward_step(data_iterator, model)` for one of three passes over the same microbatches:
 
     - `logprobs`: forward only; the report holds the per-token log-probs (old / reference policy)
       and the entropy sum;
     - `train`: the clipped policy loss (sum, count) with its stat sums in the report.
+
+    `positions_only`: logits only at the sampled tokens (`positions`; the CPU seam's choice), the same
+    results as [B, S] tensors with zeros elsewhere.
     """
 
     def forward_step(data_iterator, model):
         batch = next(data_iterator)
-        logits = model(batch["tokens"], batch["position_ids"], None)
-        return logits, partial(_loss_func, mode, settings, tp_group, batch)
+        layer = output_layer_of(model) if positions_only else None
+        if layer is None:
+            logits = model(batch["tokens"], batch["position_ids"], None)
+            return logits, partial(_loss_func, mode, settings, tp_group, batch, None)
+        flat = flat_positions(batch["mask"])
+        with only_rows(layer, flat):
+            logits = model(batch["tokens"], batch["position_ids"], None)  # [1, N, vocab]
+        return logits, partial(_loss_func, mode, settings, tp_group, batch, flat)
 
     return forward_step
 
 
-def _loss_func(mode: str, s: LossSettings, tp_group, batch: dict, logits: torch.Tensor):
-    logprobs = vocab_parallel_logprobs(logits, batch["labels"], tp_group, s.temperature)
-    mask = batch["mask"]
+def _loss_func(mode: str, s: LossSettings, tp_group, batch: dict, flat, logits: torch.Tensor):
+    labels, mask = batch["labels"], batch["mask"]
+    if flat is None:
+        logprobs = vocab_parallel_logprobs(logits, labels, tp_group, s.temperature)
+    else:
+        picked = vocab_parallel_logprobs(logits, gather_rows(labels, flat), tp_group, s.temperature)
+        logprobs = scatter_rows(picked, flat, labels.shape)
     if mode == "logprobs":
         with torch.no_grad():
             entropy = vocab_parallel_entropy(logits.detach(), tp_group, s.temperature)
+            if flat is not None:
+                entropy = scatter_rows(entropy, flat, labels.shape)
             report = {"logprobs": logprobs.detach(), "entropy_sum": (entropy * mask).sum()}
         zero = (logprobs * 0).sum()
         return zero, mask.sum().to(torch.int), report

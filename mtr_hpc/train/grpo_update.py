@@ -58,7 +58,7 @@ def logprob_pass(seam, model, mbs: list[dict], settings: LossSettings, tp_group,
     """Forward-only pass; each microbatch gets its per-token log-probs under `key` (last stage)."""
     model.eval()
     _, _, reports = seam.forward_backward(
-        model, make_forward_step("logprobs", settings, tp_group), mbs, forward_only=True
+        model, make_forward_step("logprobs", settings, tp_group, seam.name == "cpu"), mbs, forward_only=True
     )
     for mb, rep in zip(mbs, reports, strict=False):
         mb[key] = rep["logprobs"]
@@ -73,7 +73,7 @@ def train_on(
     from megatron.core import parallel_state as ps
 
     k = len(updates)
-    forward = make_forward_step("train", settings, tp_group)
+    forward = make_forward_step("train", settings, tp_group, seam.name == "cpu")
     stats, norms, losses, lr = empty_stats(with_kl, seam.device), [], [], 0.0
     for j in range(k):
         model.train()

@@ -34,7 +34,7 @@ from .schedule import ScheduleConfig, lr_at
 from .seams import get_seam
 from .sft_config import SFTConfig, SFTDataConfig
 from .sft_data import DataPosition, RowSampler, SFTDataError, build_rows, split_heldout
-from .step import sft_forward_step
+from .step import sft_forward_step, sft_loss_positions_step
 
 
 def run_sft(cfg: SFTConfig) -> dict:
@@ -108,7 +108,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         local_rows = step_rows[dp_rank::dp_size]
         model.train()
         mbs = [seam.to_device(b) for b in microbatches(local_rows, cfg.train.micro_batch_rows, thd)]
-        loss_sum, tokens, _ = seam.forward_backward(model, sft_forward_step, mbs)
+        loss_sum, tokens, _ = seam.forward_backward(model, _forward_step(seam), mbs)
         lr = lr_at(step, cfg.train.steps, schedule)
         grad_norm, skipped = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
         dt = time.perf_counter() - t0
@@ -174,7 +174,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 def evaluate(seam, model, rows, cfg: SFTConfig, thd: bool) -> float:
     model.eval()
     mbs = [seam.to_device(b) for b in microbatches(rows, cfg.train.micro_batch_rows, thd)]
-    loss_sum, tokens, _ = seam.forward_backward(model, sft_forward_step, mbs, forward_only=True)
+    loss_sum, tokens, _ = seam.forward_backward(model, _forward_step(seam), mbs, forward_only=True)
     return loss_sum / max(tokens, 1)
 
 
@@ -210,6 +210,13 @@ def expand_trace_paths(specs: list[str]) -> list[Path]:
             raise ConfigError("data.traces", f"'{spec}' matches no trace file")
         files += found
     return files
+
+
+def _forward_step(seam):
+    """Logits at loss positions only on the CPU seam, where it is measured (`tools/bench_sft.py`); the
+    GPU seam keeps Megatron's full-logits step until a device check covers the other one (GRPO's
+    passes choose the same way, `grpo_update`)."""
+    return sft_loss_positions_step if seam.name == "cpu" else sft_forward_step
 
 
 def _engine_device() -> str:

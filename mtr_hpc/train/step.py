@@ -12,6 +12,8 @@ from functools import partial
 
 import torch
 
+from .positions import flat_positions, gather_rows, only_rows, output_layer_of
+
 
 def masked_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
     losses = output_tensor.float()
@@ -29,3 +31,24 @@ def sft_forward_step(data_iterator, model):
         packed_seq_params=batch.get("packed_seq_params"),
     )
     return output, partial(masked_loss_func, batch["loss_mask"])
+
+
+def sft_loss_positions_step(data_iterator, model):
+    """`sft_forward_step` with logits computed only where the loss mask is set: the same loss, without
+    the output layer's work on the other positions (see `positions`). Used by the CPU seam; falls back
+    to the full step where rows cannot be selected."""
+    batch = next(data_iterator)
+    layer = output_layer_of(model)
+    if layer is None:
+        return sft_forward_step(iter([batch]), model)
+    flat = flat_positions(batch["loss_mask"])
+    labels = gather_rows(batch["labels"], flat)
+    with only_rows(layer, flat):
+        output = model(
+            batch["tokens"],
+            batch["position_ids"],
+            batch.get("attention_mask"),
+            labels=labels,
+            packed_seq_params=batch.get("packed_seq_params"),
+        )
+    return output, partial(masked_loss_func, torch.ones_like(labels))
