@@ -2,8 +2,9 @@
 
 Order of work: build and check the whole plan (`plan.build_plan`) before loading any model; then per
 model load one engine and run its pending questions mode by mode, every benchmark of a mode in one
-engine call (`direct`) or one `run_episodes` call (`tools`): the engine keeps `batch_size` requests
-decoding at once and starts the next as soon as one ends. Each question is appended to the journal as
+engine call (`direct`) or one `run_episodes` call (`tools`): the transformers engine keeps `batch_size`
+requests decoding at once and starts the next as soon as one ends (vLLM schedules within each turn
+round). Each question is appended to the journal as
 it finishes, so a killed run loses only the questions in flight. A rerun loads only models with pending
 questions. Finally results.json,
 report.md, the plots, `eval/*` metrics (metrics.jsonl and W&B) and manifest.json are (re)written from
@@ -57,7 +58,7 @@ def pending_jobs(plan: EvalPlan, journal: PredictionJournal, model: str) -> list
 
 
 class _Runner:
-    """Runs batches of one model; tool environments are built once per benchmark. Tools are listed in
+    """Runs the questions of one model; tool environments are built once per benchmark. Tools are listed in
     the format the model was trained with (recorded in its directory, `trace.chat_format`)."""
 
     def __init__(self, plan: EvalPlan, engine: Any, tokenizer: Any, tools_format: str = "json"):

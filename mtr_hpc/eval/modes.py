@@ -1,4 +1,5 @@
-"""The two evaluation modes, run over a list of questions; each yields one journal record per question.
+"""The two evaluation modes, run over a list of questions; each returns one journal record per question
+(and reports each to a callback as it finishes).
 
 - `direct`: no tools, one turn. The system prompt asks for the answer inside `<answer></answer>`; a
   completion without that tag is format-invalid and predicts "" (strict, like the reward's validity

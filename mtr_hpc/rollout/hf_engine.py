@@ -114,6 +114,8 @@ class HFRolloutEngine(ManagedEngine):
         finished rows to `follow_up` (which may queue the request's next prompt). A finished row's KV
         goes to the prefix cache when its request goes on, and with `keep_finished` also when it ends
         (for a caller that sends the next turn in a later call)."""
+        if self.tokenizer is None and any(p.stop_strings for p in plist):
+            raise MtrError("stop_strings need a tokenizer; build HFRolloutEngine with tokenizer=...")
         pending = deque(zip(range(len(prompts)), map(list, prompts), plist, strict=True))
         model_dtype = next(self.model.parameters()).dtype
         cache = slot_cache(self.model.config, self.batch_size, model_dtype, self.device)

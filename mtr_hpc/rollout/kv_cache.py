@@ -3,7 +3,8 @@ whose prompt starts with the same tokens.
 
 A multi-turn episode calls the engine once per turn with its whole context so far: the previous prompt,
 what was sampled, and the observations appended. Without a cache every turn re-prefills that context.
-`PrefixCache` keeps, for every generation that finished, the keys and values of its prompt and sampled
+`PrefixCache` keeps, for every generation that finished (under `generate_continuous`, every one whose
+request goes on), the keys and values of its prompt and sampled
 tokens (the last sampled token was never fed, so it is not among them), under those token ids; a new
 prompt takes the longest stored prefix of itself and only its remaining tokens are prefilled. This is
 what vLLM's automatic prefix caching does at block granularity; here the unit is a whole sequence, which
@@ -118,7 +119,8 @@ def _slot_cache_class() -> type:
 
     class SlotCache(DynamicCache):
         """The decode batch of continuous batching: `slots` rows, each holding one sequence's KV
-        left-aligned (row r's tokens at columns [0, length_r)), in buffers allocated once per call.
+        left-aligned (row r's tokens at columns [0, length_r)), in buffers that grow (by half, copied)
+        only when a row outgrows them.
 
         Rows join and leave the batch between decode steps without copying the batch: a new row is
         written into the first free slot, a finished row is replaced by the last active one (one row

@@ -63,7 +63,7 @@ class LossSettings:
 
 
 def make_forward_step(mode: str, settings: LossSettings, tp_group=None, positions_only: bool = False):
-    """`forward_step(data_iterator, model)` for one of three passes over the same microbatches:
+    """`forward_step(data_iterator, model)` for the passes over the same microbatches:
 
     - `logprobs`: forward only; the report holds the per-token log-probs (old / reference policy)
       and the entropy sum;
