@@ -1,10 +1,11 @@
 """The multi-turn environment of GRPO: a batch of episodes against the simulated tools, token in / token out.
 
 Every episode's whole token sequence goes to the engine, and its next turn as soon as the previous one
-is consumed (continuous batching; an engine without it is driven in rounds). The policy's turn ends at the end-of-turn token `<|im_end|>` (the renderer's `end_of_turn_id`) or at the
-length limit, and nowhere else: stopping at `</tool_call>` or `</answer>` would leave a turn without the
-`<|im_end|>` the policy never sampled, and inventing it would put a token into the sequence that the
-policy did not choose. So stop strings other than "<|im_end|>" itself are rejected.
+is consumed (continuous batching; an engine without it is driven in rounds). The policy's turn ends at
+the end-of-turn token `<|im_end|>` (the renderer's `end_of_turn_id`) or at the length limit, and
+nowhere else: stopping at `</tool_call>` or `</answer>` would leave a turn without the `<|im_end|>` the
+policy never sampled, and inventing it would put a token into the sequence that the policy did not
+choose. So stop strings other than "<|im_end|>" itself are rejected.
 
 Then the environment decodes the sampled ids (less `<|im_end|>`), parses the text with `parse_turn`,
 and ends the episode at:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,15 +107,15 @@ class HFRolloutEngine(ManagedEngine):
         self,
         prompts: list[list[int]],
         plist: list[SamplingParams],
-        follow_up: Callable[[int, Generation], tuple[list[int], SamplingParams] | None],
+        follow_up: FollowUp,
         keep_finished: bool,
     ) -> None:
         """The decode loop: admit pending requests into free slots, one decode step for every row, hand
         finished rows to `follow_up` (which may queue the request's next prompt). A finished row's KV
         goes to the prefix cache when its request goes on, and with `keep_finished` also when it ends
         (for a caller that sends the next turn in a later call)."""
-        if self.tokenizer is None and any(p.stop_strings for p in plist):
-            raise MtrError("stop_strings need a tokenizer; build HFRolloutEngine with tokenizer=...")
+        for p in plist:
+            self._check_stops(p)
         pending = deque(zip(range(len(prompts)), map(list, prompts), plist, strict=True))
         model_dtype = next(self.model.parameters()).dtype
         cache = slot_cache(self.model.config, self.batch_size, model_dtype, self.device)
@@ -155,9 +155,11 @@ class HFRolloutEngine(ManagedEngine):
                     rows[j] = rows[last]
                 rows.pop()
 
-    def _row(self, req: int, prompt: list[int], params: SamplingParams) -> _Row:
+    def _check_stops(self, params: SamplingParams) -> None:
         if params.stop_strings and self.tokenizer is None:
             raise MtrError("stop_strings need a tokenizer; build HFRolloutEngine with tokenizer=...")
+
+    def _row(self, req: int, prompt: list[int], params: SamplingParams) -> _Row:
         return _Row(
             req,
             prompt,
@@ -176,7 +178,8 @@ class HFRolloutEngine(ManagedEngine):
         if nxt is not None:
             prompt, params = list(nxt[0]), nxt[1]
             check_prompts([prompt], self.vocab_size)
-            pending.append((row.req, prompt, params.validate()))
+            self._check_stops(params.validate())
+            pending.append((row.req, prompt, params))
         if self._prefix is not None and (nxt is not None or keep):
             self._prefix.store(tuple(row.prompt) + tuple(row.out_ids[:-1]), cache.read(slot, row.length))
 

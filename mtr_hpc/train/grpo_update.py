@@ -20,6 +20,7 @@ from ..models.parallel import collective_device, from_last_stage
 from .grpo_batch import LossSettings, make_forward_step, microbatches
 from .grpo_config import GRPOConfig
 from .grpo_loss import all_reduce_stats, empty_stats, finalize_stats, merge_stats
+from .positions import selects_rows
 from .schedule import ScheduleConfig, lr_at
 
 
@@ -58,7 +59,7 @@ def logprob_pass(seam, model, mbs: list[dict], settings: LossSettings, tp_group,
     """Forward-only pass; each microbatch gets its per-token log-probs under `key` (last stage)."""
     model.eval()
     _, _, reports = seam.forward_backward(
-        model, make_forward_step("logprobs", settings, tp_group, seam.name == "cpu"), mbs, forward_only=True
+        model, make_forward_step("logprobs", settings, tp_group, selects_rows(seam)), mbs, forward_only=True
     )
     for mb, rep in zip(mbs, reports, strict=False):
         mb[key] = rep["logprobs"]
@@ -73,7 +74,7 @@ def train_on(
     from megatron.core import parallel_state as ps
 
     k = len(updates)
-    forward = make_forward_step("train", settings, tp_group, seam.name == "cpu")
+    forward = make_forward_step("train", settings, tp_group, selects_rows(seam))
     stats, norms, losses, lr = empty_stats(with_kl, seam.device), [], [], 0.0
     for j in range(k):
         model.train()

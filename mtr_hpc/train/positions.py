@@ -18,6 +18,13 @@ from contextlib import contextmanager
 import torch
 
 
+def selects_rows(seam) -> bool:
+    """Whether the passes on `seam` compute logits at loss positions only: on the CPU seam, where it is
+    measured (`tools/bench_sft.py`); the GPU seam keeps Megatron's full-logits passes until a device
+    check covers these."""
+    return seam.name == "cpu"
+
+
 def output_layer_of(model):
     """The output layer of a (possibly wrapped: DDP, Float16Module) Megatron GPT model; None where rows
     cannot be selected: a pipeline stage without it, or its input split over the sequence (sequence

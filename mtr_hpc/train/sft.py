@@ -29,6 +29,7 @@ from .batches import microbatches, uses_thd
 from .grammar import measure as grammar_measure
 from .grammar import turn_prompts
 from .model_io import build_policy, export_hf, policy_source
+from .positions import selects_rows
 from .preempt import PreemptionFlag
 from .schedule import ScheduleConfig, lr_at
 from .seams import get_seam
@@ -213,10 +214,7 @@ def expand_trace_paths(specs: list[str]) -> list[Path]:
 
 
 def _forward_step(seam):
-    """Logits at loss positions only on the CPU seam, where it is measured (`tools/bench_sft.py`); the
-    GPU seam keeps Megatron's full-logits step until a device check covers the other one (GRPO's
-    passes choose the same way, `grpo_update`)."""
-    return sft_loss_positions_step if seam.name == "cpu" else sft_forward_step
+    return sft_loss_positions_step if selects_rows(seam) else sft_forward_step
 
 
 def _engine_device() -> str:
