@@ -19,6 +19,7 @@ from mtr_hpc.data import (
     load_benchmark,
     load_corpus,
     load_sample,
+    sample_corpus_path,
     sample_path,
 )
 from mtr_hpc.data.source import is_hub_source
@@ -176,12 +177,35 @@ def test_samples_are_small_and_reproducible(shared_data, repo_root, tmp_path):
     finally:
         sys.path.remove(str(repo_root / "tools"))
     sizes = make_samples.make_samples(shared_data, tmp_path)
-    assert sum(sizes.values()) < 1_000_000
-    for bench in BENCHMARKS:
-        shipped = sample_path(bench)
+    assert sum(sizes.values()) < 2_500_000
+    for shipped in [*(sample_path(b) for b in BENCHMARKS), sample_corpus_path()]:
         assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), shipped.name
     readme = (repo_root / "mtr_hpc/data/samples/README.md").read_text()
     assert all(lic in readme for lic in ("CC BY-SA 4.0", "CC BY 4.0", "Apache 2.0"))
+
+
+def test_shipped_corpus_holds_the_supporting_pages_of_2wiki_and_hotpotqa():
+    corpus = load_corpus(sample_corpus_path())
+    assert corpus.format == "corpus/jsonl" and len(corpus.passages) == 7107
+    titles = {p.title for p in corpus.passages}
+    assert len(titles) == len(corpus.passages)
+    for bench in ("2wiki", "hotpotqa"):
+        for ex in load_sample(bench):
+            missing = [t for t, _ in ex.evidence["supporting_facts"] if t not in titles]
+            assert not missing, (bench, ex.id, missing)
+
+
+def test_gzipped_corpus_reads_like_plain_and_a_broken_one_is_a_data_error(tmp_path):
+    import gzip
+
+    lines = [json.dumps({"title": f"T{i}", "text": f"Sentence {i}."}) for i in range(3)]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    plain, packed = load_corpus(tmp_path / "c.jsonl"), load_corpus(tmp_path / "c.jsonl.gz")
+    assert packed.passages == plain.passages and len(packed.passages) == 3
+    (tmp_path / "cut.jsonl.gz").write_bytes((tmp_path / "c.jsonl.gz").read_bytes()[:20])
+    with pytest.raises(DataError, match="cut.jsonl.gz.*gzip"):
+        load_corpus(tmp_path / "cut.jsonl.gz")
 
 
 # ---------------------------------------------------------------- other layouts

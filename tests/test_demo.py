@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def _tiny_config(path: Path) -> Path:
             "generation": {"max_turns": 2, "max_new_tokens": 8, "max_tokens": 1536},
             "progress": False,
         },
+        "profiles": {"full": {"grpo": {"train": {"steps": 3}}, "eval": {"modes": ["tools"]}}},
     }  # fmt: skip
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -102,12 +104,75 @@ def test_tiny_pipeline_end_to_end_with_offline_wandb(tmp_path, monkeypatch):
             assert key in data["history"][0], (stage, key)
     ev = logged(_run_file(run / "eval"))
     assert ev["group"] == run.name
-    assert any(k.startswith("eval/sft/tools/hotpotqa/") for k in ev["history"][0])
+    assert any(k.startswith("eval/sft/tools/grounded/hotpotqa/") for k in ev["history"][0])
 
     # A rerun skips every finished stage.
     again: list[str] = []
     run_demo(config, run, [models], again.append)
     assert sum("skipped" in line for line in again) == 4
+
+    # Another profile shares synth and SFT, and trains and evaluates in its own directories.
+    full: list[str] = []
+    models_full = models.replace(str(run / "grpo"), str(run / "grpo-full"))
+    summary = run_demo(config, run, [models_full], full.append, profile="full")
+    assert sum("skipped" in line for line in full) == 2
+    assert set(summary["timings_s"]) == {"synth", "sft", "grpo-full", "eval-full"}  # its stages, shared too
+    assert summary["grpo_reward"]["steps"] == 3
+    assert len((run / "grpo-full" / "metrics.jsonl").read_text().splitlines()) == 3
+    results = json.loads((run / "eval-full" / "results.json").read_text())
+    assert results["settings"] == ["tools/grounded"]
+    assert json.loads((run / "demo.json").read_text()).keys() >= {"grpo", "grpo-full", "eval-full"}
+
+
+def test_profiles_become_stage_overrides_and_unknown_ones_are_refused(tmp_path):
+    from mtr_hpc.config import load_config
+    from mtr_hpc.demo import profile_overrides, stage_dirs
+    from mtr_hpc.errors import ConfigError
+    from mtr_hpc.eval.config import EvalConfig, validate_config
+    from mtr_hpc.train.grpo_config import GRPOConfig
+
+    config = _tiny_config(tmp_path / "demo-tiny.yaml")
+    assert profile_overrides(config, "full") == {"grpo": ["train.steps=3"], "eval": ["modes=[tools]"]}
+    assert profile_overrides(config, "quick") == {}
+    assert stage_dirs("full") == {"synth": "synth", "sft": "sft", "grpo": "grpo-full", "eval": "eval-full"}
+    with pytest.raises(ConfigError, match="unknown demo profile 'long'.*quick, full"):
+        run_demo(config, tmp_path / "x", [], lambda _: None, profile="long")
+    assert not (tmp_path / "x").exists()
+    for bad, key in (({"full": [1]}, "profiles.full"), ({"full": {"evl": {}}}, "profiles.full.evl")):
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(yaml.safe_dump({"profiles": bad}))
+        with pytest.raises(ConfigError, match=key):
+            profile_overrides(broken, "full")
+    # Values of every kind come through the stage's own loader as written in the profile.
+    typed = tmp_path / "typed.yaml"
+    profile = {
+        "out": "run 1",
+        "progress": False,
+        "envs": ["grounded"],
+        "retrieval": {"corpus": "", "top_k": 4},
+    }
+    typed.write_text(
+        yaml.safe_dump({"eval": {"models": [], "benchmarks": []}, "profiles": {"p": {"eval": profile}}})
+    )
+    cfg = load_config(EvalConfig, typed, profile_overrides(typed, "p")["eval"], section="eval")
+    assert (cfg.out, cfg.progress, cfg.envs, cfg.retrieval.corpus, cfg.retrieval.top_k) == (
+        "run 1",
+        False,
+        ["grounded"],
+        "",
+        4,
+    )
+    # The shipped demo config's full profile loads into valid stage configs.
+    demo = REPO / "configs" / "demo.yaml"
+    full = profile_overrides(demo, "full")
+    grpo = load_config(GRPOConfig, demo, full["grpo"], section="grpo")
+    assert (grpo.train.steps, grpo.optim.lr) == (12, 1.0e-5)
+    ev = validate_config(
+        load_config(
+            EvalConfig, demo, ["models=[{name: a, path: smollm2-135m}]", *full["eval"]], section="eval"
+        )
+    )
+    assert (ev.modes, ev.envs) == (["tools"], ["grounded"])
 
 
 def test_bad_stage_override_names_the_key(tmp_path):

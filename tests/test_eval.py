@@ -144,7 +144,7 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
         tmp_path / "run",
         tiny_model,
         [{"name": b, "source": str(p)} for b, p in gold.items()],
-        env="retrieval",
+        envs=["retrieval"],
         retrieval={"corpus": str(corpus), "top_k": 3},
         batch_size=2 * N_PER_BENCH,
     )
@@ -156,11 +156,12 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
     assert len(results["cells"]) == 4
     for cell in results["cells"]:
         assert (cell["n"], cell["em"], cell["f1"], cell["format_valid_rate"]) == (N_PER_BENCH, 1.0, 1.0, 1.0)
-        assert cell["mean_tool_calls"] == (1.0 if cell["mode"] == "tools" else 0.0)
-        assert cell["mean_turns"] == (2.0 if cell["mode"] == "tools" else 1.0)
+        assert cell["mean_tool_calls"] == (1.0 if cell["setting"] == "tools/retrieval" else 0.0)
+        assert cell["mean_turns"] == (2.0 if cell["setting"] == "tools/retrieval" else 1.0)
         assert cell["invalid_call_rate"] == 0.0
     preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     tool_rec = next(r for r in preds if r["mode"] == "tools")
+    assert tool_rec["env"] == "retrieval"
     # The observation came from the real BM25 index over the corpus.
     obs = json.loads(next(m for m in tool_rec["messages"] if m["role"] == "tool")["content"])
     assert len(obs["results"]) == 2 and all(r["title"] for r in obs["results"])
@@ -181,7 +182,7 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
                 mtr_main(["score", "--benchmark", bench, "--gold", str(path), "--pred", str(pred_file)]) == 0
             )
             scored = json.loads(capsys.readouterr().out)
-            cell = find_cell(results, "tiny", mode, bench)
+            cell = find_cell(results, "tiny", "direct" if mode == "direct" else "tools/retrieval", bench)
             assert (scored["n"], scored["em"], scored["f1"]) == (cell["n"], cell["em"], cell["f1"])
             assert scored["by_type"] == cell["by_type"]
 
@@ -199,17 +200,27 @@ def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_d
         out,
         tiny_model,
         [{"name": "hotpotqa", "limit": N_PER_BENCH, "seed": 1}, {"name": "2wiki", "limit": N_PER_BENCH}],
-        env="grounded",
+        envs=["grounded"],
+        training_runs=[str(train_run)],
+    )
+    assert run_eval(cfg)["answered"] == 2 * 2 * N_PER_BENCH
+    # A finished run gains an environment: only its questions are run (retrieval over the shipped corpus).
+    cfg = make_cfg(
+        out,
+        tiny_model,
+        [{"name": "hotpotqa", "limit": N_PER_BENCH, "seed": 1}, {"name": "2wiki", "limit": N_PER_BENCH}],
+        envs=["grounded", "retrieval"],
         training_runs=[str(train_run)],
     )
     first = run_eval(cfg)
-    assert first["answered"] == 2 * 2 * N_PER_BENCH
+    assert first["answered"] == 2 * N_PER_BENCH and first["questions"] == 3 * 2 * N_PER_BENCH
     lines = (out / "predictions.jsonl").read_text().splitlines()
-    assert len(lines) == first["answered"]
+    assert len(lines) == first["questions"]
     rec = json.loads(lines[-1])
     for key in (
         "model",
         "mode",
+        "env",
         "benchmark",
         "id",
         "prediction",
@@ -219,23 +230,34 @@ def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_d
         "finish",
     ):
         assert key in rec
-    assert {json.loads(x)["mode"] for x in lines} == {"direct", "tools"}
+    settings = ("direct", "tools/grounded", "tools/retrieval")
+    assert {(json.loads(x)["mode"], json.loads(x)["env"]) for x in lines} == {
+        ("direct", ""),
+        ("tools", "grounded"),
+        ("tools", "retrieval"),
+    }
+    retrieval = [json.loads(x) for x in lines if json.loads(x)["env"] == "retrieval"]
+    assert all(r["tools"] == ["search", "open_page"] for r in retrieval)
     results = json.loads((out / "results.json").read_text())
-    assert {(c["mode"], c["benchmark"]) for c in results["cells"]} == {
-        (m, b) for m in ("direct", "tools") for b in ("hotpotqa", "2wiki")
+    assert results["settings"] == list(settings)
+    assert {(c["setting"], c["benchmark"]) for c in results["cells"]} == {
+        (m, b) for m in settings for b in ("hotpotqa", "2wiki")
     }
     for cell in results["cells"]:
         assert cell["n"] == N_PER_BENCH and 0.0 <= cell["em"] <= cell["f1"] + 1e-12 <= 1.0 + 1e-12
     report = (out / "report.md").read_text()
     assert (
-        "| tiny | direct |" in report and "| tiny | tools |" in report and "2wiki by question type" in report
+        "| tiny | direct |" in report
+        and "| tiny | tools/grounded |" in report
+        and "| tiny | tools/retrieval |" in report
+        and "2wiki by question type" in report
     )
     assert "![training_curves.png](training_curves.png)" in report
     for png in ("scores.png", "training_curves.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 1 and "eval/tiny/tools/hotpotqa/em" in metrics[0]
+    assert len(metrics) == 1 and "eval/tiny/tools/retrieval/hotpotqa/em" in metrics[0]
 
     # Rerun: nothing left to do, nothing loaded.
     def no_engine(path, c):
@@ -301,14 +323,18 @@ def test_bad_benchmark_and_corpus_refused_up_front(tmp_path, tiny_model, corpus)
     bench = [{"name": "bamboogle", "limit": 2}]
     with pytest.raises(DataError, match=r"bad_corpus.jsonl.*line 4"):
         run_eval(
-            make_cfg(tmp_path / "c", tiny_model, bench, env="retrieval", retrieval={"corpus": str(bad)}),
+            make_cfg(tmp_path / "c", tiny_model, bench, envs=["retrieval"], retrieval={"corpus": str(bad)}),
             engine_factory=_never,
         )
-    with pytest.raises(ConfigError, match="retrieval.corpus"):
-        run_eval(make_cfg(tmp_path / "d", tiny_model, bench, env="retrieval"), engine_factory=_never)
+    for d, corpus_path in (("d", ""), ("f", str(tmp_path / "none.jsonl"))):
+        with pytest.raises(ConfigError, match="retrieval.corpus"):
+            cfg = make_cfg(
+                tmp_path / d, tiny_model, bench, envs=["retrieval"], retrieval={"corpus": corpus_path}
+            )
+            run_eval(cfg, engine_factory=_never)
     with pytest.raises(ConfigError, match="unknown benchmark"):
         run_eval(make_cfg(tmp_path / "e", tiny_model, [{"name": "squad"}]), engine_factory=_never)
-    for name in "abcde":
+    for name in "abcdef":
         assert not (tmp_path / name).exists()
 
 

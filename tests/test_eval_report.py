@@ -10,7 +10,14 @@ import pytest
 from mtr_hpc.data.corpus import CorpusResult, Passage
 from mtr_hpc.data.example import QAExample
 from mtr_hpc.errors import ConfigError, DataError
-from mtr_hpc.eval.config import BenchmarkSpec, EvalConfig, ModelSpec, validate_config
+from mtr_hpc.eval.config import (
+    BenchmarkSpec,
+    EvalConfig,
+    ModelSpec,
+    RetrievalEnvConfig,
+    settings,
+    validate_config,
+)
 from mtr_hpc.eval.journal import PredictionJournal
 from mtr_hpc.eval.plots import curve_keys, plot_scores, plot_training_curves
 from mtr_hpc.eval.report import build_results, find_cell, render_report
@@ -76,7 +83,7 @@ def test_journal_appends_resumes_and_repairs_a_cut_tail(tmp_path):
     path = tmp_path / "predictions.jsonl"
     j = PredictionJournal(path)
     recs = [
-        {"model": "m", "mode": "direct", "benchmark": "b", "id": f"q{i}", "prediction": str(i)}
+        {"model": "m", "mode": "direct", "env": "", "benchmark": "b", "id": f"q{i}", "prediction": str(i)}
         for i in range(3)
     ]
     j.append(recs[:2])
@@ -93,6 +100,13 @@ def test_journal_appends_resumes_and_repairs_a_cut_tail(tmp_path):
     path.write_text("not json\n" + json.dumps(recs[0]) + "\n")
     with pytest.raises(DataError, match="line 1"):
         PredictionJournal(path)
+    # One question in two tool environments: two records, each selected by its own setting.
+    path.unlink()
+    envs = PredictionJournal(path)
+    envs.append([{**recs[0], "mode": "tools", "env": e, "prediction": e} for e in ("grounded", "retrieval")])
+    again = PredictionJournal(path)
+    assert len(again) == 2 and ("m", "tools/retrieval", "b", "q0") in again
+    assert [r["prediction"] for r in again.select("m", "tools/grounded", "b")] == ["grounded"]
 
 
 def _records(mode: str, preds: dict[str, str], calls=0, invalid=0, valid=True, turns=1):
@@ -118,14 +132,14 @@ def test_results_and_report(tmp_path):
     cells = {
         ("base", "direct", "hotpotqa"): _records("direct", {"q0": "Paris", "q1": "no"}, valid=False),
         ("base", "direct", "mq"): _records("direct", {"q3": "in 1990"}),
-        ("base", "tools", "hotpotqa"): _records(
+        ("base", "tools/grounded", "hotpotqa"): _records(
             "tools", {"q0": "paris", "q1": "yes", "q2": "Lothair"}, 4, 1, True, 3
         ),
-        ("base", "tools", "mq"): [],
+        ("base", "tools/grounded", "mq"): [],
     }
     results = build_results(
         ["base"],
-        ["direct", "tools"],
+        ["direct", "tools/grounded"],
         examples,
         lambda m, o, b: cells[m, o, b],
         {"hotpotqa": "hotpotqa", "mq": "musique"},
@@ -135,17 +149,17 @@ def test_results_and_report(tmp_path):
     assert d["em"] == pytest.approx(1 / 3) and d["f1"] == pytest.approx(1 / 3)
     assert d["by_type"]["comparison"] == {"n": 1, "em": 0.0, "f1": 0.0}
     assert d["format_valid_rate"] == 0.0 and d["finish"] == {"parse_error": 2}
-    t = find_cell(results, "base", "tools", "hotpotqa")
+    t = find_cell(results, "base", "tools/grounded", "hotpotqa")
     assert t["em"] == pytest.approx(2 / 3) and t["f1"] == pytest.approx((1 + 1 + 2 / 3) / 3)
     assert (t["mean_tool_calls"], t["invalid_call_rate"], t["mean_turns"]) == (4.0, 0.25, 3.0)
     # The label "mq" is scored under the MuSiQue convention: "in 1990" vs "1990" is EM 0, F1 2/3.
     m = find_cell(results, "base", "direct", "mq")
     assert m["em"] == 0.0 and m["f1"] == pytest.approx(2 / 3)
-    assert find_cell(results, "base", "tools", "mq")["missing"] == 1
+    assert find_cell(results, "base", "tools/grounded", "mq")["missing"] == 1
     assert results["conventions"] == {"hotpotqa": "hotpotqa", "mq": "musique"}
     md = render_report(results)
     assert "| base | direct | 33.3 / 33.3 | 0.0 / 66.7 |" in md
-    assert "| base | tools | 100.0 | 3.00 | 4.00 | 25.0 |" in md
+    assert "| base | tools/grounded | 100.0 | 3.00 | 4.00 | 25.0 |" in md
     assert "| base | direct | 33.3 | 1.00 | 0.00 | - |" in md
     assert "## hotpotqa by question type" in md and "(n=2)" in md
     assert json.loads(json.dumps(results)) == results
@@ -189,14 +203,22 @@ def test_validate_config():
         base = {"models": [ModelSpec("a", "smollm2-135m")], "benchmarks": [BenchmarkSpec("hotpotqa")]}
         return EvalConfig(**{**base, **kw})
 
-    assert validate_config(cfg()).env == "grounded"
+    assert validate_config(cfg()).envs == ["grounded"]
+    assert settings(cfg(envs=["grounded", "retrieval"])) == [
+        ("direct", ""),
+        ("tools", "grounded"),
+        ("tools", "retrieval"),
+    ]
     bad = [
         (dict(models=[]), "models"),
         (dict(models=[ModelSpec("a", "x"), ModelSpec("a", "y")]), r"models\[1\]"),
         (dict(models=[ModelSpec("a/b", "x")]), r"models\[0\].name"),
         (dict(modes=["direct", "react"]), r"modes\[1\]"),
-        (dict(env="retrieval"), "retrieval.corpus"),
-        (dict(env="llm"), "llm.base_url"),
+        (dict(envs=["retrieval"], retrieval=RetrievalEnvConfig(corpus="")), "retrieval.corpus"),
+        (dict(envs=["grounded", "llm"]), "llm.base_url"),
+        (dict(envs=[]), "envs"),
+        (dict(envs=["grounded", "web"]), r"envs\[1\]"),
+        (dict(envs=["grounded", "grounded"]), r"envs\[1\]"),
         (dict(batch_size=0), "batch_size"),
         (dict(benchmarks=[BenchmarkSpec("hotpotqa", limit=-1)]), r"benchmarks\[0\].limit"),
     ]
@@ -204,4 +226,4 @@ def test_validate_config():
         with pytest.raises(ConfigError, match=key):
             validate_config(cfg(**kw))
     # A direct-only run needs no environment.
-    assert validate_config(cfg(env="retrieval", modes=["direct"]))
+    assert validate_config(cfg(envs=["llm"], modes=["direct"]))

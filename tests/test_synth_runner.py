@@ -232,7 +232,8 @@ def test_an_example_that_breaks_the_agents_is_a_counted_reject(repo_root, tmp_pa
     )
     (manifest,) = run_shards(cfg, [ShardSpec(0, 1)])
     assert manifest["rejected_by_reason"] == {"agent_error": 1}
-    assert manifest["kept"] == 7
+    # `limit` takes the first 4 of each file, then their train part: 4 MuSiQue and 3 2Wiki questions.
+    assert (manifest["examples"], manifest["kept"]) == (7, 6)
     (reject,) = [json.loads(x) for x in read_lines(out / "rejects" / "shard-00000-of-00001.jsonl")]
     assert reject["example_id"] == victim and "agents broke" in reject["trace"]["meta"]["error"]
 

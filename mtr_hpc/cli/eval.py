@@ -1,4 +1,4 @@
-"""`mtr eval --config F [key=value ...] --out DIR`: models x modes x benchmarks, EM/F1 tables and plots.
+"""`mtr eval --config F [key=value ...] --out DIR`: models x settings x benchmarks, EM/F1 tables, plots.
 
 Writes predictions.jsonl (resumable journal), results.json, report.md and PNG plots into the run
 directory; prints a one-line JSON summary on stdout and the main table on stderr.
@@ -17,7 +17,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate models (direct / with tools) on the benchmarks: EM/F1 tables and plots",
-        description="Evaluate every model x mode x benchmark of the config; resumable.",
+        description="Evaluate every model x setting (direct, tools in each of `envs`) x benchmark of the "
+        "config; resumable.",
     )
     add_stage_args(p)
     p.set_defaults(func=run)

@@ -2,7 +2,7 @@
 
 `load_benchmark(name, file_or_hub_name)` detects the format from the content; `sample_path` /
 `load_sample` give the small samples shipped in `samples/` (in the benchmarks' own formats);
-`load_corpus` reads a passage corpus (title/text records).
+`load_corpus` reads a passage corpus (title/text records); `sample_corpus_path` is the one shipped.
 
 `QAExample.evidence` keys, present only when the source has them:
 
@@ -29,6 +29,7 @@ from .loaders import (
     canonical_benchmark,
     load_benchmark,
     load_sample,
+    sample_corpus_path,
     sample_path,
 )
 
@@ -44,5 +45,6 @@ __all__ = [
     "load_benchmark",
     "load_corpus",
     "load_sample",
+    "sample_corpus_path",
     "sample_path",
 ]

@@ -51,6 +51,8 @@ SAMPLE_FILES = {
     "2wiki": "2wiki_dev_evidences_sample.json",
     "bamboogle": "bamboogle_with_decomp.json",
 }
+# The `retrieval` environment's default passage corpus (gzipped JSON lines of {title, text}).
+SAMPLE_CORPUS = "passages_sample.jsonl.gz"
 
 
 class BenchmarkError(MtrError):
@@ -208,6 +210,11 @@ def load_benchmark(
 def sample_path(benchmark: str) -> Path:
     """The sample file of a benchmark shipped in the package (in the benchmark's source format)."""
     return SAMPLES_DIR / SAMPLE_FILES[canonical_benchmark(benchmark)]
+
+
+def sample_corpus_path() -> Path:
+    """The passage corpus shipped in the package (the `retrieval` environment's default)."""
+    return SAMPLES_DIR / SAMPLE_CORPUS
 
 
 def load_sample(benchmark: str) -> list[QAExample]:

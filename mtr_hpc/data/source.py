@@ -1,15 +1,18 @@
 """Reading raw records from a local benchmark file, JSON array or JSON lines, told apart by content.
 
-A file whose first non-blank character is `[` is a JSON array (records are located as "record N",
-0-based); one starting with `{` is JSON lines ("line N", 1-based). A malformed JSON line does not stop the
-reading: it is yielded as a `DataError` in place of its record, so the loader can skip it (`skip_bad`)
-or raise it. A malformed JSON array cannot be read past its first syntax error and always raises.
+A `.gz` file is decompressed first. A file whose first non-blank character is `[` is a JSON array
+(records are located as "record N", 0-based); one starting with `{` is JSON lines ("line N", 1-based).
+A malformed JSON line does not stop the reading: it is yielded as a `DataError` in place of its record,
+so the loader can skip it (`skip_bad`) or raise it. A malformed JSON array cannot be read past its
+first syntax error and always raises.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,11 @@ def _read_text(path: Path) -> str:
         raise DataError(path, None, None, "file not found") from None
     except OSError as exc:
         raise DataError(path, None, None, f"cannot read file: {exc.strerror or exc}") from None
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(path, None, None, f"not a readable gzip file ({exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -1,4 +1,5 @@
-"""Evaluation (`mtr eval`): models x modes (`direct`, `tools`) x benchmarks, EM/F1 and behaviour.
+"""Evaluation (`mtr eval`): models x settings x benchmarks, EM/F1 and behaviour. A setting is `direct`
+(no tools) or `tools/<env>`, one per tool environment of `envs` (`grounded`, `llm`, `retrieval`).
 
 Modules, one concern each: `config` (EvalConfig), `plan` (up-front loading and validation), `models`
 (which weights a path names; Megatron checkpoints converted on load), `modes` (direct / ReAct batches),

@@ -1,4 +1,4 @@
-"""`EvalConfig`: what `mtr eval` evaluates (models x modes x benchmarks) and how.
+"""`EvalConfig`: what `mtr eval` evaluates (models x settings x benchmarks) and how.
 
 Loaded with `mtr_hpc.config.load_config` (YAML + dotted overrides); `validate_config` checks the
 cross-field rules that the type checker cannot (unique names, known modes, what each environment needs),
@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..tracking import WandbConfig
 
 MODES = ("direct", "tools")
+ENVS = ("grounded", "llm", "retrieval")
 
 
 @dataclass
@@ -45,9 +46,11 @@ class BenchmarkSpec:
 
 @dataclass
 class RetrievalEnvConfig:
-    """The `retrieval` environment: BM25 over a local passage corpus (JSON/JSONL of {title, text})."""
+    """The `retrieval` environment: BM25 over a local passage corpus (JSON/JSONL of {title, text}, or
+    gzipped). `sample` is the corpus shipped in the package: the 2WikiMultiHopQA passages and the HotpotQA
+    sample's context paragraphs (MuSiQue and Bamboogle have none in it)."""
 
-    corpus: str = ""
+    corpus: str = "sample"
     top_k: int = 3  # as the grounded simulator (`ToolActorConfig.search_top_k`)
     snippet_sentences: int = 2
     # Malformed corpus records are an error unless this is set (then they are skipped and counted).
@@ -83,7 +86,8 @@ class EvalConfig:
     models: list[ModelSpec] = field(default_factory=list)
     benchmarks: list[BenchmarkSpec] = field(default_factory=list)
     modes: list[str] = field(default_factory=lambda: list(MODES))
-    env: Literal["grounded", "llm", "retrieval"] = "grounded"
+    # The tool environments of `tools` mode, each its own row of the tables (see `settings`).
+    envs: list[str] = field(default_factory=lambda: ["grounded"])
     retrieval: RetrievalEnvConfig = field(default_factory=RetrievalEnvConfig)
     llm: LLMEnvConfig = field(default_factory=LLMEnvConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -98,6 +102,17 @@ class EvalConfig:
     allow_train_overlap: bool = False
     progress: bool = True
     wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
+
+
+def setting_label(mode: str, env: str | None) -> str:
+    """A row of the tables: `direct`, or `tools/<env>`."""
+    return mode if mode == "direct" else f"{mode}/{env}"
+
+
+def settings(cfg: EvalConfig) -> list[tuple[str, str]]:
+    """(mode, env) of every row, in config order: `direct` has no environment (""), `tools` has one row
+    per environment."""
+    return [(mode, env) for mode in cfg.modes for env in (cfg.envs if mode == "tools" else [""])]
 
 
 def validate_config(cfg: EvalConfig) -> EvalConfig:
@@ -120,10 +135,16 @@ def validate_config(cfg: EvalConfig) -> EvalConfig:
         if mode not in MODES:
             raise ConfigError(f"modes[{i}]", f"unknown mode {mode!r}; expected one of {MODES}")
     _unique(cfg.modes, "modes")
+    for i, env in enumerate(cfg.envs):
+        if env not in ENVS:
+            raise ConfigError(f"envs[{i}]", f"unknown environment {env!r}; expected one of {ENVS}")
+    _unique(cfg.envs, "envs")
     if "tools" in cfg.modes:
-        if cfg.env == "retrieval" and not cfg.retrieval.corpus:
+        if not cfg.envs:
+            raise ConfigError("envs", f"tools mode needs at least one of {ENVS}")
+        if "retrieval" in cfg.envs and not cfg.retrieval.corpus:
             raise ConfigError("retrieval.corpus", "the retrieval environment needs a passage corpus file")
-        if cfg.env == "llm" and not cfg.llm.base_url:
+        if "llm" in cfg.envs and not cfg.llm.base_url:
             raise ConfigError("llm.base_url", "the llm environment needs the ToolActor endpoint's base_url")
     if cfg.retrieval.top_k < 1:
         raise ConfigError("retrieval.top_k", f"must be >= 1, got {cfg.retrieval.top_k}")

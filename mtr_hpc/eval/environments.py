@@ -17,13 +17,15 @@ from .retrieval import CorpusIndex, RetrievalActor, retrieval_toolset
 
 
 class ToolEnvironment:
-    """Builds `EpisodeSetup`s (via `EpisodeSetup.from_actor`) for the questions of one benchmark; the actor
-    and its caches live for the whole run."""
+    """Builds `EpisodeSetup`s (via `EpisodeSetup.from_actor`) for the questions of one benchmark in one
+    environment (`kind`, one of `EvalConfig.envs`); the actor and its caches live for the whole run."""
 
-    def __init__(self, cfg: EvalConfig, examples: list[QAExample], corpus: CorpusIndex | None = None):
+    def __init__(
+        self, kind: str, cfg: EvalConfig, examples: list[QAExample], corpus: CorpusIndex | None = None
+    ):
         from ..synth import DistractorPool, ToolActor, ToolActorConfig, ToolMaker, build_kb
 
-        self.kind = cfg.env
+        self.kind = kind
         self.seed = cfg.generation.seed
         self._build_kb = build_kb
         self.maker = ToolMaker() if self.kind != "retrieval" else None

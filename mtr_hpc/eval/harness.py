@@ -1,14 +1,14 @@
-"""`run_eval`: every (model, mode, benchmark) cell of an `EvalConfig`, resumable, then the outputs.
+"""`run_eval`: every (model, setting, benchmark) cell of an `EvalConfig`, resumable, then the outputs.
 
 Order of work: build and check the whole plan (`plan.build_plan`) before loading any model; then per
-model load one engine and run its pending questions mode by mode, every benchmark of a mode in one
-engine call (`direct`) or one `run_episodes` call (`tools`): the transformers engine keeps `batch_size`
-requests decoding at once and starts the next as soon as one ends (vLLM schedules within each turn
-round). Each question is appended to the journal as
-it finishes, so a killed run loses only the questions in flight. A rerun loads only models with pending
-questions. Finally results.json,
-report.md, the plots, `eval/*` metrics (metrics.jsonl and W&B) and manifest.json are (re)written from
-the whole journal, so they always describe every question answered so far.
+model load one engine and run its pending questions setting by setting (`direct`, then `tools` in each
+environment of `envs`), every benchmark of a setting in one engine call (`direct`) or one `run_episodes`
+call (`tools`): the transformers engine keeps `batch_size` requests decoding at once and starts the
+next as soon as one ends (vLLM schedules within each turn round). Each question is appended to the
+journal as it finishes, so a killed run loses only the questions in flight. A rerun loads only models
+with pending questions, and a finished run given another setting runs only that one. Finally
+results.json, report.md, the plots, `eval/*` metrics (metrics.jsonl and W&B) and manifest.json are
+(re)written from the whole journal, so they always describe every question answered so far.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from ..config import to_dict
 from ..rundir import prepare_run_dir, write_manifest
 from ..trace.chat_format import read_tools_format
-from .config import EvalConfig
+from .config import EvalConfig, setting_label, settings
 from .environments import ToolEnvironment
 from .journal import PredictionJournal
 from .models import ModelSource, hf_dir_for
@@ -29,8 +29,19 @@ from .modes import TOOLS_SYSTEM_PROMPT, Job, run_direct, run_tools
 from .plan import EvalPlan, build_plan
 from .report import build_results
 
-# Keys that do not change any prediction: a resumed run may differ in them.
-RESUMABLE_KEYS = ("out", "progress", "training_runs", "wandb", "batch_size", "device", "allow_train_overlap")
+# Keys that do not change any prediction: a resumed run may differ in them. `modes` and `envs` only choose
+# which settings run (the journal keys each prediction by its setting), so a finished run can gain one.
+RESUMABLE_KEYS = (
+    "out",
+    "progress",
+    "training_runs",
+    "wandb",
+    "batch_size",
+    "device",
+    "allow_train_overlap",
+    "modes",
+    "envs",
+)
 
 EngineFactory = Callable[[str, EvalConfig], tuple[Any, Any]]
 
@@ -49,17 +60,18 @@ def hf_engine(model_path: str, cfg: EvalConfig) -> tuple[Any, Any]:
 
 def pending_jobs(plan: EvalPlan, journal: PredictionJournal, model: str) -> list[Job]:
     return [
-        Job(model, mode, bench, ex)
-        for mode in plan.cfg.modes
+        Job(model, mode, env, bench, ex)
+        for mode, env in settings(plan.cfg)
         for bench, exs in plan.examples.items()
         for ex in exs
-        if (model, mode, bench, ex.id) not in journal
+        if (model, setting_label(mode, env), bench, ex.id) not in journal
     ]
 
 
 class _Runner:
-    """Runs the questions of one model; tool environments are built once per benchmark. Tools are listed in
-    the format the model was trained with (recorded in its directory, `trace.chat_format`)."""
+    """Runs the questions of one model; tool environments are built once per (environment, benchmark).
+    Tools are listed in the format the model was trained with (its directory records it,
+    `trace.chat_format`)."""
 
     def __init__(self, plan: EvalPlan, engine: Any, tokenizer: Any, tools_format: str = "json"):
         from ..trace.render import ChatRenderer
@@ -68,7 +80,7 @@ class _Runner:
         self.engine = engine
         self.direct_renderer = ChatRenderer(tokenizer)
         self.tools_renderer = ChatRenderer(tokenizer, tools_format=tools_format)
-        self.envs: dict[str, ToolEnvironment] = {}
+        self.envs: dict[tuple[str, str], ToolEnvironment] = {}
         self._env_cfg: Any = None
 
     def env_cfg(self) -> Any:
@@ -85,18 +97,19 @@ class _Runner:
             )
         return self._env_cfg
 
-    def env(self, bench: str) -> ToolEnvironment:
-        if bench not in self.envs:
-            self.envs[bench] = ToolEnvironment(self.plan.cfg, self.plan.examples[bench], self.plan.corpus)
-        return self.envs[bench]
+    def env(self, kind: str, bench: str) -> ToolEnvironment:
+        if (kind, bench) not in self.envs:
+            plan = self.plan
+            self.envs[kind, bench] = ToolEnvironment(kind, plan.cfg, plan.examples[bench], plan.corpus)
+        return self.envs[kind, bench]
 
     def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
-        """The questions of one mode, from any benchmarks, in one engine call; `on_record` hears of each
-        question's record as it finishes."""
+        """The questions of one setting, from any benchmarks, in one engine call; `on_record` hears of
+        each question's record as it finishes."""
         gen = self.plan.cfg.generation
         if jobs[0].mode == "direct":
             return run_direct(self.engine, self.direct_renderer, jobs, gen, on_record)
-        setups = [self.env(j.benchmark).setups([j.example])[0] for j in jobs]
+        setups = [self.env(j.env, j.benchmark).setups([j.example])[0] for j in jobs]
         return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg(), on_record)
 
 
@@ -117,11 +130,12 @@ def _evaluate_model(
             journal.append([rec])
             bar.update(1)
 
-        for mode in plan.cfg.modes:
-            mode_jobs = [j for j in jobs if j.mode == mode]
-            if mode_jobs:
-                bar.set_postfix(mode=mode, refresh=False)
-                runner.run(mode_jobs, record)
+        for mode, env in settings(plan.cfg):
+            label = setting_label(mode, env)
+            setting_jobs = [j for j in jobs if setting_label(j.mode, j.env) == label]
+            if setting_jobs:
+                bar.set_postfix(setting=label, refresh=False)
+                runner.run(setting_jobs, record)
     return len(jobs)
 
 
@@ -139,12 +153,15 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
         answered += _evaluate_model(plan, source, run_dir, journal, engine_factory or hf_engine)
     results = build_results(
         [m.name for m in plan.models],
-        list(cfg.modes),
+        [setting_label(mode, env) for mode, env in settings(cfg)],
         plan.examples,
         journal.select,
         plan.conventions,
         meta={
-            "env": cfg.env,
+            "envs": list(cfg.envs),
+            "retrieval_corpus": None
+            if plan.corpus is None
+            else {"path": plan.corpus.path, "pages": len(plan.corpus.pages)},
             "generation": to_dict(cfg.generation),
             "models": {m.name: m.path for m in plan.models},
         },

@@ -1,7 +1,8 @@
 """`predictions.jsonl`: the eval run's journal, one line per finished question, appended as it finishes.
 
 Each append is written, flushed and fsynced before the run goes on, so a killed run loses at most the
-questions in flight; a rerun reads the journal and skips every (model, mode, benchmark, id) already in it.
+questions in flight; a rerun reads the journal and skips every (model, setting, benchmark, id) already in
+it, where the setting is `direct` or `tools/<env>` (`config.setting_label`).
 A kill can cut the last line short: that tail is cut off on open (its question is simply redone). A
 malformed line anywhere else means the file was edited or is not this run's, and is an error.
 """
@@ -15,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from .config import setting_label
 
-KEY_FIELDS = ("model", "mode", "benchmark", "id")
-Key = tuple[str, str, str, str]
+KEY_FIELDS = ("model", "mode", "env", "benchmark", "id")
+Key = tuple[str, str, str, str]  # (model, setting, benchmark, id)
 
 
 def record_key(record: dict[str, Any]) -> Key:
-    return tuple(str(record[k]) for k in KEY_FIELDS)  # type: ignore[return-value]
+    setting = setting_label(str(record["mode"]), str(record["env"]))
+    return (str(record["model"]), setting, str(record["benchmark"]), str(record["id"]))
 
 
 class PredictionJournal:
@@ -68,5 +71,5 @@ class PredictionJournal:
         for r in batch:
             self.records[record_key(r)] = r
 
-    def select(self, model: str, mode: str, benchmark: str) -> list[dict[str, Any]]:
-        return [r for (m, o, b, _), r in self.records.items() if (m, o, b) == (model, mode, benchmark)]
+    def select(self, model: str, setting: str, benchmark: str) -> list[dict[str, Any]]:
+        return [r for (m, s, b, _), r in self.records.items() if (m, s, b) == (model, setting, benchmark)]

@@ -37,10 +37,11 @@ _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 @dataclass
 class Job:
-    """One question of one (model, mode, benchmark) cell."""
+    """One question of one (model, mode, environment, benchmark) cell; `env` is "" in direct mode."""
 
     model: str
     mode: str
+    env: str
     benchmark: str
     example: QAExample
 
@@ -49,6 +50,7 @@ def base_record(job: Job) -> dict[str, Any]:
     return {
         "model": job.model,
         "mode": job.mode,
+        "env": job.env,
         "benchmark": job.benchmark,
         "id": job.example.id,
         "question": job.example.question,

@@ -1,6 +1,7 @@
 """Writing an eval run's outputs: results.json, report.md, PNG plots and the `eval/*` metrics.
 
-Metrics are logged once, at step 0, as `eval/<model>/<mode>/<benchmark>/<metric>`; the metrics file is
+Metrics are logged once, at step 0, as `eval/<model>/<setting>/<benchmark>/<metric>` (setting `direct` or
+`tools/<env>`); the metrics file is
 rewritten on every run (not appended), so a resumed run leaves one record describing all questions.
 """
 
@@ -22,7 +23,7 @@ METRIC_FIELDS = ("em", "f1", "format_valid_rate", "mean_turns", "mean_tool_calls
 def eval_metrics(results: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for c in results["cells"]:
-        prefix = f"eval/{c['model']}/{c['mode']}/{c['benchmark']}"
+        prefix = f"eval/{c['model']}/{c['setting']}/{c['benchmark']}"
         for key in METRIC_FIELDS:
             out[f"{prefix}/{key}"] = c[key]
         out[f"{prefix}/n"] = c["n"]

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import load_benchmark, sample_path
+from ..data import load_benchmark, sample_corpus_path, sample_path
 from ..data.example import QAExample, example_key
 from ..data.loaders import canonical_benchmark
 from ..data.splits import select_part
@@ -65,10 +65,11 @@ def build_plan(cfg: EvalConfig) -> EvalPlan:
             raise ConfigError(f"training_runs[{i}]", f"{run} has no metrics.jsonl (not a training run dir)")
     overlap = train_overlap(cfg, models, examples)
     corpus = None
-    if "tools" in cfg.modes and cfg.env == "retrieval":
-        if not Path(cfg.retrieval.corpus).is_file():
-            raise ConfigError("retrieval.corpus", f"corpus file {cfg.retrieval.corpus} does not exist")
-        corpus = CorpusIndex.load(cfg.retrieval.corpus, skip_bad=cfg.retrieval.skip_bad)
+    if "tools" in cfg.modes and "retrieval" in cfg.envs:
+        path = sample_corpus_path() if cfg.retrieval.corpus == "sample" else Path(cfg.retrieval.corpus)
+        if not path.is_file():
+            raise ConfigError("retrieval.corpus", f"corpus file {path} does not exist")
+        corpus = CorpusIndex.load(path, skip_bad=cfg.retrieval.skip_bad)
     return EvalPlan(cfg, models, examples, conventions, corpus, overlap)
 
 

@@ -1,6 +1,6 @@
 """PNG plots of an eval run (matplotlib, Agg backend: no display needed).
 
-- `scores.png`: one panel per benchmark, EM and F1 bars for every (model, mode).
+- `scores.png`: one panel per benchmark, EM and F1 bars for every (model, setting).
 - `training_curves.png`: the curves of the given SFT / GRPO run directories (their metrics.jsonl),
   one panel per metric that any of them logged.
 """
@@ -35,20 +35,20 @@ def _save(fig, path: Path) -> Path:
 def plot_scores(results: dict[str, Any], path: str | Path) -> Path:
     plt = _pyplot()
     benches = results["benchmarks"]
-    pairs = [(m, mode) for m in results["models"] for mode in results["modes"]]
-    cell = {(c["model"], c["mode"], c["benchmark"]): c for c in results["cells"]}
+    pairs = [(m, setting) for m in results["models"] for setting in results["settings"]]
+    cell = {(c["model"], c["setting"], c["benchmark"]): c for c in results["cells"]}
     fig, axes = plt.subplots(
         1, len(benches), figsize=(max(4.0, 1.2 * len(pairs)) * len(benches), 4), squeeze=False
     )
     width = 0.4
     for ax, b in zip(axes[0], benches, strict=True):
         xs = list(range(len(pairs)))
-        em = [100 * cell[m, mode, b]["em"] for m, mode in pairs]
-        f1 = [100 * cell[m, mode, b]["f1"] for m, mode in pairs]
+        em = [100 * cell[m, setting, b]["em"] for m, setting in pairs]
+        f1 = [100 * cell[m, setting, b]["f1"] for m, setting in pairs]
         ax.bar([x - width / 2 for x in xs], em, width, label="EM")
         ax.bar([x + width / 2 for x in xs], f1, width, label="F1")
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{m}\n{mode}" for m, mode in pairs], fontsize=8)
+        ax.set_xticklabels([f"{m}\n{setting}" for m, setting in pairs], fontsize=8)
         ax.set_ylim(0, 100)
         ax.set_title(f"{b} (n={results['n_questions'][b]})")
         ax.set_ylabel("score (%)")

@@ -20,7 +20,7 @@ from ..metrics import score_predictions
 @dataclass
 class CellResult:
     model: str
-    mode: str
+    setting: str  # `direct` or `tools/<env>` (`config.setting_label`)
     benchmark: str
     n: int
     em: float
@@ -37,7 +37,7 @@ class CellResult:
 
 def score_cell(
     model: str,
-    mode: str,
+    setting: str,
     benchmark: str,
     examples: list[QAExample],
     records: list[dict[str, Any]],
@@ -54,7 +54,7 @@ def score_cell(
     invalid = sum(int(r.get("invalid_calls", 0)) for r in done)
     return CellResult(
         model=model,
-        mode=mode,
+        setting=setting,
         benchmark=benchmark,
         n=report.n,
         em=report.em,
@@ -72,24 +72,24 @@ def score_cell(
 
 def build_results(
     models: list[str],
-    modes: list[str],
+    settings: list[str],
     examples: dict[str, list[QAExample]],
     select,
     conventions: dict[str, str] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of results.json; `select(model, mode, benchmark)` returns that cell's records and
+    """The content of results.json; `select(model, setting, benchmark)` returns that cell's records and
     `conventions` maps a benchmark label to its scoring benchmark."""
     conventions = conventions or {}
     cells = [
-        asdict(score_cell(m, mode, b, exs, select(m, mode, b), conventions.get(b)))
+        asdict(score_cell(m, setting, b, exs, select(m, setting, b), conventions.get(b)))
         for m in models
-        for mode in modes
+        for setting in settings
         for b, exs in examples.items()
     ]
     return {
         "models": list(models),
-        "modes": list(modes),
+        "settings": list(settings),
         "benchmarks": list(examples),
         "n_questions": {b: len(exs) for b, exs in examples.items()},
         "conventions": {b: conventions.get(b, b) for b in examples},
@@ -98,11 +98,11 @@ def build_results(
     }
 
 
-def find_cell(results: dict[str, Any], model: str, mode: str, benchmark: str) -> dict[str, Any]:
+def find_cell(results: dict[str, Any], model: str, setting: str, benchmark: str) -> dict[str, Any]:
     for c in results["cells"]:
-        if (c["model"], c["mode"], c["benchmark"]) == (model, mode, benchmark):
+        if (c["model"], c["setting"], c["benchmark"]) == (model, setting, benchmark):
             return c
-    raise KeyError((model, mode, benchmark))
+    raise KeyError((model, setting, benchmark))
 
 
 def _pct(x: float) -> str:
@@ -117,8 +117,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_report(results: dict[str, Any], images: list[str] | None = None) -> str:
     """Markdown: the main EM/F1 table, a behaviour table, one per-type table per benchmark, and links
     to `images` (file names relative to the report)."""
-    models, modes, benches = results["models"], results["modes"], results["benchmarks"]
-    cell = {(c["model"], c["mode"], c["benchmark"]): c for c in results["cells"]}
+    models, settings, benches = results["models"], results["settings"], results["benchmarks"]
+    cell = {(c["model"], c["setting"], c["benchmark"]): c for c in results["cells"]}
     out = ["# Evaluation report", ""]
     sizes = ", ".join(f"{b}: {n}" for b, n in results["n_questions"].items())
     out += [f"Questions per benchmark: {sizes}. EM / F1 in percent (0-100).", ""]
@@ -130,26 +130,27 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
                 "",
             ]
     out += ["## EM / F1", ""]
-    header = ["model", "mode"] + [f"{b} EM / F1" for b in benches]
+    header = ["model", "setting"] + [f"{b} EM / F1" for b in benches]
     rows = [
-        [m, mode] + [f"{_pct(cell[m, mode, b]['em'])} / {_pct(cell[m, mode, b]['f1'])}" for b in benches]
+        [m, setting]
+        + [f"{_pct(cell[m, setting, b]['em'])} / {_pct(cell[m, setting, b]['f1'])}" for b in benches]
         for m in models
-        for mode in modes
+        for setting in settings
     ]
     out += _table(header, rows) + [""]
     out += ["## Behaviour (all benchmarks pooled per row, over answered questions)", ""]
-    header = ["model", "mode", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
+    header = ["model", "setting", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
     rows = []
     for m in models:
-        for mode in modes:
-            cs = [cell[m, mode, b] for b in benches]
+        for setting in settings:
+            cs = [cell[m, setting, b] for b in benches]
             n = sum(c["answered"] for c in cs) or 1
             calls = sum(c["mean_tool_calls"] * c["answered"] for c in cs)
             invalid = sum(c["invalid_call_rate"] * c["mean_tool_calls"] * c["answered"] for c in cs)
             rows.append(
                 [
                     m,
-                    mode,
+                    setting,
                     _pct(sum(c["format_valid_rate"] * c["answered"] for c in cs) / n),
                     f"{sum(c['mean_turns'] * c['answered'] for c in cs) / n:.2f}",
                     f"{calls / n:.2f}",
@@ -158,17 +159,17 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
             )
     out += _table(header, rows) + [""]
     for b in benches:
-        types = sorted({t for m in models for mode in modes for t in cell[m, mode, b]["by_type"]})
+        types = sorted({t for m in models for setting in settings for t in cell[m, setting, b]["by_type"]})
         if not types:
             continue
         out += [f"## {b} by question type", ""]
-        header = ["model", "mode"] + [f"{t} EM / F1" for t in types]
+        header = ["model", "setting"] + [f"{t} EM / F1" for t in types]
         rows = []
         for m in models:
-            for mode in modes:
-                bt = cell[m, mode, b]["by_type"]
+            for setting in settings:
+                bt = cell[m, setting, b]["by_type"]
                 rows.append(
-                    [m, mode]
+                    [m, setting]
                     + [
                         f"{_pct(bt[t]['em'])} / {_pct(bt[t]['f1'])} (n={bt[t]['n']})" if t in bt else "-"
                         for t in types
