@@ -131,10 +131,9 @@ def _evaluate_model(
             bar.update(1)
 
         for mode, env in settings(plan.cfg):
-            label = setting_label(mode, env)
-            setting_jobs = [j for j in jobs if setting_label(j.mode, j.env) == label]
+            setting_jobs = [j for j in jobs if (j.mode, j.env) == (mode, env)]
             if setting_jobs:
-                bar.set_postfix(setting=label, refresh=False)
+                bar.set_postfix(setting=setting_label(mode, env), refresh=False)
                 runner.run(setting_jobs, record)
     return len(jobs)
 
