@@ -48,6 +48,22 @@ def test_grounded_pipeline_keeps_valid_correct_traces(benchmark):
     assert set(reasons) <= {"ok", "wrong_answer", "ungrounded"}
 
 
+def test_search_queries_carry_no_double_quotes():
+    # A model copies the query's quotes into its call's JSON unescaped; the plans drop them.
+    quoted = [e for e in load_sample("hotpotqa") if '"' in e.question][:3]
+    assert quoted, "the HotpotQA sample has quoted titles to test with"
+    for ex in quoted:
+        trace, _ = synthesize_example(ex, SynthConfig(seed=1))
+        queries = [
+            json.loads(c["function"]["arguments"])["query"]
+            for m in trace.messages
+            for c in m.get("tool_calls", [])
+            if c["function"]["name"] == "search"
+        ]
+        assert queries and not any('"' in q for q in queries), queries
+        assert queries[0] == " ".join(ex.question.replace('"', " ").split())
+
+
 def test_same_seed_same_trace():
     ex = load_sample("2wiki")[3]
     a, _ = synthesize_example(ex, SynthConfig(seed=5))

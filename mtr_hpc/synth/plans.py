@@ -17,7 +17,7 @@ from typing import Any
 from ..data.example import QAExample
 from .classify import TaskType
 from .evidence import EvidenceKB
-from .text import loose_key, norm_key
+from .text import loose_key, norm_key, search_query
 from .toolmaker import ToolSet
 
 _EARLIER = re.compile(r"\b(first|earlier|earliest|older|oldest|before|sooner)\b", re.I)
@@ -153,7 +153,8 @@ def plan_decomposition(example: QAExample, kb: EvidenceKB, toolset: ToolSet) -> 
         else:
             turns.append(
                 PlannedTurn(
-                    f"Step {i + 1}: {step.question}", [PlannedCall("search", {"query": step.question})]
+                    f"Step {i + 1}: {step.question}",
+                    [PlannedCall("search", {"query": search_query(step.question)})],
                 )
             )
     if not turns:
@@ -188,7 +189,7 @@ def plan_paragraphs(example: QAExample, kb: EvidenceKB, task: TaskType) -> Plan:
     turns = [
         PlannedTurn(
             "Let me search for the question's main entities.",
-            [PlannedCall("search", {"query": example.question})],
+            [PlannedCall("search", {"query": search_query(example.question)})],
         )
     ]
     titles = [t for t in dict.fromkeys(kb.supporting) if t in kb.pages][:4]

@@ -17,6 +17,15 @@ STOPWORDS = frozenset(
 )
 
 
+_QUOTES_RE = re.compile(r'["\u201c\u201d]')
+
+
+def search_query(text: str) -> str:
+    """A question as a search query: without double quotes, which search ignores and which a small model
+    copies into its call's JSON unescaped (the commonest broken call in the demo's evaluation)."""
+    return " ".join(_QUOTES_RE.sub(" ", text).split())
+
+
 def _norm_key(text: str) -> str:
     return " ".join(text.lower().translate(_PUNCT).split())
 
