@@ -1,7 +1,9 @@
 """Typed errors of the project.
 
 Every error a user can cause (a bad file, a bad config key, a missing optional dependency) is an
-`MtrError`; the CLI prints its message and exits with status 2 instead of showing a traceback.
+`MtrError`; the CLI prints its message and exits with status 2 instead of showing a traceback. A run
+that fails at run time through no fault of its input (a non-finite loss or reward, a rollout engine that
+breaks its contract) raises a `RunFailure` instead, and the CLI exits with status 3 (design §7).
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from pathlib import Path
 
 class MtrError(Exception):
     """Base class of every user-facing error."""
+
+
+class RunFailure(MtrError):
+    """A run failed at run time: a non-finite loss or reward, or an engine broke its contract."""
 
 
 class ConfigError(MtrError):

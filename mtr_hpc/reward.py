@@ -1,4 +1,4 @@
-"""The composite trace reward of GRPO (DESIGN §4): validity, correctness and internal consistency.
+"""The composite trace reward of GRPO (design §4): validity, correctness and internal consistency.
 
     r(τ) = correct(τ) + λ·consist(τ)   if valid(τ)
     r(τ) = -β                          otherwise
@@ -22,7 +22,7 @@
     the observations' string and number values (booleans count as "yes"/"no"), minus stop words and
     minus the question's own tokens, from non-error observations. A round without informative tokens
     (only errors, or nothing new) asks for no reference. The first turn only needs its think.
-    DESIGN §4 says "observations are referenced by id"; the tool-call id linkage is structural (checked
+    design §4 says "observations are referenced by id"; the tool-call id linkage is structural (checked
     by `validate_trace`), so this component measures the part a policy can get wrong: using what it saw.
 
 Components are computed for every episode (and logged), whatever its validity; only `total` depends on
@@ -59,7 +59,7 @@ STOP_WORDS = frozenset(
 
 @dataclass
 class RewardConfig:
-    """Weights of DESIGN §4: `alpha` mixes EM and F1, `lam` weighs consistency, `beta` is the penalty."""
+    """Weights of design §4: `alpha` mixes EM and F1, `lam` weighs consistency, `beta` is the penalty."""
 
     alpha: float = 1.0
     lam: float = 0.2

@@ -1,4 +1,4 @@
-"""A stage's run directory (DESIGN §6): resolved config, manifest, metrics, logs, outputs.
+"""A stage's run directory (design §6): resolved config, manifest, metrics, logs, outputs.
 
 `prepare_run_dir` writes `config.yaml` at the start of a run and refuses to reuse a directory whose
 stored config differs in keys that change results (unless told to), so a resume never silently mixes

@@ -101,7 +101,29 @@ def test_tools_validate(tmp_path, capsys):
     path = write(tmp_path / "tools.jsonl", [*tools, tools[1], bad_name, no_desc], raw=["{nope"])
     rc, report = run_json(capsys, ["tools", "validate", str(path), "--json"])
     assert rc == 1 and report["n"] == 8 and report["valid"] == 4 and report["invalid"] == 4
+    # A parameter without a description is valid OpenAI: a warning, an error only with --strict.
+    assert report["errors"] == {"bad_json": 1, "bad_name": 1, "duplicate_name": 2}
+    assert report["warnings"] == {"missing_description": 1}
+    rc, report = run_json(capsys, ["tools", "validate", str(path), "--json", "--strict"])
+    assert rc == 1 and report["invalid"] == 4 and report["warnings"] == {}
     assert report["errors"] == {"bad_json": 1, "bad_name": 1, "duplicate_name": 2, "missing_description": 1}
+    only_warned = write(tmp_path / "described.jsonl", [no_desc])
+    assert run_json(capsys, ["tools", "validate", str(only_warned), "--json"])[0] == 0
+    assert run_json(capsys, ["tools", "validate", str(only_warned), "--json", "--strict"])[0] == 1
+
+
+def test_traces_whose_tools_lack_descriptions_are_valid_unless_strict(tmp_path, capsys):
+    trace = lines("traces_valid.jsonl")[0]
+    trace = copy.deepcopy(trace)
+    for tool in trace["tools"]:
+        tool["function"].pop("description", None)
+    path = write(tmp_path / "t.jsonl", [trace])
+    rc, report = run_json(capsys, ["validate", str(path), "--json"])
+    assert rc == 0 and report["valid"] == 1 and report["warnings"] == {"missing_description": 1}
+    rc, report = run_json(capsys, ["validate", str(path), "--json", "--strict"])
+    assert rc == 1 and report["errors"] == {"bad_tool": 1}
+    rc = main(["validate", str(path)])
+    assert rc == 0 and "warning missing_description: 1 (errors with --strict)" in capsys.readouterr().err
 
 
 def test_tools_validate_human_and_unreadable(tmp_path, capsys):

@@ -122,6 +122,21 @@ def test_nan_reward_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch):
     assert (tmp_path / "nan" / "checkpoints" / "latest").exists()
 
 
+def test_a_run_failure_exits_3_and_a_user_error_2(tmp_path, monkeypatch, capsys):
+    from mtr_hpc.cli import main
+    from mtr_hpc.train import grpo
+
+    def nan_score(*args, **kwargs):
+        raise grpo.RewardNaNError("reward of episode 0 at step 0 is nan")
+
+    monkeypatch.setattr(grpo, "check_finite_rewards", nan_score)
+    args = ["grpo", "--config", str(REPO / "configs/grpo-tiny.yaml"), "--out", str(tmp_path / "cli")]
+    args += [f"model.hf={REPO / 'configs/models/tiny-llama'}", "export_hf=false"]
+    assert main(args) == 3
+    assert "run failed: reward of episode 0" in capsys.readouterr().err
+    assert main([*args[:5], "train.steps=0"]) == 2
+
+
 def _grpo_worker(rank, world, out, extra):
     from mtr_hpc.train.grpo import run_grpo
 

@@ -1,4 +1,4 @@
-"""The composite reward (DESIGN §4), component by component, on hand-built traces."""
+"""The composite reward (design §4), component by component, on hand-built traces."""
 
 from __future__ import annotations
 

@@ -11,7 +11,12 @@ import argparse
 import importlib
 import sys
 
-from ..errors import MtrError
+from ..errors import MtrError, RunFailure
+
+# Exit statuses (design §7): 1 is a verb's own "the input has invalid records" (`validate`).
+EXIT_USER_ERROR = 2
+EXIT_RUN_FAILURE = 3
+EXIT_INTERRUPTED = 130
 
 # Verb modules, in the order `mtr --help` lists them. A module that is not present yet is skipped.
 COMMAND_MODULES = (
@@ -60,15 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     try:
         return int(args.func(args) or 0)
+    except RunFailure as exc:
+        print(f"mtr {args.command}: run failed: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILURE
     except MtrError as exc:
         print(f"mtr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"mtr {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

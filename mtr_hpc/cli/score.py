@@ -1,4 +1,4 @@
-"""`mtr score`: EM/F1 of a predictions file against a benchmark file (DESIGN §7).
+"""`mtr score`: EM/F1 of a predictions file against a benchmark file (design §7).
 
 Prints one JSON object on stdout, `{"n", "em", "f1", "by_type", "missing", "extra"}` (unrounded means,
 0-1 scale); a summary for people goes to stderr. The predictions file is JSON lines of

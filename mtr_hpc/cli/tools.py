@@ -1,7 +1,7 @@
-"""`mtr tools validate TOOLS.jsonl [--json]`: check tool interfaces, one per line (DESIGN §7).
+"""`mtr tools validate TOOLS.jsonl [--json]`: check tool interfaces, one per line (design §7).
 
-Counts, output and exit status are those of `mtr validate`; a name already declared on an earlier
-line makes the later line invalid with the code `duplicate_name`.
+Counts, output, warnings, `--strict` and exit status are those of `mtr validate`; a name already
+declared on an earlier line makes the later line invalid with the code `duplicate_name`.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .validate import Summary
+from .validate import Summary, add_strict_flag
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from ..toolspec import tool_name, validate_tool
+    from ..toolspec import tool_name, tool_warnings, validate_tool
     from ..trace.io import iter_trace_lines
 
     summary = Summary(str(args.tools))
@@ -23,7 +23,8 @@ def run_validate(args: argparse.Namespace) -> int:
         if err is not None:
             summary.add(where, [("bad_json", str(err))])
             continue
-        issues = [(i.code, str(i)) for i in validate_tool(obj)]
+        issues = [(i.code, str(i)) for i in validate_tool(obj, strict=args.strict)]
+        warnings = [] if args.strict else [(w.code, str(w)) for w in tool_warnings(obj)]
         name = tool_name(obj)
         if name is not None:
             where += f" ({name[:64]})"
@@ -31,7 +32,7 @@ def run_validate(args: argparse.Namespace) -> int:
                 issues.append(("duplicate_name", f"'{name[:64]}' already declared on line {seen[name]}"))
             else:
                 seen[name] = lineno
-        summary.add(where, issues)
+        summary.add(where, issues, warnings)
     return summary.emit(args.json, "tools")
 
 
@@ -45,4 +46,5 @@ def register(subparsers) -> None:
     )
     v.add_argument("tools", type=Path, metavar="TOOLS.jsonl")
     v.add_argument("--json", action="store_true", help="print one JSON object with the counts on stdout")
+    add_strict_flag(v)
     v.set_defaults(func=run_validate)

@@ -1,4 +1,4 @@
-"""`QAExample`: one benchmark question, the record every loader produces (DESIGN §3)."""
+"""`QAExample`: one benchmark question, the record every loader produces (design §3)."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def dedupe(items: Iterable[str]) -> list[str]:
 def record_id(
     rec: Mapping[str, Any], benchmark: str, index: int, keys: tuple[str, ...] = ("_id", "id")
 ) -> str:
-    """The official id (`_id` or `id`), else `<benchmark>-<index in file>` (DESIGN §3)."""
+    """The official id (`_id` or `id`), else `<benchmark>-<index in file>` (design §3)."""
     for key in keys:
         value = rec.get(key)
         if value is None:

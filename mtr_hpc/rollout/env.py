@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, MtrError
+from ..errors import ConfigError, RunFailure
 from ..synth.autoagent import SYSTEM_PROMPT
 from ..trace.parser import ToolCall, parse_turn
 from ..trace.render import IM_END
@@ -108,7 +108,7 @@ class _Runner:
         ep, eot = self.ep, self.renderer.end_of_turn_id
         ids, lps = list(gen.token_ids), [float(x) for x in gen.logprobs]
         if len(ids) != len(lps) or not ids:
-            raise MtrError(
+            raise RunFailure(
                 f"engine returned {len(ids)} tokens and {len(lps)} logprobs for episode {self.index}"
             )
         start = len(ep.token_ids)

@@ -5,7 +5,7 @@ An `Episode` keeps two views of the same rollout:
 - the trainer's view, token in / token out: `token_ids` = the prompt, every sampled turn exactly as
   sampled, and the observations the environment appended; `loss_mask` is 1 exactly on sampled ids;
   `engine_logprobs` are the engine's logprobs of those ids (0 where the mask is 0);
-- the OpenAI `messages` it implies (DESIGN §3), parsed from the decoded turns: what is scored by the
+- the OpenAI `messages` it implies (design §3), parsed from the decoded turns: what is scored by the
   reward, saved as a trace and shown to people.
 
 `check_drift` re-renders the messages and compares them with the token ids. The trainer never uses the

@@ -1,7 +1,7 @@
 """The contract between GRPO / eval and a rollout engine: sampling settings, one generation, the engine.
 
 The loop talks to engines only through `RolloutEngine`; it never imports vLLM or knows which engine
-it holds. Prompts and completions are token ids (token-in, token-out, DESIGN §3): an engine never
+it holds. Prompts and completions are token ids (token-in, token-out, design §3): an engine never
 decodes and re-encodes a prefix, so what the trainer scores is exactly what the engine sampled.
 
 Logprob convention (both engines, and the trainer must compute its own the same way): the logprob of a
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..errors import ConfigError, MtrError
+from ..errors import ConfigError, MtrError, RunFailure
 
 if TYPE_CHECKING:
     import torch
@@ -110,7 +110,7 @@ def generate_continuous(
     while ids:
         gens = engine.generate(prompts, plist)
         if len(gens) != len(ids):
-            raise MtrError(f"engine returned {len(gens)} generations for {len(ids)} prompts")
+            raise RunFailure(f"engine returned {len(gens)} generations for {len(ids)} prompts")
         nxt = [(i, follow_up(i, g)) for i, g in zip(ids, gens, strict=True)]
         nxt = [(i, f) for i, f in nxt if f is not None]
         ids = [i for i, _ in nxt]

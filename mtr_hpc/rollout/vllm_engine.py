@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, MtrError, require
+from ..errors import ConfigError, MtrError, RunFailure, require
 from .lifecycle import ManagedEngine
 from .protocol import Generation, SamplingParams
 
@@ -145,7 +145,7 @@ class VLLMRolloutEngine(ManagedEngine):
             self._llm.apply_model(lambda model: model.load_weights(weights=bucket))
         except (KeyError, AssertionError, RuntimeError, ValueError) as exc:
             names = ", ".join(n for n, _ in bucket[:4]) + (" ..." if len(bucket) > 4 else "")
-            raise MtrError(f"update_weights: vLLM rejected the bucket [{names}]: {exc!r}") from exc
+            raise RunFailure(f"update_weights: vLLM rejected the bucket [{names}]: {exc!r}") from exc
 
     def sleep(self) -> None:
         if self.enable_sleep_mode:
@@ -189,11 +189,11 @@ def _join_torch_world() -> bool:
 
 def _generation(request_output) -> Generation:
     if not request_output.outputs:
-        raise MtrError(f"vLLM returned no completion for request {request_output.request_id}")
+        raise RunFailure(f"vLLM returned no completion for request {request_output.request_id}")
     comp = request_output.outputs[0]
     ids = list(comp.token_ids)
     if comp.finish_reason not in ("stop", "length"):
-        raise MtrError(f"vLLM request {request_output.request_id} ended with {comp.finish_reason!r}")
+        raise RunFailure(f"vLLM request {request_output.request_id} ended with {comp.finish_reason!r}")
     logprobs = [float(entry[tid].logprob) for tid, entry in zip(ids, comp.logprobs or [], strict=True)]
     stop = comp.stop_reason if comp.finish_reason == "stop" else None
     if comp.finish_reason == "stop" and stop is None and ids:

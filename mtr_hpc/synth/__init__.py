@@ -1,4 +1,4 @@
-"""Offline trace synthesis (DESIGN §3-§5): ToolMaker, AutoAgent and ToolActor with grounded and llm backends.
+"""Offline trace synthesis (design §3-§5): ToolMaker, AutoAgent and ToolActor with grounded and llm backends.
 
 Entry point for one example: `synthesize_example(example, cfg, agents)` (or `asynthesize_example` inside
 an event loop). A shard runner builds `SynthAgents` once (sharing the tool library, the replay cache and

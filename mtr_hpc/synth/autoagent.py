@@ -1,4 +1,4 @@
-"""AutoAgent: writes the think-act-observe sequence of one example as a `Trace` (DESIGN §3).
+"""AutoAgent: writes the think-act-observe sequence of one example as a `Trace` (design §3).
 
 `grounded` (default): follows the evidence plan of `plans.py`; each think restates the previous
 observations (`narrate.py`), calls go to the ToolActor, and the answer comes from the chain (the plan's

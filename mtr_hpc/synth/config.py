@@ -1,6 +1,6 @@
 """Configs of the synthesis agents: one dataclass per component, nested in `SynthConfig`.
 
-Defaults give the deterministic, LLM-free `grounded` pipeline (DESIGN §5), which is what tests, the
+Defaults give the deterministic, LLM-free `grounded` pipeline (design §5), which is what tests, the
 demo and the benchmark run; `llm` backends are selected per component.
 """
 

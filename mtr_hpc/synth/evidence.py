@@ -1,7 +1,7 @@
 """`EvidenceKB`: one example's evidence as pages, relation facts and answered sub-questions.
 
 The grounded ToolActor answers every call from this structure and the grounded AutoAgent plans over
-it, so the two agree by construction. Sources (DESIGN §3): context paragraphs become pages; evidence
+it, so the two agree by construction. Sources (design §3): context paragraphs become pages; evidence
 triples and MuSiQue's relation-style steps ("Green >> performer") become facts, each also written as a
 sentence on the subject's page; natural-language sub-questions (MuSiQue, Bamboogle) become short
 passages that hold their sub-answer, found by `search`.

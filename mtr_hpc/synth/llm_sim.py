@@ -1,4 +1,4 @@
-"""The `llm` simulation backend: a model plays the tool (DESIGN §5).
+"""The `llm` simulation backend: a model plays the tool (design §5).
 
 The model sees the tool's interface (with its `x-returns`), the call, the episode's earlier calls and
 observations (so it stays consistent) and, optionally, the example's evidence as a hint. Its output must

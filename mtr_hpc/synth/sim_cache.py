@@ -1,4 +1,4 @@
-"""Replay cache of simulated observations (DESIGN §5).
+"""Replay cache of simulated observations (design §5).
 
 Key: (hash of the tool interface, canonical JSON of the arguments, example id, seed). Kept in memory
 and, with a path, appended to a JSONL file, one fsync'd line per observation, so a killed run loses at

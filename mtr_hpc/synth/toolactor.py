@@ -1,4 +1,4 @@
-"""ToolActor: the simulated environment of one episode (DESIGN §5).
+"""ToolActor: the simulated environment of one episode (design §5).
 
 `ToolActor.episode(example, toolset, seed)` opens an `Episode`; `call(episode, name, args)` returns the
 observation, always a JSON object valid against the tool's `x-returns`: an undeclared tool, invalid

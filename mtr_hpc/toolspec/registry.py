@@ -10,7 +10,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .schemas import CompiledSchema, compiled_validator
-from .spec import RETURNS_KEY, ToolIssue, ToolSpec, ToolSpecError, openai_view, tool_name
+from .spec import (
+    RETURNS_KEY,
+    ToolIssue,
+    ToolSpec,
+    ToolSpecError,
+    openai_view,
+    parameters_schema,
+    tool_name,
+)
 from .validate import validate_toolset
 
 
@@ -36,7 +44,7 @@ class ToolRegistry:
                 continue
             self._tools[name] = tool
             fn = tool["function"]
-            self._params[name] = compiled_validator(fn.get("parameters"))
+            self._params[name] = compiled_validator(parameters_schema(fn))
             self._returns[name] = compiled_validator(tool.get(RETURNS_KEY))
 
     @property

@@ -1,4 +1,4 @@
-"""The tool interface record (DESIGN §3) and its small helpers.
+"""The tool interface record (design §3) and its small helpers.
 
 A tool interface is an OpenAI function tool plus the project's own key `x-returns`, the JSON Schema
 of the tool's observation. The policy only ever sees `openai_view(tool)`; `x-returns` is for the
@@ -21,6 +21,11 @@ TOP_LEVEL_KEYS = frozenset({"type", "function", "x-returns"})
 # `strict` is OpenAI's structured-output flag; it is harmless and kept when present.
 FUNCTION_KEYS = frozenset({"name", "description", "parameters", "strict"})
 RETURNS_KEY = "x-returns"
+# Issue codes of the project's own quality rules, beyond what the OpenAI format requires (warnings
+# unless validation is strict; see `toolspec.validate`).
+QUALITY_CODES = frozenset({"missing_description"})
+# OpenAI: "Omitting parameters defines a function with an empty parameter list."
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ def tool_name(tool: Any) -> str | None:
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             return fn["name"]
     return None
+
+
+def parameters_schema(function: dict[str, Any]) -> Any:
+    """The `parameters` schema of a tool's `function`; a tool that omits it takes no arguments."""
+    return function.get("parameters", NO_PARAMETERS)
 
 
 def openai_view(tool: ToolSpec) -> ToolSpec:

@@ -5,6 +5,12 @@ Checks (each a `ToolIssue` code): the record's shape (`not_object`, `unknown_key
 (`missing_description`), both schemas against the Draft 2020-12 metaschema (`bad_schema`), both schemas
 describing an object (`not_object_schema`), `required` naming declared properties
 (`required_not_in_properties`), and, across a set, unique names (`duplicate_name`).
+
+What OpenAI's function-tool format accepts is accepted: descriptions are optional there, and a tool
+without `parameters` takes no arguments. The project's own quality rules (`QUALITY_CODES`: every tool
+and parameter described) are therefore warnings, reported as issues only with `strict=True`, which
+`--strict` on the command line and the ToolMaker's check of its own output ask for. `x-returns` stays
+required: it is the project's contract with the ToolActor (design §3).
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from .schemas import compiled_validator, schema_errors
 from .spec import (
     FUNCTION_KEYS,
     NAME_RE,
+    QUALITY_CODES,
     RETURNS_KEY,
     TOP_LEVEL_KEYS,
     ToolIssue,
     ToolSpec,
     is_valid_name,
+    parameters_schema,
     tool_name,
 )
 
@@ -83,15 +91,25 @@ def _check_function(fn: Any, path: str) -> list[ToolIssue]:
         issues.append(
             ToolIssue("missing_description", _join(path, "description"), "needs a non-empty description")
         )
-    if "parameters" not in fn:
-        issues.append(ToolIssue("missing_field", _join(path, "parameters"), "missing parameters schema"))
-    else:
+    if "parameters" in fn:
         issues += _check_schema(fn["parameters"], _join(path, "parameters"), describe_properties=True)
     return issues
 
 
-def validate_tool(tool: Any, path: str = "") -> list[ToolIssue]:
-    """Every issue of one tool interface; an empty list means valid. Never raises."""
+def validate_tool(tool: Any, path: str = "", *, strict: bool = False) -> list[ToolIssue]:
+    """Every issue of one tool interface; an empty list means valid. Never raises.
+
+    Quality issues (`QUALITY_CODES`) are included only with `strict`; `tool_warnings` lists them."""
+    issues = _tool_issues(tool, path)
+    return issues if strict else [i for i in issues if i.code not in QUALITY_CODES]
+
+
+def tool_warnings(tool: Any, path: str = "") -> list[ToolIssue]:
+    """The quality issues of one tool interface: what `strict` would add to its issues."""
+    return [i for i in _tool_issues(tool, path) if i.code in QUALITY_CODES]
+
+
+def _tool_issues(tool: Any, path: str) -> list[ToolIssue]:
     if not isinstance(tool, dict):
         return [ToolIssue("not_object", path, f"a tool must be a JSON object, got {type(tool).__name__}")]
     issues = [
@@ -112,14 +130,14 @@ def validate_tool(tool: Any, path: str = "") -> list[ToolIssue]:
     return issues
 
 
-def validate_toolset(tools: Any) -> list[ToolIssue]:
+def validate_toolset(tools: Any, *, strict: bool = False) -> list[ToolIssue]:
     """Issues of each tool (paths prefixed `[i]`) plus `duplicate_name` for a name seen before."""
     if not isinstance(tools, list):
         return [ToolIssue("not_list", "", f"tools must be a list, got {type(tools).__name__}")]
     issues: list[ToolIssue] = []
     seen: dict[str, int] = {}
     for i, tool in enumerate(tools):
-        issues += validate_tool(tool, f"[{i}]")
+        issues += validate_tool(tool, f"[{i}]", strict=strict)
         name = tool_name(tool)
         if name is None:
             continue
@@ -140,7 +158,7 @@ def _schema_of(tool: Any, which: str) -> Any:
     if which == RETURNS_KEY:
         return tool.get(RETURNS_KEY)
     fn = tool.get("function")
-    return fn.get("parameters") if isinstance(fn, dict) else None
+    return parameters_schema(fn) if isinstance(fn, dict) else None
 
 
 def _errors_against(schema: Any, instance: Any, what: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Traces (DESIGN §3): the record, its JSONL files, parsing model turns and validating whole traces."""
+"""Traces (design §3): the record, its JSONL files, parsing model turns and validating whole traces."""
 
 from .io import read_traces, record_problems, trace_from_dict, write_traces
 from .model import Trace

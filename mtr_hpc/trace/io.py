@@ -1,4 +1,4 @@
-"""Reading and writing trace JSONL files (one `Trace` per line, DESIGN §3).
+"""Reading and writing trace JSONL files (one `Trace` per line, design §3).
 
 Unlike `mtr_hpc.io.iter_jsonl`, which stops at the first malformed line, `read_traces(skip_bad=True)`
 reads past bad lines and returns them as `DataError`s, so one corrupt record cannot hide a shard.

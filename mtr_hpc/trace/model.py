@@ -1,4 +1,4 @@
-"""The trace record (DESIGN §3): one synthesized or sampled ReAct episode as OpenAI chat messages.
+"""The trace record (design §3): one synthesized or sampled ReAct episode as OpenAI chat messages.
 
 Messages stay plain dicts in the OpenAI chat format, so traces round-trip through JSONL unchanged and
 can be handed to any OpenAI-compatible client or chat template as they are.

@@ -1,4 +1,4 @@
-"""Parsing an assistant turn as the model emits it (Hermes / Qwen2.5 convention, DESIGN §3).
+"""Parsing an assistant turn as the model emits it (Hermes / Qwen2.5 convention, design §3).
 
 Grammar (whitespace allowed between elements):
 

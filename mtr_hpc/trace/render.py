@@ -1,4 +1,4 @@
-"""Rendering a trace to token ids and a loss mask (DESIGN §3 "Rendering"), ChatML/Hermes as in Qwen2.5.
+"""Rendering a trace to token ids and a loss mask (design §3 "Rendering"), ChatML/Hermes as in Qwen2.5.
 
 The text follows Qwen2.5's chat template with tools:
 

@@ -1,4 +1,4 @@
-"""Validation of a whole trace (DESIGN §3) into typed issues.
+"""Validation of a whole trace (design §3) into typed issues.
 
 A trace is valid when its record is well formed; its messages run system, user, then assistant turns,
 each call turn followed by exactly one `tool` message per call with the matching `tool_call_id`, in
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from ..toolspec import ToolRegistry, canonical_json
+from ..toolspec import ToolIssue, ToolRegistry, canonical_json, tool_warnings
 from .io import record_problems, trace_from_dict
 from .model import Trace
 from .parser import ParsedTurn, decode_arguments, parse_turn
@@ -212,18 +212,26 @@ def _check_answer(walk: _Walk, trace: Trace, n_messages: int) -> None:
 
 
 def validate_trace(
-    trace: Trace, max_turns: int = DEFAULT_MAX_TURNS, *, registry: ToolRegistry | None = None
+    trace: Trace,
+    max_turns: int = DEFAULT_MAX_TURNS,
+    *,
+    registry: ToolRegistry | None = None,
+    strict: bool = False,
 ) -> list[TraceIssue]:
     """Every issue of one trace; an empty list means valid. Never raises on a `Trace`.
 
     `registry`: `registry_for(trace.tools)` when the caller already holds it (a synthesis episode
     compiled its tool set when it started), which spares re-serialising the tools to look it up.
+    `strict`: the tools' quality warnings (`toolspec.tool_warnings`) are `bad_tool` issues too.
     """
     walk = _Walk(registry if registry is not None else registry_for(trace.tools))
     if not isinstance(trace.tools, list):
         walk.add("bad_field", "'tools' must be a list")
     for issue in walk.registry.issues:
         walk.add("bad_tool", str(issue))
+    if strict:
+        for issue in trace_tool_warnings(trace.tools):
+            walk.add("bad_tool", str(issue))
     if not isinstance(trace.messages, list):
         walk.add("bad_field", "'messages' must be a list")
         return walk.issues
@@ -234,9 +242,18 @@ def validate_trace(
     return walk.issues
 
 
-def validate_record(obj: Any, max_turns: int = DEFAULT_MAX_TURNS) -> list[TraceIssue]:
+def trace_tool_warnings(tools: Any) -> list[ToolIssue]:
+    """The quality warnings of a trace's tools (paths prefixed `tools[i]`)."""
+    if not isinstance(tools, list):
+        return []
+    return [w for i, tool in enumerate(tools) for w in tool_warnings(tool, f"tools[{i}]")]
+
+
+def validate_record(
+    obj: Any, max_turns: int = DEFAULT_MAX_TURNS, *, strict: bool = False
+) -> list[TraceIssue]:
     """Issues of a decoded JSONL record: field problems (`bad_field`), else those of the trace."""
     problems = record_problems(obj)
     if problems:
         return [TraceIssue("bad_field", f"{f}: {m}" if f else m) for f, m in problems]
-    return validate_trace(trace_from_dict(obj), max_turns)
+    return validate_trace(trace_from_dict(obj), max_turns, strict=strict)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data import load_benchmark, load_sample
 from ..data.splits import require_training_part, select_part
-from ..errors import ConfigError, MtrError
+from ..errors import ConfigError, RunFailure
 from .grpo_config import GRPOConfig
 
 
@@ -106,5 +106,5 @@ def check_finite_rewards(rewards: list[float], step: int) -> None:
         raise RewardNaNError(f"reward of episode {bad[0]} at step {step} is {rewards[bad[0]]}")
 
 
-class RewardNaNError(MtrError):
+class RewardNaNError(RunFailure):
     pass

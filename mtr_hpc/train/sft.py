@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import to_dict
 from ..data.example import example_key
 from ..data.trained_on import write_trained_on
-from ..errors import ConfigError, MtrError
+from ..errors import ConfigError, RunFailure
 from ..models.parallel import init_parallel
 from ..models.registry import load_tokenizer
 from ..rundir import prepare_run_dir, write_manifest
@@ -115,7 +115,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         dt = time.perf_counter() - t0
         loss = loss_sum / max(tokens, 1)
         if not math.isfinite(loss):
-            raise MtrError(f"SFT loss is {loss} at step {step}; lower optim.lr or check the data")
+            raise RunFailure(f"SFT loss is {loss} at step {step}; lower optim.lr or check the data")
         real = sum(sum(1 for s in r.segment_ids if s >= 0) for r in step_rows)
         last = {
             "sft/loss": loss,

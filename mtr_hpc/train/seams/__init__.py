@@ -1,4 +1,4 @@
-"""Device seams (DESIGN §2): the four places where the GPU and CPU training paths differ.
+"""Device seams (design §2): the four places where the GPU and CPU training paths differ.
 
 `wrap_model` (Megatron DDP vs plain module), `build_optimizer` (Megatron distributed optimizer vs
 torch AdamW), `forward_backward` (Megatron's pipeline schedules vs a microbatch loop) and checkpoint
