@@ -52,6 +52,15 @@ def load_config(
     return from_dict(cls, data)
 
 
+def check_min(prefix: str, obj: Any, **minimums: float) -> None:
+    """`ConfigError` naming `prefix + key` for the first field of `obj` that is not a number >= its
+    minimum; config dataclasses call it from `__post_init__`, so a bad value fails before any work."""
+    for key, low in minimums.items():
+        value = getattr(obj, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
+            raise ConfigError(prefix + key, f"must be >= {low}, got {value!r}")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:

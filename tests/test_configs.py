@@ -68,3 +68,37 @@ def test_training_sources_name_their_part_and_a_missing_part_is_an_error(tmp_pat
     cfg = load_config(GRPOConfig, CONFIGS / "grpo-tiny.yaml", ["data=[{name: hotpotqa, source: sample}]"])
     with pytest.raises(ConfigError, match=r"data\[0\]\.part.*say which part"):
         load_prompts(cfg)
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "key"),
+    [
+        ("sft", "train.eval_every=0", "train.eval_every"),
+        ("sft", "train.micro_batch_rows=3", "train.micro_batch_rows"),
+        ("sft", "optim.min_lr=1.0", "optim.min_lr"),
+        ("sft", "data.seq_len=4096", "data.seq_len"),
+        ("sft", "data.heldout_fraction=1.0", "data.heldout_fraction"),
+        ("grpo", "algo.group_size=1", "algo.group_size"),
+        ("grpo", "algo.minibatches=99", "algo.minibatches"),
+        ("grpo", "env.max_tokens=100000", "env.max_tokens"),
+        ("grpo", "reward.beta=-1", "reward.beta"),
+        ("grpo", "rollout.sleep_level=3", "rollout.sleep_level"),
+        ("grpo", "train.save_every=0", "train.save_every"),
+        ("synth", "num_shards=0", "num_shards"),
+    ],
+)
+def test_a_bad_value_is_refused_when_the_config_loads(stage, override, key):
+    # Cross-field and range checks run in the config classes, before a stage loads a model.
+    from mtr_hpc.errors import ConfigError
+
+    classes, _ = _stage_classes()
+    with pytest.raises(ConfigError) as err:
+        load_config(classes[stage], CONFIGS / "demo.yaml", [override], section=stage)
+    assert err.value.key == key
+
+
+def test_the_cli_refuses_a_bad_stage_config_before_any_work(capsys):
+    from mtr_hpc.cli import main
+
+    assert main(["sft", "--config", str(CONFIGS / "sft-tiny.yaml"), "train.eval_every=0"]) == 2
+    assert "config key 'train.eval_every': must be >= 1, got 0" in capsys.readouterr().err

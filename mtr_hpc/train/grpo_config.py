@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..config import check_min
+from ..errors import ConfigError
 from ..models.config import ModelConfig
 from ..reward import RewardConfig
 from ..rollout.env import EnvConfig
@@ -41,6 +43,17 @@ class GRPOAlgoConfig:
     top_p: float = 1.0
     top_k: int = 0
 
+    def __post_init__(self) -> None:
+        check_min("algo.", self, group_size=2, prompts_per_step=1, minibatches=1, top_k=0)
+        check_min("algo.", self, adv_eps=0.0, clip_low=0.0, clip_high=0.0, kl_coef=0.0, temperature=1e-6)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("algo.top_p", f"must be in (0, 1], got {self.top_p}")
+        if self.minibatches > self.group_size * self.prompts_per_step:
+            raise ConfigError(
+                "algo.minibatches",
+                f"{self.minibatches} updates for {self.group_size * self.prompts_per_step} episodes a step",
+            )
+
 
 @dataclass
 class RolloutConfig:
@@ -53,6 +66,15 @@ class RolloutConfig:
     sleep_level: int = 1  # vLLM: 1 keeps a host copy of the weights while asleep, 2 discards them
     sync_bucket_mb: int = 512  # vLLM: weights pushed per load_weights call
 
+    def __post_init__(self) -> None:
+        check_min("rollout.", self, batch_size=1, sync_bucket_mb=1)
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError(
+                "rollout.gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        if self.sleep_level not in (1, 2):
+            raise ConfigError("rollout.sleep_level", f"must be 1 or 2, got {self.sleep_level}")
+
 
 @dataclass
 class GRPOTrainConfig:
@@ -64,6 +86,11 @@ class GRPOTrainConfig:
     # How long a collective may wait before the job fails; the other ranks wait in one while rank 0
     # rolls out, so this bounds a step's rollout time.
     dist_timeout_min: float = 120.0
+
+    def __post_init__(self) -> None:
+        check_min(
+            "train.", self, steps=1, micro_batch_rows=1, save_every=1, keep_last=0, dist_timeout_min=1e-3
+        )
 
 
 @dataclass
@@ -87,3 +114,14 @@ class GRPOConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ConfigError("data", "name at least one benchmark source ({name, source, part})")
+        self.env.validate()
+        self.reward.validate()
+        if self.env.max_tokens > self.model.seq_length:
+            raise ConfigError(
+                "env.max_tokens",
+                f"{self.env.max_tokens} tokens an episode exceed the model's seq_length {self.model.seq_length}",
+            )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..config import check_min
+from ..errors import ConfigError
 from ..models.config import ModelConfig
 from ..tracking import WandbConfig
 from .grammar import GrammarConfig
@@ -23,6 +25,11 @@ class SFTDataConfig:
     # Recorded in the exported model, so GRPO and evaluation prompt it the same way.
     tools_format: Literal["json", "compact"] = "json"
 
+    def __post_init__(self) -> None:
+        check_min("data.", self, seq_len=2)
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ConfigError("data.heldout_fraction", f"must be in [0, 1), got {self.heldout_fraction}")
+
 
 @dataclass
 class SFTTrainConfig:
@@ -35,6 +42,15 @@ class SFTTrainConfig:
     keep_last: int = 2
     seed: int = 1234
     dist_timeout_min: float = 30.0  # how long a collective may wait before the job fails
+
+    def __post_init__(self) -> None:
+        check_min("train.", self, steps=1, global_batch_rows=1, micro_batch_rows=1, eval_every=1)
+        check_min("train.", self, eval_rows=0, save_every=1, keep_last=0, dist_timeout_min=1e-3)
+        if self.global_batch_rows % self.micro_batch_rows:
+            raise ConfigError(
+                "train.micro_batch_rows",
+                f"{self.micro_batch_rows} does not divide train.global_batch_rows={self.global_batch_rows}",
+            )
 
 
 @dataclass
@@ -51,3 +67,10 @@ class SFTConfig:
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
     grammar: GrammarConfig = field(default_factory=GrammarConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.seq_len > self.model.seq_length:
+            raise ConfigError(
+                "data.seq_len",
+                f"{self.data.seq_len} rows exceed the model's seq_length {self.model.seq_length}",
+            )

@@ -38,6 +38,19 @@ class OptimConfig:
     clip_grad: float = 1.0
     use_distributed_optimizer: bool = True  # GPU seam only: ZeRO-1 sharding of the optimizer state
 
+    def __post_init__(self) -> None:
+        from ...config import check_min
+        from ...errors import ConfigError
+
+        check_min(
+            "optim.", self, lr=0.0, min_lr=0.0, warmup_steps=0, weight_decay=0.0, adam_eps=0.0, clip_grad=0.0
+        )
+        if self.min_lr > self.lr:
+            raise ConfigError("optim.min_lr", f"{self.min_lr} is above optim.lr={self.lr}")
+        for key in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"optim.{key}", f"must be in [0, 1), got {getattr(self, key)}")
+
 
 class DeviceSeam(Protocol):
     name: str
