@@ -162,12 +162,13 @@ def test_forward_only_passes_build_no_graph(seam_name):
 
 @pytest.mark.parametrize("seam_name", SEAMS)
 def test_grpo_logprob_and_train_passes(seam_name):
-    from mtr_hpc.train.grpo_batch import LossSettings, make_forward_step
+    from mtr_hpc.train.grpo_batch import make_forward_step
+    from mtr_hpc.train.grpo_config import GRPOAlgoConfig
     from mtr_hpc.train.grpo_loss import policy_loss, token_logprobs
 
     seam, model, arch = _model(seam_name)
     mbs = [seam.to_device(b) for b in _grpo_batches(3)]
-    settings = LossSettings(temperature=1.0)
+    settings = GRPOAlgoConfig(temperature=1.0)
     _, tokens, reports = seam.forward_backward(
         model, make_forward_step("logprobs", settings), mbs, forward_only=True
     )
@@ -197,10 +198,11 @@ def test_grpo_logprob_and_train_passes(seam_name):
 
 
 def test_grpo_passes_with_logits_at_sampled_tokens_only_match_the_full_passes():
-    from mtr_hpc.train.grpo_batch import LossSettings, make_forward_step
+    from mtr_hpc.train.grpo_batch import make_forward_step
+    from mtr_hpc.train.grpo_config import GRPOAlgoConfig
 
     seam, model, _ = _model("cpu")
-    settings = LossSettings(temperature=0.7)
+    settings = GRPOAlgoConfig(temperature=0.7)
     runs = []
     for positions_only in (False, True):
         mbs = [seam.to_device(b) for b in _grpo_batches(4)]

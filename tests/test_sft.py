@@ -59,12 +59,22 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, trace_file):
     assert a[-1][1] < a[0][1]
 
 
+def sequence_losses(per_token, mask, segment_ids) -> dict:
+    """Masked mean loss of each packed segment: {(row, segment): loss}."""
+    out = {}
+    for row in range(per_token.shape[0]):
+        for seg in segment_ids[row].unique().tolist():
+            sel = (segment_ids[row] == seg) & (mask[row] > 0)
+            if seg >= 0 and sel.any():
+                out[(row, seg)] = per_token[row][sel].float().mean()
+    return out
+
+
 def test_packed_rows_give_the_loss_of_each_sequence_alone():
     from mtr_hpc.models.config import ModelConfig, arch_from_hf
     from mtr_hpc.models.gpt import build_gpt
     from mtr_hpc.models.parallel import init_parallel
     from mtr_hpc.train.batches import model_batch
-    from mtr_hpc.train.loss import sequence_losses
     from mtr_hpc.train.packing import make_segment, pack
 
     init_parallel(1, 1, seed=7)

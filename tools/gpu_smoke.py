@@ -134,7 +134,8 @@ def rel(a: float, b: float) -> float:
 
 
 def check_seam_parity(gpu: str) -> dict:
-    from mtr_hpc.train.grpo_batch import LossSettings, make_forward_step
+    from mtr_hpc.train.grpo_batch import make_forward_step
+    from mtr_hpc.train.grpo_config import GRPOAlgoConfig
     from mtr_hpc.train.seams import OptimConfig
     from mtr_hpc.train.step import sft_forward_step
 
@@ -153,7 +154,7 @@ def check_seam_parity(gpu: str) -> dict:
         loss, tokens, _ = leg.seam.forward_backward(model, sft_forward_step, mbs)
         norm, _ = leg.seam.optimizer_step(model, opt, optim.lr, optim.clip_grad)
         after_sft = hf_params(model, arch)
-        settings = LossSettings()
+        settings = GRPOAlgoConfig()
         gmbs = leg.batches(grpo_batches(5))
         model.eval()
         _, _, reports = leg.seam.forward_backward(model, make_forward_step("logprobs", settings), gmbs, True)
@@ -169,7 +170,7 @@ def check_seam_parity(gpu: str) -> dict:
         float((x - y).abs().max()) for x, y in zip(a["logprobs"], b["logprobs"], strict=True)
     )
     # One GRPO update from the same old log-probs (the CPU leg's) on both legs.
-    settings = LossSettings()
+    settings = GRPOAlgoConfig()
     for name in ("cpu", gpu):
         r = results[name]
         for mb, lp in zip(r["gmbs"], a["logprobs"], strict=True):

@@ -3,8 +3,10 @@
 `filter_trace` keeps a trace when the agent stopped at an answer, `validate_trace` finds no issue
 (reason: the first issue's code), the answer scores at least the configured EM or F1 against the gold
 set (else `wrong_answer`) and, with `require_grounded`, a non-yes/no answer appears in some observation
-(else `ungrounded`). `synthesize_example` never raises for one bad example: model misbehaviour and
-client errors become a rejected trace with a reason (or typed error observations inside it).
+(else `ungrounded`). In `synthesize_example`, an LLM client error or a timeout becomes a rejected
+trace with the reason `llm_error` or `timeout`, and a model that misbehaves inside an episode gets typed
+error observations or a rejected trace; any other exception propagates, and the shard runner records
+it as a reject of that one example (`runner.py`).
 """
 
 from __future__ import annotations

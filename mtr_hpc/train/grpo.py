@@ -30,7 +30,7 @@ from ..trace.chat_format import read_tools_format
 from ..trace.render import ChatRenderer
 from ..tracking import MetricsLogger
 from . import checkpoint as ckpt
-from .grpo_batch import LossSettings, sample_of
+from .grpo_batch import sample_of
 from .grpo_config import GRPOConfig
 from .grpo_loss import drop_uniform_groups, group_advantages
 from .grpo_setup import (
@@ -44,7 +44,6 @@ from .grpo_setup import (
 from .grpo_update import policy_update
 from .model_io import build_policy, export_hf, hf_named_tensors, policy_source
 from .preempt import PreemptionFlag
-from .schedule import ScheduleConfig
 from .seams import get_seam
 from .sft_data import DataPosition, RowSampler
 
@@ -99,10 +98,6 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     logger = (
         MetricsLogger(run_dir, "grpo", cfg.wandb, to_dict(cfg), resume_step=start_step - 1) if rank0 else None
     )
-    settings = LossSettings(
-        cfg.algo.temperature, cfg.algo.clip_low, cfg.algo.clip_high, cfg.algo.kl_coef, cfg.algo.aggregation
-    )
-    schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
     batches = prompts.batches(position)
 
     def save(step_done: int) -> None:
@@ -149,9 +144,8 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         train_metrics = {}
         if samples:
             train_metrics = policy_update(
-                seam, model, reference, optimizer, samples, cfg, settings, tp_group, pad_id, step, schedule,
-                timings,
-            )  # fmt: skip
+                seam, model, reference, optimizer, samples, cfg, tp_group, pad_id, step, timings
+            )
 
         # 5. New weights into the engine.
         timings.update(sync_weights(engine, hf_named_tensors(seam.unwrap(model), src), rank0))

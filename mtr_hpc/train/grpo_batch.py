@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 
+from .grpo_config import GRPOAlgoConfig
 from .grpo_loss import policy_loss_sums, vocab_parallel_entropy, vocab_parallel_logprobs
 from .positions import flat_positions, gather_rows, only_rows, output_layer_of, scatter_rows
 
@@ -53,16 +54,7 @@ def microbatches(samples: list[Sample], rows: int, pad_id: int) -> list[dict]:
     return [collate(samples[i : i + rows], pad_id) for i in range(0, len(samples), rows)]
 
 
-@dataclass
-class LossSettings:
-    temperature: float = 1.0
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    kl_coef: float = 0.0
-    aggregation: str = "token_mean"
-
-
-def make_forward_step(mode: str, settings: LossSettings, tp_group=None, positions_only: bool = False):
+def make_forward_step(mode: str, settings: GRPOAlgoConfig, tp_group=None, positions_only: bool = False):
     """`forward_step(data_iterator, model)` for the passes over the same microbatches:
 
     - `logprobs`: forward only; the report holds the per-token log-probs (old / reference policy)
@@ -87,7 +79,7 @@ def make_forward_step(mode: str, settings: LossSettings, tp_group=None, position
     return forward_step
 
 
-def _loss_func(mode: str, s: LossSettings, tp_group, batch: dict, flat, logits: torch.Tensor):
+def _loss_func(mode: str, s: GRPOAlgoConfig, tp_group, batch: dict, flat, logits: torch.Tensor):
     labels, mask = batch["labels"], batch["mask"]
     if flat is None:
         logprobs = vocab_parallel_logprobs(logits, labels, tp_group, s.temperature)

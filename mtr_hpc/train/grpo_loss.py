@@ -10,7 +10,7 @@ The asymmetric clip (clip_high > clip_low, "clip-higher" of DAPO) keeps low-prob
 explorable. Advantages are the group-normalized rewards of GRPO; `scale_std=False` is Dr. GRPO's
 variant (mean-centred only), which avoids up-weighting groups whose rewards barely differ.
 
-Normalization over a WHOLE optimizer step: like the SFT loss (`train.loss`), `policy_loss_sums`
+Normalization over a WHOLE optimizer step: like the SFT loss (`train.step`), `policy_loss_sums`
 returns the loss SUM of a microbatch with its count, never a per-microbatch mean, so microbatch size,
 packing and data-parallel degree do not change the gradient. With `aggregation="token_mean"` the count
 is the number of loss tokens and the sum runs over tokens; with `"seq_mean_token_mean"` each sequence's

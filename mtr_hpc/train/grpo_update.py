@@ -17,16 +17,16 @@ import torch
 import torch.distributed as dist
 
 from ..models.parallel import collective_device, from_last_stage
-from .grpo_batch import LossSettings, make_forward_step, microbatches
-from .grpo_config import GRPOConfig
+from .grpo_batch import make_forward_step, microbatches
+from .grpo_config import GRPOAlgoConfig, GRPOConfig
 from .grpo_loss import all_reduce_stats, empty_stats, finalize_stats, merge_stats
 from .positions import selects_rows
-from .schedule import ScheduleConfig, lr_at
+from .schedule import lr_at
 
 
 def policy_update(
-    seam, model, reference, optimizer, samples: list, cfg: GRPOConfig, settings: LossSettings, tp_group,
-    pad_id: int, step: int, schedule: ScheduleConfig, timings: dict,
+    seam, model, reference, optimizer, samples: list, cfg: GRPOConfig, tp_group, pad_id: int, step: int,
+    timings: dict,
 ) -> dict:  # fmt: skip
     """Train on this rank's share of `samples` (the whole step's, the same on every rank); the `grpo/*`
     metrics of the whole step."""
@@ -40,22 +40,20 @@ def policy_update(
         updates.append([seam.to_device(b) for b in microbatches(mine, cfg.train.micro_batch_rows, pad_id)])
     mbs = [mb for update in updates for mb in update]
     t = time.perf_counter()
-    old = logprob_pass(seam, model, mbs, settings, tp_group, "old_logprobs")
+    old = logprob_pass(seam, model, mbs, cfg.algo, tp_group, "old_logprobs")
     timings["timing_s/old_logprobs"] = time.perf_counter() - t
     if reference is not None:
         t = time.perf_counter()
-        logprob_pass(seam, reference, mbs, settings, tp_group, "ref_logprobs")
+        logprob_pass(seam, reference, mbs, cfg.algo, tp_group, "ref_logprobs")
         timings["timing_s/reference"] = time.perf_counter() - t
     t = time.perf_counter()
-    out = train_on(
-        seam, model, optimizer, updates, settings, tp_group, cfg, step, schedule, reference is not None
-    )
+    out = train_on(seam, model, optimizer, updates, tp_group, cfg, step, reference is not None)
     timings["timing_s/train"] = time.perf_counter() - t
     out.update(logprob_metrics(mbs, old))
     return from_last_stage(out)
 
 
-def logprob_pass(seam, model, mbs: list[dict], settings: LossSettings, tp_group, key: str) -> list[dict]:
+def logprob_pass(seam, model, mbs: list[dict], settings: GRPOAlgoConfig, tp_group, key: str) -> list[dict]:
     """Forward-only pass; each microbatch gets its per-token log-probs under `key` (last stage)."""
     model.eval()
     _, _, reports = seam.forward_backward(
@@ -67,19 +65,18 @@ def logprob_pass(seam, model, mbs: list[dict], settings: LossSettings, tp_group,
 
 
 def train_on(
-    seam, model, optimizer, updates: list[list[dict]], settings: LossSettings, tp_group, cfg: GRPOConfig,
-    step: int, schedule: ScheduleConfig, with_kl: bool,
-) -> dict:  # fmt: skip
+    seam, model, optimizer, updates: list[list[dict]], tp_group, cfg: GRPOConfig, step: int, with_kl: bool
+) -> dict:
     """One clipped-policy update per entry of `updates` (this rank's microbatches of it)."""
     from megatron.core import parallel_state as ps
 
     k = len(updates)
-    forward = make_forward_step("train", settings, tp_group, selects_rows(seam))
-    stats, norms, losses, lr = empty_stats(with_kl, seam.device), [], [], 0.0
+    forward = make_forward_step("train", cfg.algo, tp_group, selects_rows(seam))
+    lr = lr_at(step, cfg.train.steps, cfg.optim)
+    stats, norms, losses = empty_stats(with_kl, seam.device), [], []
     for j in range(k):
         model.train()
         loss_sum, count, reports = seam.forward_backward(model, forward, updates[j])
-        lr = lr_at(step * k + j, cfg.train.steps * k, schedule)
         if count == 0:  # no token on any rank (fewer microbatches than updates): no Adam step on zeros
             seam.zero_grads(model, optimizer)
             continue

@@ -31,7 +31,7 @@ from .grammar import turn_prompts
 from .model_io import build_policy, export_hf, policy_source
 from .positions import selects_rows
 from .preempt import PreemptionFlag
-from .schedule import ScheduleConfig, lr_at
+from .schedule import lr_at
 from .seams import get_seam
 from .sft_config import SFTConfig, SFTDataConfig
 from .sft_data import DataPosition, RowSampler, SFTDataError, build_rows, split_heldout
@@ -98,7 +98,6 @@ def run_sft(cfg: SFTConfig) -> dict:
     logger = (
         MetricsLogger(run_dir, "sft", cfg.wandb, to_dict(cfg), resume_step=start_step - 1) if rank0 else None
     )
-    schedule = ScheduleConfig(cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
     batches = sampler.batches(position)
     bar = ckpt.progress_bar(rank0, start_step, cfg.train.steps, "sft")
     preempt = PreemptionFlag()
@@ -110,7 +109,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         model.train()
         mbs = [seam.to_device(b) for b in microbatches(local_rows, cfg.train.micro_batch_rows, thd)]
         loss_sum, tokens, _ = seam.forward_backward(model, _forward_step(seam), mbs)
-        lr = lr_at(step, cfg.train.steps, schedule)
+        lr = lr_at(step, cfg.train.steps, cfg.optim)
         grad_norm, skipped = seam.optimizer_step(model, optimizer, lr, cfg.optim.clip_grad)
         dt = time.perf_counter() - t0
         loss = loss_sum / max(tokens, 1)

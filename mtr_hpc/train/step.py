@@ -3,7 +3,9 @@
 `forward_step(data_iterator, model) -> (per-token loss, loss_func)` and
 `loss_func(output) -> (masked loss SUM, masked token count, report)`: the seam contract
 (`seams.base`); SFT needs no report. Gradients end up divided by the token count of the whole step
-(all microbatches and data-parallel ranks) on both seams, so they optimize the same token-mean objective.
+(all microbatches and data-parallel ranks) on both seams, so they optimize the same token-mean objective:
+a mean over every loss token of the step, not a mean of per-microbatch means, so packing, microbatch
+size and the data-parallel degree never change the gradient.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Gradients are reduced in Megatron DDP buckets (overlapped with backward), the op
 `get_megatron_optimizer` (ZeRO-1 sharding with `use_distributed_optimizer`, one flag read by DDP and
 the optimizer alike: a DDP that reduce-scatters under an optimizer that reads whole gradients trains
 on unreduced shards), forward/backward goes through `get_forward_backward_func()` (1F1B when pipeline
-parallel), and checkpoints are `dist_checkpointing` sharded state dicts, resharded on load when the
-topology changes. Loss normalization uses `calculate_per_token_loss`: the schedule backpropagates each
+parallel), and checkpoints are `dist_checkpointing` sharded state dicts. A resume refuses a checkpoint
+written under another parallel topology (`checkpoint.check_topology`), though the format could reshard:
+the data position and the per-rank RNG states are kept per rank. Loss normalization uses `calculate_per_token_loss`: the schedule backpropagates each
 microbatch's loss sum and `finalize_model_grads` divides the gradients by the token count of the whole
 step, as the CPU seam does.
 
