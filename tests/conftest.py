@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO
 
 # The `slurm_cluster` fixture: a real single-node Slurm cluster on localhost (tools/slurm_cluster.py).
 pytest_plugins = ["slurm_fixture"]

@@ -18,8 +18,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "slurm_cluster.py"
 SKIP_ENV = "MTR_SKIP_SLURM"
 TOOL_MODULE = "mtr_slurm_cluster_tool"

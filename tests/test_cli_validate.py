@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _paths import FIXTURES
 
 from mtr_hpc.cli import main
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def lines(name: str) -> list[dict]:

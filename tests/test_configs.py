@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _paths import CONFIGS
 
 from mtr_hpc.config import load_config, read_yaml
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _stage_classes():

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _paths import REPO
 
 from mtr_hpc.demo import results_table, run_demo
 from mtr_hpc.wandb_offline import logged
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_config(path: Path) -> Path:

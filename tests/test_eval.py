@@ -17,6 +17,7 @@ from mtr_hpc.eval.config import EvalConfig, ModelSpec
 from mtr_hpc.eval.harness import run_eval
 from mtr_hpc.eval.report import find_cell
 from mtr_hpc.rollout.protocol import Generation
+from mtr_hpc.tracking import read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_PER_BENCH = 3
@@ -256,7 +257,7 @@ def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_d
     for png in ("scores.png", "training_curves.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
-    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(out)
     assert len(metrics) == 1 and "eval/tiny/tools/retrieval/hotpotqa/em" in metrics[0]
 
     # Rerun: nothing left to do, nothing loaded.

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from _paths import REPO
 
 from mtr_hpc.config import load_config
+from mtr_hpc.tracking import read_metrics
 from mtr_hpc.train.grpo_config import GRPOConfig
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _cfg(out: Path, *extra: str) -> GRPOConfig:
@@ -23,7 +22,7 @@ def _cfg(out: Path, *extra: str) -> GRPOConfig:
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run)
 
 
 @pytest.fixture(scope="module")

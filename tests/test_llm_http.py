@@ -18,6 +18,7 @@ import pytest
 from mtr_hpc.llm.openai_http import OpenAIHTTPClient, RetryPolicy, build_payload
 from mtr_hpc.llm.protocol import ChatRequest, ChatResponse, LLMError
 from mtr_hpc.llm.server import LLMServer, ServeConfig
+from mtr_hpc.models.parallel import free_port
 
 FAST_RETRY = RetryPolicy(max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05)
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -49,12 +50,6 @@ def run(coro):
 async def one_chat(url: str, req: ChatRequest, **kw) -> ChatResponse:
     async with OpenAIHTTPClient(url, "echo", **kw) as client:
         return await client.chat(req)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_chat_round_trip(serve):

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from _paths import REPO
 from _traces import hotpot_traces
 
 from mtr_hpc.config import load_config
 from mtr_hpc.errors import ConfigError, MtrError
 from mtr_hpc.trace.io import write_traces
+from mtr_hpc.tracking import read_metrics
 from mtr_hpc.train.sft_config import SFTConfig
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,7 @@ def _cfg(out: Path, traces: Path, *extra: str) -> SFTConfig:
 
 
 def _losses(run: Path) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["sft/loss"]) for r in rows]
+    return [(r["step"], r["sft/loss"]) for r in read_metrics(run)]
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, trace_file):

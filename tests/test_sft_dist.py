@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from _dist import run_distributed
+from _paths import REPO
 from _traces import hotpot_traces
 
 from mtr_hpc.trace.io import write_traces
-
-REPO = Path(__file__).resolve().parents[1]
+from mtr_hpc.tracking import read_metrics
 
 
 def _train(rank: int, world: int, out: str, traces: str, extra: list[str]) -> list[float]:
@@ -33,8 +30,7 @@ def _train(rank: int, world: int, out: str, traces: str, extra: list[str]) -> li
         ],
     )
     run_sft(cfg)
-    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    return [r["sft/loss"] for r in rows]
+    return [r["sft/loss"] for r in read_metrics(out)]
 
 
 @pytest.fixture(scope="module")

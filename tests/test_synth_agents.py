@@ -6,9 +6,9 @@ import json
 from collections import Counter
 
 import pytest
-from _scripted import ScriptedClient
 
 from mtr_hpc.data import QAExample, load_sample
+from mtr_hpc.llm.fake import ScriptedClient
 from mtr_hpc.llm.protocol import LLMError
 from mtr_hpc.synth import (
     AutoAgentConfig,

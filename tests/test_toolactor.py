@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
-from _scripted import ScriptedClient
 
 from mtr_hpc.data import QAExample, load_sample
 from mtr_hpc.errors import DataError
+from mtr_hpc.llm.fake import ScriptedClient
 from mtr_hpc.llm.protocol import LLMError
 from mtr_hpc.synth import DistractorPool, SimCache, ToolActor, ToolActorConfig, ToolMaker, build_kb
 from mtr_hpc.synth.sim_cache import cache_key

@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
-from _scripted import ScriptedClient
 
 from mtr_hpc.data import QAExample, load_sample
 from mtr_hpc.errors import DataError
+from mtr_hpc.llm.fake import ScriptedClient
 from mtr_hpc.llm.protocol import LLMError
 from mtr_hpc.synth import ToolLibrary, ToolMaker, ToolMakerConfig, build_kb, classify_dataset, classify_rules
 from mtr_hpc.toolspec import validate_tool, validate_toolset

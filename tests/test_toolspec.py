@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import random
-from pathlib import Path
 
 import pytest
+from _paths import FIXTURES
 from jsonschema import Draft202012Validator
 
 from mtr_hpc.toolspec import (
@@ -22,8 +22,6 @@ from mtr_hpc.toolspec import (
 )
 from mtr_hpc.toolspec.fastpath import quick_schema_ok
 from mtr_hpc.toolspec.schemas import compiled_validator, schema_errors
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture()

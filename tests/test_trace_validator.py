@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
+from _paths import FIXTURES
 
 from mtr_hpc.errors import DataError
 from mtr_hpc.trace import Trace, read_traces, validate_record, validate_trace, write_traces
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ import pytest
 from _traces import hotpot_traces
 
 from mtr_hpc.trace.io import write_traces
+from mtr_hpc.tracking import read_metrics
 
 TINY = ["model.hf=configs/models/tiny-llama", "export_hf=false", "wandb.mode=disabled"]
 
@@ -23,7 +24,7 @@ def trace_file(shared_data, tmp_path_factory):
 
 
 def _losses(run: Path, key: str) -> list[float]:
-    return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in read_metrics(run)]
 
 
 def _sbatch(cluster, repo_root: Path, script: str, tasks: int, args: list[str], log: Path) -> str:
@@ -134,7 +135,7 @@ def test_preempted_sbatch_job_checkpoints_requeues_and_resumes(
     assert "requeueing job" in text
     shown = slurm_cluster.run(["scontrol", "show", "job", job]).stdout
     assert "Restarts=1" in shown
-    steps_logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps_logged = [r["step"] for r in read_metrics(out)]
     assert sorted(set(steps_logged)) == list(range(steps)) and steps_logged[-1] == steps - 1
     assert not list(repo_root.glob(f".mtr-requeue-{job}"))
     reference = tmp_path / "reference"

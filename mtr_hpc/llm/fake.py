@@ -130,19 +130,27 @@ class EchoClient:
         return await gather_settled(self.chat, reqs)
 
 
-Script = Sequence["str | LLMError"] | Callable[[ChatRequest], "str | LLMError"]
+Script = Sequence["str | BaseException"] | Callable[[ChatRequest], "str | BaseException"]
 
 
 class ScriptedClient:
     """Answers from a script: a list consumed in call order, or a function of the request.
 
-    A scripted `LLMError` is raised instead of answered. Every request is appended to `requests`.
-    Running past the end of a list raises `LLMError(kind="bad_response")` naming the call number.
+    A scripted exception is raised instead of answered. Every request is appended to `requests`.
+    Running past the end of a list answers `default` when one is given, else raises
+    `LLMError(kind="bad_response")` naming the call number.
     """
 
-    def __init__(self, script: Script, name: str = "scripted", supports_json_schema: bool = True):
+    def __init__(
+        self,
+        script: Script,
+        name: str = "scripted",
+        supports_json_schema: bool = True,
+        default: str | None = None,
+    ):
         self.name = name
         self.supports_json_schema = supports_json_schema
+        self.default = default
         self._script = script if callable(script) else list(script)
         self.requests: list[ChatRequest] = []
 
@@ -152,12 +160,14 @@ class ScriptedClient:
             answer = self._script(req)
         elif len(self.requests) <= len(self._script):
             answer = self._script[len(self.requests) - 1]
+        elif self.default is not None:
+            answer = self.default
         else:
             raise LLMError(
                 "bad_response",
                 f"scripted client '{self.name}' has {len(self._script)} answers; call {len(self.requests)} has none",
             )
-        if isinstance(answer, LLMError):
+        if isinstance(answer, BaseException):
             raise answer
         return ChatResponse(answer, "stop", _word_usage(req, answer), 0.0, self.name)
 
