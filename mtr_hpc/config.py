@@ -37,8 +37,10 @@ def load_config(
     path: str | Path | None = None,
     overrides: typing.Sequence[str] = (),
     section: str | None = None,
+    values: dict[str, Any] | None = None,
 ) -> T:
-    """Build `cls` from a YAML file (or defaults) plus `key=value` overrides.
+    """Build `cls` from a YAML file (or defaults), typed `values` by dotted key, then `key=value`
+    overrides (which win).
 
     With `section`, a file holding several stages (e.g. `configs/demo.yaml` with `synth:`, `sft:`, ...)
     contributes only that top-level key; overrides may name keys with or without the section prefix.
@@ -48,6 +50,7 @@ def load_config(
         data = read_yaml(path)
         if section is not None and isinstance(data.get(section), dict):
             data = data[section]
+    data = apply_values(data, values or {})
     data = apply_overrides(data, overrides, strip_prefix=section)
     return from_dict(cls, data)
 
@@ -92,17 +95,32 @@ def apply_overrides(
             raise ConfigError(item, "an override must look like key=value")
         if strip_prefix and key.startswith(strip_prefix + "."):
             key = key[len(strip_prefix) + 1 :]
-        node = out
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(".".join(parts[: i + 1]), "is not a section, cannot set keys inside it")
-            node = nxt
-        node[parts[-1]] = _Arg(value)
+        _set_dotted(out, key, _Arg(value))
     return out
+
+
+def apply_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `data` with each dotted key of `values` set to its Python value, which is
+    checked like a value read from YAML (code that chains stages passes typed values, not text)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for key, value in values.items():
+        _set_dotted(out, key, copy.deepcopy(value))
+    return out
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(".".join(parts[: i + 1]), "is not a section, cannot set keys inside it")
+        node = nxt
+    node[parts[-1]] = value
 
 
 def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:

@@ -1,8 +1,8 @@
 """`mtr demo`: the embedded default end to end (synth -> SFT -> GRPO -> eval) in one run directory.
 
-Each stage reads its section of `configs/demo.yaml`; the demo only fills in what chains them (every
-stage's `out` under the demo's run directory, the SFT traces, the GRPO start model, the eval models and
-training curves, one W&B group). A stage whose `manifest.json` exists is skipped, so a rerun after a
+Each stage (`mtr_hpc.stages`) reads its section of `configs/demo.yaml`; the demo only fills in, as typed
+values by dotted key, what chains them: every stage's `out` under the demo's run directory, the SFT
+traces, the GRPO start model, the eval models and training curves, one W&B group. A stage whose `manifest.json` exists is skipped, so a rerun after a
 kill continues where it stopped (a stage itself resumes from its checkpoints).
 
 A profile other than the default (`profiles.<name>` of the config: per-stage keys laid over the stage
@@ -16,12 +16,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from .config import load_config, read_yaml
+from .config import read_yaml
 from .errors import ConfigError
 from .io import atomic_write_json
+from .stages import get_stage, resolve
 
 STAGES = ("synth", "sft", "grpo", "eval")
 DEFAULT_PROFILE = "quick"
@@ -33,29 +33,30 @@ def stage_dirs(profile: str = DEFAULT_PROFILE) -> dict[str, str]:
     return {"synth": "synth", "sft": "sft", "grpo": f"grpo{suffix}", "eval": f"eval{suffix}"}
 
 
-def stage_overrides(run: Path, group: str, dirs: dict[str, str]) -> dict[str, list[str]]:
-    """The keys that chain the stages, per stage (profile and user overrides come after and win).
+def chain_values(run: Path, group: str, dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The keys that chain the stages, per stage, as dotted keys with typed values (profile keys and
+    the user's overrides come after and win).
 
     Every stage logs to one W&B project under one group (offline unless an API key is configured).
     """
-    wandb = [f"wandb.group={group}", "wandb.mode=auto"]
-    synth, sft, grpo = (run / dirs[k] for k in ("synth", "sft", "grpo"))
+    wandb = {"wandb.group": group, "wandb.mode": "auto"}
+    synth, sft, grpo = (str(run / dirs[k]) for k in ("synth", "sft", "grpo"))
+    models = [("untrained", "smollm2-135m"), ("sft", sft), ("grpo", grpo)]
     return {
-        "synth": [f"out={synth}", *wandb],
-        "sft": [f"out={sft}", f"data.traces=[{synth}]", *wandb],
-        "grpo": [f"out={grpo}", f"model.hf={sft / 'hf'}", *wandb],
-        "eval": [
-            f"out={run / dirs['eval']}",
-            "models=[{name: untrained, path: smollm2-135m}, "
-            f"{{name: sft, path: {sft}}}, {{name: grpo, path: {grpo}}}]",
-            f"training_runs=[{sft}, {grpo}]",
-            *wandb,
-        ],
+        "synth": {"out": synth, **wandb},
+        "sft": {"out": sft, "data.traces": [synth], **wandb},
+        "grpo": {"out": grpo, "model.hf": str(Path(sft) / "hf"), **wandb},
+        "eval": {
+            "out": str(run / dirs["eval"]),
+            "models": [{"name": name, "path": path} for name, path in models],
+            "training_runs": [sft, grpo],
+            **wandb,
+        },
     }
 
 
-def profile_overrides(config: str | Path, profile: str) -> dict[str, list[str]]:
-    """`profiles.<profile>` of the config as dotted overrides per stage (none for the default profile)."""
+def profile_values(config: str | Path, profile: str) -> dict[str, dict[str, Any]]:
+    """`profiles.<profile>` of the config as dotted keys per stage (none for the default profile)."""
     if profile == DEFAULT_PROFILE:
         return {}
     profiles = read_yaml(config).get("profiles") or {}
@@ -67,27 +68,23 @@ def profile_overrides(config: str | Path, profile: str) -> dict[str, list[str]]:
     stages = profiles[profile] or {}
     if not isinstance(stages, dict):
         raise ConfigError(f"profiles.{profile}", f"must be a mapping of stages ({', '.join(STAGES)})")
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for stage, keys in stages.items():
         if stage not in STAGES:
             raise ConfigError(f"profiles.{profile}.{stage}", f"unknown stage (expected one of {STAGES})")
         if not isinstance(keys, dict):
             raise ConfigError(f"profiles.{profile}.{stage}", "must be a mapping of the stage's keys")
-        out[stage] = list(_dotted(keys))
+        out[stage] = dict(_dotted(keys))
     return out
 
 
 def _dotted(keys: dict, prefix: str = ""):
-    """`key=value` overrides; strings go as written (string fields take an override's text verbatim),
-    other values as YAML flow text, which the config loader parses back."""
+    """(dotted key, value) pairs of a nested mapping; the values stay as YAML read them."""
     for key, value in keys.items():
         if isinstance(value, dict):
             yield from _dotted(value, f"{prefix}{key}.")
-        elif isinstance(value, str):
-            yield f"{prefix}{key}={value}"
         else:
-            flow = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-            yield f"{prefix}{key}={flow.removesuffix(chr(10)).removesuffix('...').strip()}"
+            yield f"{prefix}{key}", value
 
 
 def run_demo(
@@ -98,10 +95,10 @@ def run_demo(
     profile: str = DEFAULT_PROFILE,
 ) -> dict:
     run = Path(out)
-    profiled = profile_overrides(config, profile)
+    profiled = profile_values(config, profile)
     run.mkdir(parents=True, exist_ok=True)
     dirs = stage_dirs(profile)
-    chained = stage_overrides(run, run.resolve().name, dirs)
+    chained = chain_values(run, run.resolve().name, dirs)
     timings_path = run / "demo.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for stage in STAGES:
@@ -112,7 +109,7 @@ def run_demo(
             continue
         log(f"[demo] {dirs[stage]}: starting -> {where}")
         t0 = time.perf_counter()
-        RUNNERS[stage](config, chained[stage] + profiled.get(stage, []) + user)
+        run_chained(stage, config, {**chained[stage], **profiled.get(stage, {})}, user)
         timings[dirs[stage]] = round(time.perf_counter() - t0, 1)
         atomic_write_json(timings_path, timings)
         log(f"[demo] {dirs[stage]}: finished in {timings[dirs[stage]]:.0f}s")
@@ -121,6 +118,7 @@ def run_demo(
         "profile": profile,
         "timings_s": {dirs[s]: timings[dirs[s]] for s in STAGES if dirs[s] in timings},
         "report": str(run / dirs["eval"] / "report.md"),
+        "results": str(run / dirs["eval"] / "results.json"),
         "grpo_reward": reward_trend(run / dirs["grpo"]),
     }
 
@@ -142,48 +140,21 @@ def reward_trend(grpo_dir: Path, key: str = "grpo/reward/total") -> dict[str, fl
     }
 
 
-def _synth(config, overrides):
-    from .synth.merge import merge_run
-    from .synth.run_config import SynthRunConfig
-    from .synth.runner import run_shards
-    from .synth.shards import ShardSpec
-
-    cfg = load_config(SynthRunConfig, config, overrides, section="synth")
-    run_shards(cfg, [ShardSpec(i, cfg.num_shards) for i in range(cfg.num_shards)])
-    merge_run(cfg.out)
-
-
-def _eval(config, overrides):
-    from .eval.config import EvalConfig
-    from .eval.harness import run_eval
-
-    run_eval(load_config(EvalConfig, config, overrides, section="eval"))
+def run_chained(name: str, config: str | Path, values: dict[str, Any], overrides: list[str]) -> Any:
+    """One stage in this process: its section of `config`, the chaining `values`, the user's overrides;
+    an array stage runs every shard, then merges them."""
+    stage = get_stage(name)
+    cfg = stage.load(config, overrides, values)
+    summary = stage.run(cfg)
+    if stage.merge:
+        resolve(stage.merge)(cfg.out)
+    return summary
 
 
-def _sft(config, overrides):
-    from .launch.train_task import run_sft
+def results_table(results_json: Path) -> str:
+    """The eval report's main table (models x settings, EM / F1 per benchmark), from results.json."""
+    from .eval.report import em_f1_table
 
-    run_sft(config, overrides)
-
-
-def _grpo(config, overrides):
-    from .launch.train_task import run_grpo
-
-    run_grpo(config, overrides)
-
-
-RUNNERS = {"synth": _synth, "sft": _sft, "grpo": _grpo, "eval": _eval}
-
-
-def results_table(report_md: Path) -> str:
-    """The first table of the eval report (models x settings, EM/F1 per benchmark)."""
-    if not report_md.exists():
+    if not results_json.is_file():
         return ""
-    lines, started = [], False
-    for line in report_md.read_text(encoding="utf-8").splitlines():
-        if line.startswith("|"):
-            started = True
-            lines.append(line)
-        elif started:
-            break
-    return "\n".join(lines)
+    return "\n".join(em_f1_table(json.loads(results_json.read_text(encoding="utf-8"))))

@@ -70,9 +70,9 @@ def test_tiny_pipeline_end_to_end_with_offline_wandb(tmp_path, monkeypatch):
     lines: list[str] = []
     summary = run_demo(config, run, [models], lines.append)
     assert set(summary["timings_s"]) == {"synth", "sft", "grpo", "eval"}
-    report = Path(summary["report"])
-    table = results_table(report)
-    assert table.startswith("|") and "sft" in table and "grpo" in table
+    assert Path(summary["report"]).is_file()
+    table = results_table(Path(summary["results"]))
+    assert table.startswith("| model | setting |") and "| sft | tools/grounded |" in table and "grpo" in table
     # The tools format SFT trained with travels with the model: GRPO prompted with it and kept it.
     from mtr_hpc.trace.chat_format import read_tools_format
 
@@ -123,16 +123,16 @@ def test_tiny_pipeline_end_to_end_with_offline_wandb(tmp_path, monkeypatch):
     assert json.loads((run / "demo.json").read_text()).keys() >= {"grpo", "grpo-full", "eval-full"}
 
 
-def test_profiles_become_stage_overrides_and_unknown_ones_are_refused(tmp_path):
+def test_profiles_become_stage_values_and_unknown_ones_are_refused(tmp_path):
     from mtr_hpc.config import load_config
-    from mtr_hpc.demo import profile_overrides, stage_dirs
+    from mtr_hpc.demo import profile_values, stage_dirs
     from mtr_hpc.errors import ConfigError
     from mtr_hpc.eval.config import EvalConfig, validate_config
     from mtr_hpc.train.grpo_config import GRPOConfig
 
     config = _tiny_config(tmp_path / "demo-tiny.yaml")
-    assert profile_overrides(config, "full") == {"grpo": ["train.steps=3"], "eval": ["modes=[tools]"]}
-    assert profile_overrides(config, "quick") == {}
+    assert profile_values(config, "full") == {"grpo": {"train.steps": 3}, "eval": {"modes": ["tools"]}}
+    assert profile_values(config, "quick") == {}
     assert stage_dirs("full") == {"synth": "synth", "sft": "sft", "grpo": "grpo-full", "eval": "eval-full"}
     with pytest.raises(ConfigError, match="unknown demo profile 'long'.*quick, full"):
         run_demo(config, tmp_path / "x", [], lambda _: None, profile="long")
@@ -141,7 +141,7 @@ def test_profiles_become_stage_overrides_and_unknown_ones_are_refused(tmp_path):
         broken = tmp_path / "broken.yaml"
         broken.write_text(yaml.safe_dump({"profiles": bad}))
         with pytest.raises(ConfigError, match=key):
-            profile_overrides(broken, "full")
+            profile_values(broken, "full")
     # Values of every kind come through the stage's own loader as written in the profile.
     typed = tmp_path / "typed.yaml"
     profile = {
@@ -153,7 +153,7 @@ def test_profiles_become_stage_overrides_and_unknown_ones_are_refused(tmp_path):
     typed.write_text(
         yaml.safe_dump({"eval": {"models": [], "benchmarks": []}, "profiles": {"p": {"eval": profile}}})
     )
-    cfg = load_config(EvalConfig, typed, profile_overrides(typed, "p")["eval"], section="eval")
+    cfg = load_config(EvalConfig, typed, section="eval", values=profile_values(typed, "p")["eval"])
     assert (cfg.out, cfg.progress, cfg.envs, cfg.retrieval.corpus, cfg.retrieval.top_k) == (
         "run 1",
         False,
@@ -163,12 +163,12 @@ def test_profiles_become_stage_overrides_and_unknown_ones_are_refused(tmp_path):
     )
     # The shipped demo config's full profile loads into valid stage configs.
     demo = REPO / "configs" / "demo.yaml"
-    full = profile_overrides(demo, "full")
-    grpo = load_config(GRPOConfig, demo, full["grpo"], section="grpo")
+    full = profile_values(demo, "full")
+    grpo = load_config(GRPOConfig, demo, section="grpo", values=full["grpo"])
     assert (grpo.train.steps, grpo.optim.lr) == (12, 1.0e-5)
     ev = validate_config(
         load_config(
-            EvalConfig, demo, ["models=[{name: a, path: smollm2-135m}]", *full["eval"]], section="eval"
+            EvalConfig, demo, ["models=[{name: a, path: smollm2-135m}]"], section="eval", values=full["eval"]
         )
     )
     assert (ev.modes, ev.envs) == (["tools"], ["grounded"])

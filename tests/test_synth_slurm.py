@@ -12,8 +12,8 @@ import pytest
 
 from mtr_hpc.config import load_config
 from mtr_hpc.errors import ConfigError
-from mtr_hpc.launch import Stage, get_stage, register_stage
 from mtr_hpc.launch.submitit_launch import LaunchOptions, launch, out_dir_of
+from mtr_hpc.stages import STAGES, Stage, get_stage
 from mtr_hpc.synth.merge import merge_run
 from mtr_hpc.synth.run_config import SynthRunConfig
 from mtr_hpc.synth.runner import run_shards
@@ -123,7 +123,7 @@ def test_local_executor_matches_and_registry_is_generic(repo_root, tmp_path, loc
     assert result.merged["num_shards"] == SHARDS and result.out == str(out)
     assert canonical_traces(out) == local_reference
 
-    register_stage(Stage("echo-stage", "os.path:join"))
+    monkeypatch.setitem(STAGES, "echo-stage", Stage("echo-stage", "os.path:join", "os.path:join"))
     assert get_stage("echo-stage").array is False
     with pytest.raises(ConfigError, match="runs as one task"):
         launch("echo-stage", None, ["out=x"], LaunchOptions(executor="local", num_tasks=2))

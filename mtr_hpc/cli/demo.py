@@ -37,7 +37,7 @@ def run(args) -> int:
             f"last third {trend['last_third']:.3f}"
         )
     print(f"Report: {summary['report']}")
-    table = results_table(Path(summary["report"]))
+    table = results_table(Path(summary["results"]))
     if table:
         print(table)
     return 0

@@ -25,13 +25,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import load_config
-    from ..eval.config import EvalConfig
+    from ..stages import run_stage
 
-    cfg = load_config(EvalConfig, args.config, overrides_of(args), section="eval")
-    from ..eval.harness import run_eval
-
-    summary = run_eval(cfg)
+    summary = run_stage("eval", args.config, overrides_of(args))
     report = Path(summary["out"]) / "report.md"
     print(report.read_text(encoding="utf-8"), file=sys.stderr)
     print(json.dumps({**summary, "report": str(report)}))

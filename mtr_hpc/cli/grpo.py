@@ -12,6 +12,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..launch.train_task import run_grpo
+    from ..stages import run_stage
 
-    return finish(run_grpo(args.config, overrides_of(args)))
+    return finish(run_stage("grpo", args.config, overrides_of(args)))

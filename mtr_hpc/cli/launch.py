@@ -2,7 +2,7 @@
 
 Config overrides (`key=value`) go right after STAGE: argparse binds positionals in one run.
 
-Submits a registered stage (`mtr_hpc.launch.STAGES`) through submitit and waits for it. For an array
+Submits a registered stage (`mtr_hpc.stages.STAGES`) through submitit and waits for it. For an array
 stage (`synth`) `--num-shards` tasks run as one Slurm job array (default: the config's `num_shards`),
 and `--merge` merges their outputs afterwards. The JSON summary (job ids, run directory, per-task
 results, merged manifest counts) goes to stdout with `--json`.
@@ -48,8 +48,8 @@ def _config_num_shards(config_path: str | None, stage: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..launch import get_stage
     from ..launch.submitit_launch import LaunchOptions, launch
+    from ..stages import get_stage
 
     stage = get_stage(args.stage)
     n = args.num_shards or (_config_num_shards(args.config, args.stage) if stage.array else 1)

@@ -16,6 +16,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..launch.train_task import run_sft
+    from ..stages import run_stage
 
-    return finish(run_sft(args.config, overrides_of(args)))
+    return finish(run_stage("sft", args.config, overrides_of(args)))

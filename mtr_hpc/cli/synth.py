@@ -50,20 +50,17 @@ def _shard_args(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.overrides[:1] == ["merge"]:
         return run_merge(args)
-    from ..config import load_config
     from ..errors import ConfigError
-    from ..synth.run_config import SynthRunConfig
-    from ..synth.runner import run_shards
-    from ..synth.shards import ShardSpec
+    from ..stages import get_stage
 
     if not args.config:
         raise ConfigError("--config", "mtr synth needs --config FILE (e.g. configs/synth-demo.yaml)")
-    cfg = load_config(SynthRunConfig, args.config, overrides_of(args) + _shard_args(args), section="synth")
+    stage = get_stage("synth")
+    cfg = stage.load(args.config, overrides_of(args) + _shard_args(args))
     if args.print_llm:
         print(cfg.llm.model or cfg.agents.model if cfg.uses_llm else "")
         return 0
-    indices = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
-    manifests = run_shards(cfg, [ShardSpec(i, cfg.num_shards) for i in indices])
+    manifests = stage.run(cfg)
     for m in manifests:
         done = "already complete" if m.get("already_complete") else f"{m['timings']['wall_s']:.1f} s"
         print(
@@ -72,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.json:
-        slim = [{k: v for k, v in m.items() if k not in ("config", "versions")} for m in manifests]
-        print(json.dumps({"out": cfg.out, "shards": slim}))
+        print(json.dumps({"out": cfg.out, "shards": manifests}))
     return 0
 
 

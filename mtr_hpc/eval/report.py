@@ -114,6 +114,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def em_f1_table(results: dict[str, Any]) -> list[str]:
+    """The main table's lines: one row per model and setting, EM / F1 per benchmark."""
+    cell = {(c["model"], c["setting"], c["benchmark"]): c for c in results["cells"]}
+    benches = results["benchmarks"]
+    header = ["model", "setting"] + [f"{b} EM / F1" for b in benches]
+    rows = [
+        [m, setting]
+        + [f"{_pct(cell[m, setting, b]['em'])} / {_pct(cell[m, setting, b]['f1'])}" for b in benches]
+        for m in results["models"]
+        for setting in results["settings"]
+    ]
+    return _table(header, rows)
+
+
 def render_report(results: dict[str, Any], images: list[str] | None = None) -> str:
     """Markdown: the main EM/F1 table, a behaviour table, one per-type table per benchmark, and links
     to `images` (file names relative to the report)."""
@@ -129,15 +143,7 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
                 f"in the training data of {run} (scored anyway: `allow_train_overlap`).",
                 "",
             ]
-    out += ["## EM / F1", ""]
-    header = ["model", "setting"] + [f"{b} EM / F1" for b in benches]
-    rows = [
-        [m, setting]
-        + [f"{_pct(cell[m, setting, b]['em'])} / {_pct(cell[m, setting, b]['f1'])}" for b in benches]
-        for m in models
-        for setting in settings
-    ]
-    out += _table(header, rows) + [""]
+    out += ["## EM / F1", ""] + em_f1_table(results) + [""]
     out += ["## Behaviour (all benchmarks pooled per row, over answered questions)", ""]
     header = ["model", "setting", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
     rows = []

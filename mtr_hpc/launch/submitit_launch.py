@@ -1,9 +1,9 @@
-"""Submitting a registered stage with submitit: a Slurm job (array) or local processes.
+"""Submitting a registered stage (`mtr_hpc.stages`) with submitit: a Slurm job (array) or local processes.
 
 `launch(stage, config_path, overrides, opts)` submits one task, or for an `array` stage `opts.num_tasks`
 tasks through `executor.map_array` (one Slurm job array), waits for them (unless `wait=False`) and, with
-`opts.merge`, runs the stage's merge entry on the run directory. Each task runs `run_task`, which imports
-the stage's entry in the job, with the Python interpreter of the submitting process (submitit's default:
+`opts.merge`, runs the stage's merge entry on the run directory. Each task runs `stages.run_stage`, which
+loads the config and imports the stage's entry in the job, with the Python interpreter of the submitting process (submitit's default:
 the job sees the same virtual environment, which must therefore be on a filesystem the nodes share).
 
 The `llm` synthesis backends need an endpoint: through submitit, give one (`llm.base_url=...`);
@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from ..config import apply_overrides, read_yaml
 from ..errors import ConfigError, MtrError, require
-from . import get_stage, resolve
+from ..stages import get_stage, resolve, run_stage
 
 
 class LaunchError(MtrError):
@@ -51,11 +51,6 @@ class LaunchResult:
     job_ids: list[str]
     results: list[Any] = field(default_factory=list)
     merged: Any = None
-
-
-def run_task(stage_name: str, config_path: str | None, overrides: list[str]) -> Any:
-    """What each submitted task executes (module level, so submitit can pickle it)."""
-    return resolve(get_stage(stage_name).entry)(config_path, list(overrides))
 
 
 def out_dir_of(config_path: str | None, overrides: list[str], section: str) -> str:
@@ -110,13 +105,13 @@ def launch(
     if stage.array:
         n = opts.num_tasks
         task_overrides = [[*overrides, f"num_shards={n}", f"shard_index={i}"] for i in range(n)]
-        jobs = executor.map_array(run_task, [stage_name] * n, [config_path] * n, task_overrides)
+        jobs = executor.map_array(run_stage, [stage_name] * n, [config_path] * n, task_overrides)
     elif stage.distributed:
         from .train_task import TrainTask
 
         jobs = [executor.submit(TrainTask(stage_name, config_path, list(overrides)))]
     else:
-        jobs = [executor.submit(run_task, stage_name, config_path, list(overrides))]
+        jobs = [executor.submit(run_stage, stage_name, config_path, list(overrides))]
     result = LaunchResult(stage_name, out, [str(j.job_id) for j in jobs])
     if not opts.wait:
         return result

@@ -21,7 +21,7 @@ class TrainTask:
     def __call__(self) -> Any:
         import submitit
 
-        from . import get_stage, resolve
+        from ..stages import run_stage
 
         env = submitit.JobEnvironment()
         os.environ.update(
@@ -31,25 +31,9 @@ class TrainTask:
             MASTER_ADDR=env.hostnames[0],
             MASTER_PORT=os.environ.get("MASTER_PORT") or str(20000 + int(env.job_id.split("_")[0]) % 20000),
         )
-        return resolve(get_stage(self.stage).entry)(self.config_path, self.overrides)
+        return run_stage(self.stage, self.config_path, self.overrides)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         import submitit
 
         return submitit.helpers.DelayedSubmission(TrainTask(self.stage, self.config_path, self.overrides))
-
-
-def run_sft(config_path: str | None, overrides: list[str]) -> dict:
-    from ..config import load_config
-    from ..train.sft import run_sft as run
-    from ..train.sft_config import SFTConfig
-
-    return run(load_config(SFTConfig, config_path, overrides, section="sft"))
-
-
-def run_grpo(config_path: str | None, overrides: list[str]) -> dict:
-    from ..config import load_config
-    from ..train.grpo import run_grpo as run
-    from ..train.grpo_config import GRPOConfig
-
-    return run(load_config(GRPOConfig, config_path, overrides, section="grpo"))

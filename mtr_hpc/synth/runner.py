@@ -347,11 +347,9 @@ def run_shards(cfg: SynthRunConfig, shards: Iterable[ShardSpec], llm: Any = None
     return [ShardRunner(cfg, shard, inputs, llm).run() for shard in shards]
 
 
-def run_from_config(config_path: str | None, overrides: list[str]) -> list[dict[str, Any]]:
-    """The `synth` entry of `mtr_hpc.launch`: run the shard(s) the overrides name; slim manifests back."""
-    from ..config import load_config
-
-    cfg = load_config(SynthRunConfig, config_path, overrides, section="synth")
+def run_config(cfg: SynthRunConfig) -> list[dict[str, Any]]:
+    """The `synth` stage (`mtr_hpc.stages`): run the shard the config names (`shard_index`), or every
+    shard in turn; the shards' manifests without their config and versions."""
     indices = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
     manifests = run_shards(cfg, [ShardSpec(i, cfg.num_shards) for i in indices])
     return [{k: v for k, v in m.items() if k not in ("config", "versions")} for m in manifests]
