@@ -9,7 +9,6 @@ from ..config import check_min
 from ..errors import ConfigError
 from ..models.config import ModelConfig
 from ..tracking import WandbConfig
-from .grammar import GrammarConfig
 from .seams.base import OptimConfig
 
 
@@ -65,10 +64,13 @@ class SFTConfig:
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
-    grammar: GrammarConfig = field(default_factory=GrammarConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:
+        if self.model.layer_spec == "te" and self.train.micro_batch_rows != 1:
+            raise ConfigError(
+                "train.micro_batch_rows", "the te spec packs one row per microbatch (THD layout)"
+            )
         if self.data.seq_len > self.model.seq_length:
             raise ConfigError(
                 "data.seq_len",

@@ -1,0 +1,187 @@
+"""The training scaffolding that SFT and GRPO share: set up once, loop over steps, finish.
+
+`TrainRun.setup(stage, cfg)` does what both stages do before training:
+- starts the parallel groups and picks the device seam;
+- prepares the run directory;
+- resolves the policy's source model and loads its tokenizer.
+
+Each stage then loads its own data. `TrainRun.start()` builds the model and the optimizer, resumes them
+from the newest checkpoint, and opens the metrics logger.
+
+`TrainRun.loop(batches, step_fn)` runs the steps. Each step takes the next batch and its data position,
+runs the stage's `step_fn(step, batch) -> metrics`, logs, and checkpoints on the save cadence or when
+Slurm asks the job to stop (`preempt`). A stopped run exits with the checkpoint saved.
+
+`TrainRun.finish(...)` exports the Hugging Face model, writes the manifest and returns the summary.
+
+A killed run resumes from its newest checkpoint with the same model, optimizer, RNG states and data
+position, so its metrics are those of an uninterrupted run. Both stages' configs carry `out`, `device`,
+`init`, `tokenizer`, `resume`, `export_hf`, `model`, `optim`, `train` (`steps`, `save_every`,
+`keep_last`, `seed`, `dist_timeout_min`) and `wandb`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import to_dict
+from ..data.trained_on import write_trained_on
+from ..models.parallel import init_parallel
+from ..models.registry import load_tokenizer
+from ..rundir import prepare_run_dir, write_manifest
+from ..tracking import MetricsLogger
+from . import checkpoint as ckpt
+from .model_io import PolicySource, build_policy, export_hf, policy_source
+from .preempt import PreemptionFlag
+from .seams import get_seam
+from .sft_data import DataPosition
+
+# Config keys a run may change between a run and its resume.
+RESUMABLE_KEYS = ("train.steps", "train.dist_timeout_min", "resume", "export_hf", "wandb")
+
+
+@dataclass
+class TrainRun:
+    """One training stage's run on this rank: what is set up once, then the model and its state."""
+
+    stage: str  # sft | grpo: the metric namespace, the manifest's stage
+    cfg: Any
+    seam: Any
+    run_dir: Path
+    src: PolicySource
+    tokenizer: Any
+    rank0: bool
+    dp_rank: int
+    dp_size: int
+    model: Any = None
+    optimizer: Any = None
+    logger: MetricsLogger | None = None
+    start_step: int = 0
+    position: DataPosition = field(default_factory=DataPosition)
+
+    @classmethod
+    def setup(cls, stage: str, cfg: Any) -> TrainRun:
+        import torch.distributed as dist
+        from megatron.core import parallel_state as ps
+
+        train = cfg.train
+        init_parallel(cfg.model.tp, cfg.model.pp, seed=train.seed, timeout_min=train.dist_timeout_min)
+        rank0 = dist.get_rank() == 0
+        seam = get_seam(
+            cfg.device, dtype=cfg.model.dtype, use_distributed_optimizer=cfg.optim.use_distributed_optimizer
+        )
+        run_dir = Path(cfg.out)
+        if rank0:
+            prepare_run_dir(run_dir, cfg, ignore_keys=RESUMABLE_KEYS)
+        dist.barrier()
+        src = policy_source(cfg.model)
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.hf)
+        dp = (ps.get_data_parallel_rank(), ps.get_data_parallel_world_size())
+        return cls(stage, cfg, seam, run_dir, src, tokenizer, rank0, *dp)
+
+    def pad_id(self, renderer) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else renderer.end_of_turn_id
+
+    def record_trained_on(self, keys) -> None:
+        """The questions this stage trains on (evaluation refuses to score them unless told to)."""
+        if self.rank0:
+            write_trained_on(self.run_dir, self.stage, keys, self.cfg.model.hf)
+
+    def new_policy(self):
+        """A fresh model of this rank: the source's weights (`init=pretrained`) or random ones."""
+        return build_policy(self.cfg.model, self.src, self.cfg.init, self.seam.device)
+
+    def start(self, with_reference: bool = False):
+        """Model and optimizer, resumed from the newest checkpoint; the metrics logger. With
+        `with_reference`, returns a frozen copy of the initial policy (else None)."""
+        self.model = self.seam.wrap_model(self.new_policy())
+        self.optimizer = self.seam.build_optimizer(self.model, self.cfg.optim)
+        reference = None
+        if with_reference:
+            # Checkpoints do not hold it: a resumed run builds the same initial weights (the same
+            # source, or the same seeds for `init=random`) and copies them before loading its checkpoint.
+            reference = self.new_policy().eval()
+            reference.load_state_dict(self.policy.state_dict())
+        topo = ckpt.topology(self.cfg.model, self.dp_size)
+        step, pos, _ = ckpt.resume(
+            self.seam, self.model, self.optimizer, self.checkpoints, topo, self.cfg.resume
+        )
+        self.start_step, self.position = step, DataPosition(**pos) if pos else DataPosition()
+        if self.rank0:
+            config = to_dict(self.cfg)
+            self.logger = MetricsLogger(
+                self.run_dir, self.stage, self.cfg.wandb, config, resume_step=step - 1
+            )
+        return reference
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def policy(self):
+        """The model without its data-parallel wrapper."""
+        return self.seam.unwrap(self.model)
+
+    def save(self, step_done: int) -> None:
+        """A checkpoint after `step_done` steps, at the current data position (every rank calls it)."""
+        topo = ckpt.topology(self.cfg.model, self.dp_size)
+        keep = self.cfg.train.keep_last
+        ckpt.save_step(
+            self.seam, self.model, self.optimizer, self.checkpoints, step_done, self.position, topo, keep
+        )
+
+    def loop(
+        self,
+        batches: Iterator[tuple[Any, DataPosition]],
+        step_fn: Callable[[int, Any], dict],
+        postfix: Callable[[dict], dict[str, str]],
+    ) -> tuple[dict, bool]:
+        """Run the steps from `start_step`; (the last step's metrics, whether the run was preempted)."""
+        total, save_every = self.cfg.train.steps, self.cfg.train.save_every
+        bar = ckpt.progress_bar(self.rank0, self.start_step, total, self.stage)
+        preempt = PreemptionFlag()
+        metrics: dict = {}
+        preempted = False
+        try:
+            for step in range(self.start_step, total):
+                batch, self.position = next(batches)
+                metrics = step_fn(step, batch)
+                if self.logger is not None:
+                    self.logger.log(step, metrics)
+                done = step + 1
+                preempted = preempt.agreed()
+                if done % save_every == 0 or done == total or preempted:
+                    self.save(done)
+                if bar is not None:
+                    bar.set_postfix(**postfix(metrics), refresh=False)
+                    bar.update(1)
+                if preempted:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            preempt.restore()
+        return metrics, preempted
+
+    def finish(self, metrics: dict, preempted: bool, tools_format: str, **summary: Any) -> dict:
+        """Export the model (unless preempted or `export_hf=false`), write the manifest; the summary."""
+        hf_dir = None
+        if self.cfg.export_hf and not preempted:
+            hf_dir = export_hf(self.policy, self.src, self.tokenizer, self.run_dir / "hf", tools_format)
+        out = {
+            "steps": self.cfg.train.steps,
+            **summary,
+            "final": metrics,
+            "hf_dir": str(hf_dir) if hf_dir else None,
+            "preempted": preempted,
+        }
+        if self.logger is not None:
+            self.logger.summary(metrics)
+            self.logger.close()
+            write_manifest(self.run_dir, self.stage, **out)
+        return out
