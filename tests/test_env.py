@@ -11,8 +11,9 @@ from mtr_hpc.errors import ConfigError
 from mtr_hpc.models.tokenizers import build_test_tokenizer
 from mtr_hpc.reward import RewardConfig, score_episode
 from mtr_hpc.rollout.env import EnvConfig, run_episodes
-from mtr_hpc.rollout.episode import EpisodeSetup, check_drift, drift_metrics, open_setups
+from mtr_hpc.rollout.episode import check_drift, drift_metrics
 from mtr_hpc.rollout.protocol import Generation, SamplingParams
+from mtr_hpc.sim import ActorSimulator, EpisodeSetup, open_groups
 from mtr_hpc.trace.render import ChatRenderer
 
 LOOKUP = {
@@ -308,7 +309,7 @@ def test_real_toolactor_groups(renderer):
     from mtr_hpc.synth import ToolActor, ToolMaker
 
     ex = load_sample("hotpotqa")[0]
-    setups = open_setups([ex], ToolMaker(), ToolActor(), group_size=2, seed=0)
+    setups = open_groups(ActorSimulator(ToolMaker(), ToolActor()), [ex], group_size=2, seed=0)
     search = '<think>Find both.</think>\n<tool_call>\n{"name": "search", "arguments": {"query": "Scott Derrickson nationality"}}\n</tool_call>'
     scripts = [[search, answer_text("Both American.", "yes")], [search, "garbage"]]
     eps = run_episodes(ScriptedEngine(renderer, scripts), renderer, setups, SamplingParams(seed=1))

@@ -21,8 +21,9 @@ from mtr_hpc.eval.config import (
 from mtr_hpc.eval.journal import PredictionJournal
 from mtr_hpc.eval.plots import curve_keys, plot_scores, plot_training_curves
 from mtr_hpc.eval.report import build_results, find_cell, render_report
-from mtr_hpc.eval.retrieval import CorpusIndex, RetrievalActor, retrieval_toolset, split_sentences
-from mtr_hpc.rollout.episode import EpisodeSetup
+from mtr_hpc.sim import RetrievalSimulator
+from mtr_hpc.sim.retrieval_env import CorpusIndex, split_sentences
+from mtr_hpc.toolspec import ToolRegistry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -60,23 +61,20 @@ def test_corpus_index_search_and_open_page(index):
         CorpusIndex(CorpusResult([], path="empty.jsonl"))
 
 
-def test_retrieval_actor_is_a_tool_actor_drop_in(index):
-    actor = RetrievalActor(index)
-    toolset = retrieval_toolset()
-    ex = _ex(0, "875")
-    ep = actor.episode(ex, None, toolset, seed=0)
-    setup = EpisodeSetup.from_actor(actor, ep)
+def test_retrieval_simulator_answers_from_the_corpus(index):
+    sim = RetrievalSimulator(index)
+    setup = sim.open(_ex(0, "875"), seed=0)
+    registry = ToolRegistry(setup.tools)
     assert [t["function"]["name"] for t in setup.tools] == ["search", "open_page"]
     obs = setup.call("search", {"query": "When did Teutberga die?", "top_k": 1})
     assert obs["results"][0]["title"] == "Teutberga" and len(obs["results"]) == 1
-    assert not ep.registry.validate_observation("search", obs)
+    assert not registry.validate_observation("search", obs)
     page = setup.call("open_page", {"title": "Lothair II"})
-    assert page["found"] and not ep.registry.validate_observation("open_page", page)
+    assert page["found"] and not registry.validate_observation("open_page", page)
     assert setup.call("get_father", {"person": "x"})["error"]["type"] == "unknown_tool"
     assert setup.call("search", {"q": "x"})["error"]["type"] == "bad_arguments"
     assert setup.call("search", {"query": "When did Teutberga die?", "top_k": 1}) is obs
-    assert actor.stats["calls"] == 5 and actor.stats["episode_repeats"] == 1
-    assert [h[0] for h in ep.history] == ["search", "open_page"]
+    assert sim.actor.stats["calls"] == 5 and sim.actor.stats["episode_repeats"] == 1
 
 
 def test_journal_appends_resumes_and_repairs_a_cut_tail(tmp_path):

@@ -3,8 +3,7 @@
 
 Modules, one concern each: `config` (EvalConfig), `plan` (up-front loading and validation), `models`
 (which weights a path names; Megatron checkpoints converted on load), `modes` (direct / ReAct batches),
-`environments` (tool sets and actors of `tools` mode), `retrieval` (BM25 over a real corpus, a live-tool
-environment), `journal` (resumable predictions.jsonl), `report` (results.json, report.md), `plots`,
+`environments` (the tool simulator of each environment of `tools` mode, from `mtr_hpc.sim`), `journal` (resumable predictions.jsonl), `report` (results.json, report.md), `plots`,
 `outputs`, and `harness` (`run_eval`). Importing this package imports no torch.
 """
 

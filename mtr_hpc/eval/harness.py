@@ -20,9 +20,10 @@ from typing import Any
 
 from ..config import to_dict
 from ..rundir import prepare_run_dir, write_manifest
+from ..sim import ToolSimulator
 from ..trace.chat_format import read_tools_format
 from .config import EvalConfig, setting_label, settings
-from .environments import ToolEnvironment
+from .environments import build_simulator
 from .journal import PredictionJournal
 from .models import ModelSource, hf_dir_for
 from .modes import TOOLS_SYSTEM_PROMPT, Job, run_direct, run_tools
@@ -80,7 +81,7 @@ class _Runner:
         self.engine = engine
         self.direct_renderer = ChatRenderer(tokenizer)
         self.tools_renderer = ChatRenderer(tokenizer, tools_format=tools_format)
-        self.envs: dict[tuple[str, str], ToolEnvironment] = {}
+        self.simulators: dict[tuple[str, str], ToolSimulator] = {}
         self._env_cfg: Any = None
 
     def env_cfg(self) -> Any:
@@ -97,11 +98,12 @@ class _Runner:
             )
         return self._env_cfg
 
-    def env(self, kind: str, bench: str) -> ToolEnvironment:
-        if (kind, bench) not in self.envs:
+    def simulator(self, kind: str, bench: str) -> ToolSimulator:
+        """Built once per environment and benchmark; its actor and caches live for the whole run."""
+        if (kind, bench) not in self.simulators:
             plan = self.plan
-            self.envs[kind, bench] = ToolEnvironment(kind, plan.cfg, plan.examples[bench], plan.corpus)
-        return self.envs[kind, bench]
+            self.simulators[kind, bench] = build_simulator(kind, plan.cfg, plan.examples[bench], plan.corpus)
+        return self.simulators[kind, bench]
 
     def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
         """The questions of one setting, from any benchmarks, in one engine call; `on_record` hears of
@@ -109,7 +111,8 @@ class _Runner:
         gen = self.plan.cfg.generation
         if jobs[0].mode == "direct":
             return run_direct(self.engine, self.direct_renderer, jobs, gen, on_record)
-        setups = [self.env(j.env, j.benchmark).setups([j.example])[0] for j in jobs]
+        seed = self.plan.cfg.generation.seed
+        setups = [self.simulator(j.env, j.benchmark).open(j.example, seed) for j in jobs]
         return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg(), on_record)
 
 

@@ -17,9 +17,9 @@ from ..data.loaders import canonical_benchmark
 from ..data.splits import select_part
 from ..data.trained_on import trained_keys
 from ..errors import ConfigError, DataError, MtrError
+from ..sim.retrieval_env import CorpusIndex
 from .config import BenchmarkSpec, EvalConfig, validate_config
 from .models import ModelSource, check_model
-from .retrieval import CorpusIndex
 
 
 @dataclass

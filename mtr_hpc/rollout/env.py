@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, RunFailure
+from ..sim.protocol import EpisodeSetup
 from ..synth.autoagent import SYSTEM_PROMPT
 from ..trace.parser import ToolCall, parse_turn
 from ..trace.render import IM_END
 from ..trace.validator import registry_for
-from .episode import Episode, EpisodeSetup
+from .episode import Episode
 from .protocol import Generation, SamplingParams, generate_continuous
 
 

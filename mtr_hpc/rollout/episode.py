@@ -1,4 +1,4 @@
-"""One multi-turn rollout: what it is set up from, what it records, and the retokenization-drift check.
+"""One multi-turn rollout: what it records, and the retokenization-drift check.
 
 An `Episode` keeps two views of the same rollout:
 
@@ -19,8 +19,6 @@ sequences differ: an environment bug; must be 0).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,53 +28,6 @@ from ..trace.model import Message, ToolSpec, Trace
 
 FINISH_REASONS = ("answer", "max_turns", "max_tokens", "parse_error", "engine_length")
 DRIFT_KINDS = ("format", "tokenization", "unrenderable", "structure")
-
-
-@dataclass
-class EpisodeSetup:
-    """What one rollout needs besides the policy: the question, the tools shown, and the simulator.
-
-    `call(name, arguments) -> observation` must never raise (the ToolActor returns typed error
-    observations instead).
-    """
-
-    example: QAExample
-    tools: list[ToolSpec]
-    call: Callable[[str, dict[str, Any]], Any]
-
-    @classmethod
-    def from_actor(cls, actor, actor_episode) -> EpisodeSetup:
-        """A setup over a `ToolActor` episode (`actor.episode(example, kb, toolset, seed)`), calling the
-        actor exactly as the synthesis agents do. An `llm` actor runs each call under its own event loop."""
-        if getattr(actor.cfg, "backend", "grounded") == "llm":
-
-            def call(name: str, args: dict[str, Any]) -> Any:
-                return asyncio.run(actor.acall(actor_episode, name, args))
-        else:
-
-            def call(name: str, args: dict[str, Any]) -> Any:
-                return actor.call(actor_episode, name, args)
-
-        return cls(actor_episode.example, list(actor_episode.toolset.tools), call)
-
-
-def open_setups(
-    examples: list[QAExample], toolmaker, actor, group_size: int, seed: int = 0
-) -> list[EpisodeSetup]:
-    """`group_size` setups per example, group after group (the layout `group_advantages` expects).
-
-    Members of a group share the tool set and the simulation seed, so the same call gets the same
-    observation in every member: their rewards differ by their own choices only.
-    """
-    from ..synth.evidence import build_kb
-
-    setups = []
-    for ex in examples:
-        kb = build_kb(ex)
-        toolset = toolmaker.make(ex, kb)
-        for _ in range(group_size):
-            setups.append(EpisodeSetup.from_actor(actor, actor.episode(ex, kb, toolset, seed)))
-    return setups
 
 
 @dataclass

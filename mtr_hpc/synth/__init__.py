@@ -13,7 +13,7 @@ from .filtering import SynthAgents, Verdict, asynthesize_example, filter_trace, 
 from .retrieval import DistractorPool
 from .sim_cache import SimCache
 from .tool_library import ToolLibrary
-from .toolactor import Episode, ToolActor
+from .toolactor import ToolActor, ToolState
 from .toolmaker import ToolMaker, ToolSet, relation_tool
 from .utility_tools import UTILITY_TOOLS
 
@@ -22,7 +22,6 @@ __all__ = [
     "AutoAgent",
     "AutoAgentConfig",
     "DistractorPool",
-    "Episode",
     "EvidenceKB",
     "FilterConfig",
     "SimCache",
@@ -30,6 +29,7 @@ __all__ = [
     "SynthConfig",
     "TaskType",
     "ToolActor",
+    "ToolState",
     "ToolActorConfig",
     "ToolLibrary",
     "ToolMaker",

@@ -23,7 +23,7 @@ from ..trace.parser import parse_turn
 from .config import AutoAgentConfig
 from .narrate import conclusion, describe
 from .plans import make_plan
-from .toolactor import Episode, ToolActor
+from .toolactor import ToolActor, ToolState
 
 SYSTEM_PROMPT = (
     "You answer questions by reasoning step by step and calling tools. In every turn first think inside "
@@ -87,7 +87,7 @@ class AutoAgent:
         self.actor = actor or ToolActor()
         self.llm = llm
 
-    async def arun(self, ep: Episode, trace_id: str) -> Trace:
+    async def arun(self, ep: ToolState, trace_id: str) -> Trace:
         t0 = time.perf_counter()
         if self.cfg.backend == "grounded":
             builder, answer, stop, notes = await self._grounded(ep)
@@ -97,7 +97,7 @@ class AutoAgent:
         meta = {"stop_reason": stop, "seed": ep.seed, "agent_s": round(time.perf_counter() - t0, 6), **notes}
         return Trace(trace_id, ex.id, ex.benchmark, list(ep.toolset.tools), builder.messages, answer, meta)
 
-    async def _grounded(self, ep: Episode):
+    async def _grounded(self, ep: ToolState):
         ex, kb = ep.example, ep.kb
         plan = make_plan(ex, kb, ep.toolset, ep.toolset.task)
         builder = TraceBuilder(SYSTEM_PROMPT, ex.question)
@@ -116,7 +116,7 @@ class AutoAgent:
         builder.answer_turn(f"{said} {conclusion(answer)}".strip(), answer)
         return builder, answer, "answer", {"plan": plan.notes} if plan.notes else {}
 
-    async def _llm(self, ep: Episode):
+    async def _llm(self, ep: ToolState):
         from ..llm.protocol import ChatRequest, LLMError
 
         ex = ep.example

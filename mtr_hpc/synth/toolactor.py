@@ -1,6 +1,7 @@
 """ToolActor: the simulated environment of one episode (design §5).
 
-`ToolActor.episode(example, toolset, seed)` opens an `Episode`; `call(episode, name, args)` returns the
+`ToolActor.episode(example, kb, toolset, seed)` opens a `ToolState`, what the actor keeps of one
+episode (its tools, memo and call history); `call(episode, name, args)` returns the
 observation, always a JSON object valid against the tool's `x-returns`: an undeclared tool, invalid
 arguments or a failed simulation give a typed error observation `{"error": {"type", "message"}}`
 instead of an exception. The same call within an episode returns the same observation, and every
@@ -32,7 +33,9 @@ from .utility_tools import COMPUTED, run_computed
 
 
 @dataclass
-class Episode:
+class ToolState:
+    """The ToolActor's state of one episode: the example, its tools, the calls seen and their answers."""
+
     example: QAExample
     kb: EvidenceKB
     toolset: ToolSet
@@ -67,7 +70,7 @@ class ToolActor:
         self._registries: dict[tuple[int, ...], tuple[list, ToolRegistry, ToolRegistry]] = {}
         self._hashes: dict[int, tuple[dict, str]] = {}
 
-    def episode(self, example: QAExample, kb: EvidenceKB, toolset: ToolSet, seed: int) -> Episode:
+    def episode(self, example: QAExample, kb: EvidenceKB, toolset: ToolSet, seed: int) -> ToolState:
         key = tuple(id(t) for t in toolset.tools)
         hit = self._registries.get(key)
         if hit is None:
@@ -79,7 +82,7 @@ class ToolActor:
                 ToolRegistry(tools, strict=False),
                 registry_for(tools),
             )
-        return Episode(example, kb, toolset, hit[1], seed, trace_registry=hit[2])
+        return ToolState(example, kb, toolset, hit[1], seed, trace_registry=hit[2])
 
     def _tool_hash(self, tool: dict) -> str:
         hit = self._hashes.get(id(tool))
@@ -87,11 +90,11 @@ class ToolActor:
             hit = self._hashes[id(tool)] = (tool, tool_hash(tool))
         return hit[1]
 
-    def call(self, ep: Episode, name: str, args: Any) -> dict[str, Any]:
+    def call(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
         """Synchronous `acall` (grounded backend)."""
         return drive(self.acall(ep, name, args))
 
-    async def acall(self, ep: Episode, name: str, args: Any) -> dict[str, Any]:
+    async def acall(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
         self.stats["calls"] += 1
         tool = ep.registry.get(name) if isinstance(name, str) else None
         if tool is None:
@@ -118,7 +121,7 @@ class ToolActor:
         ep.history.append((name, args, obs))
         return obs
 
-    async def _simulate(self, ep: Episode, name: str, tool: dict, args: dict) -> dict[str, Any]:
+    async def _simulate(self, ep: ToolState, name: str, tool: dict, args: dict) -> dict[str, Any]:
         def validate(obs: Any) -> list[str]:
             return ep.registry.validate_observation(name, obs)
 
@@ -150,7 +153,7 @@ class ToolActor:
             stats=self.stats,
         )
 
-    def _grounded(self, ep: Episode, name: str, args: dict) -> dict[str, Any]:
+    def _grounded(self, ep: ToolState, name: str, args: dict) -> dict[str, Any]:
         relation = ep.toolset.relation_of.get(name)
         if relation is not None:
             return lookup_payload(ep.kb, relation, first_string_arg(args))
@@ -163,7 +166,7 @@ class ToolActor:
             return {"query": query, "results": results}
         return error_observation("unsupported", f"the grounded simulator has no evidence for tool {name!r}")
 
-    def _index(self, ep: Episode) -> PassageIndex:
+    def _index(self, ep: ToolState) -> PassageIndex:
         if ep._index is None:
             rng = random.Random(f"{ep.seed}:{ep.example.id}")
             ep._index = PassageIndex(example_corpus(ep.kb, self.pool, rng, self.cfg.n_distractors))

@@ -21,8 +21,9 @@ import torch
 from ..data.example import example_key
 from ..reward import score_episode
 from ..rollout.env import run_episodes
-from ..rollout.episode import drift_metrics, open_setups
+from ..rollout.episode import drift_metrics
 from ..rollout.protocol import SamplingParams
+from ..sim import open_groups
 from ..trace.chat_format import read_tools_format
 from ..trace.render import ChatRenderer
 from .grpo_batch import sample_of
@@ -52,7 +53,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     pad_id = run.pad_id(renderer)
     questions = load_prompts(cfg)
     run.record_trained_on(example_key(ex.benchmark, ex.id) for ex in questions)
-    toolmaker, actor = build_simulator(cfg, run.run_dir)
+    simulator = build_simulator(cfg, run.run_dir)
     engine = build_engine(cfg, run.src.hf_config, run.tokenizer, dist.get_rank())
 
     reference = run.start(with_reference=cfg.algo.kl_coef > 0)
@@ -65,7 +66,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         t = time.perf_counter()
         payload = None
         if run.rank0:
-            payload = rollout_and_score(engine, renderer, examples, toolmaker, actor, cfg, step, timings)
+            payload = rollout_and_score(engine, renderer, examples, simulator, cfg, step, timings)
         payload = _broadcast(payload)
         rewards = payload["rewards"]
         try:
@@ -104,10 +105,10 @@ def run_grpo(cfg: GRPOConfig) -> dict:
 
 
 def rollout_and_score(
-    engine, renderer, examples, toolmaker, actor, cfg: GRPOConfig, step: int, timings: dict
+    engine, renderer, examples, simulator, cfg: GRPOConfig, step: int, timings: dict
 ) -> dict:
     t = time.perf_counter()
-    setups = open_setups(examples, toolmaker, actor, cfg.algo.group_size, seed=cfg.train.seed)
+    setups = open_groups(simulator, examples, cfg.algo.group_size, seed=cfg.train.seed)
     params = SamplingParams(
         temperature=cfg.algo.temperature,
         top_p=cfg.algo.top_p,

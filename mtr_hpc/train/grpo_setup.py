@@ -69,18 +69,18 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rank: int):
 
 
 def build_simulator(cfg: GRPOConfig, run_dir: Path):
-    """ToolMaker + ToolActor with a replay cache in the run dir (resumed runs replay observations)."""
-    from ..synth import SimCache, SynthConfig
-    from ..synth.filtering import SynthAgents
+    """The ToolMaker's tools answered by the ToolActor, with a replay cache in the run dir (a resumed
+    run replays the observations it has seen)."""
+    from ..sim import ActorSimulator
+    from ..synth import SimCache, ToolActor, ToolMaker
 
     if cfg.toolactor.backend == "llm":
         raise ConfigError(
             "toolactor.backend",
             "the llm tool simulator needs an LLM client; GRPO supports `grounded` for now",
         )
-    synth_cfg = SynthConfig(seed=cfg.train.seed, toolmaker=cfg.toolmaker, toolactor=cfg.toolactor)
-    agents = SynthAgents.build(synth_cfg, cache=SimCache(run_dir / "sim_cache.jsonl"))
-    return agents.toolmaker, agents.actor
+    actor = ToolActor(cfg.toolactor, cache=SimCache(run_dir / "sim_cache.jsonl"))
+    return ActorSimulator(ToolMaker(cfg.toolmaker), actor)
 
 
 def sync_weights(engine, named_tensors, rank0: bool) -> dict:

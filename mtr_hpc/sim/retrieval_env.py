@@ -5,10 +5,10 @@ uses the same scores per example, through its own faster index) and `open_page(t
 page's sentences. The paper simulates every tool and names live tools as future work; this environment is that hybrid setting:
 the policy trained on simulated tools is evaluated against a real (if small) search engine.
 
-`RetrievalActor` has the ToolActor's actor-episode interface (`episode(example, kb, toolset, seed)`,
-`call` / `acall(episode, name, args)` returning a JSON observation valid against the tool's
-`x-returns`, typed error observations instead of exceptions), so the multi-turn environment drives it
-unchanged. Unlike the ToolActor, nothing depends on the example: every question searches one corpus.
+`RetrievalActor` answers like a ToolActor (`episode(example, kb, toolset, seed)`, then `call(episode,
+name, args)` returning a JSON observation valid against the tool's `x-returns`, typed error
+observations instead of exceptions); `RetrievalSimulator` opens its episodes. Unlike the ToolActor,
+nothing depends on the example: every question searches one corpus.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from ..data import load_corpus
 from ..data.corpus import CorpusResult
 from ..data.example import QAExample
 from ..errors import DataError
+from ..eval.config import RetrievalEnvConfig
 from ..synth.evidence import EvidenceKB
 from ..synth.retrieval import Passage as IndexedPassage
 from ..synth.retrieval import PassageIndex
 from ..synth.schemas import error_observation
 from ..synth.text import loose_key, norm_key
-from ..synth.toolactor import Episode
+from ..synth.toolactor import ToolState
 from ..synth.toolmaker import ToolSet
 from ..synth.utility_tools import OPEN_PAGE, SEARCH
 from ..toolspec import ToolRegistry, canonical_json
-from .config import RetrievalEnvConfig
 
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 MAX_TOP_K = 10  # the bound `search` declares
@@ -86,24 +86,23 @@ class RetrievalActor:
 
     def __init__(self, index: CorpusIndex, cfg: RetrievalEnvConfig | None = None):
         self.index = index
-        # `cfg.backend` is absent: `EpisodeSetup.from_actor` then calls `call` synchronously.
         self.cfg = cfg or RetrievalEnvConfig()
         self.stats: Counter[str] = Counter()
         self._registries: dict[tuple[int, ...], ToolRegistry] = {}
         self._keep: list[ToolSet] = []  # keeps registry keys (object ids) valid
 
-    def episode(self, example: QAExample, kb: EvidenceKB | None, toolset: ToolSet, seed: int) -> Episode:
+    def episode(self, example: QAExample, kb: EvidenceKB | None, toolset: ToolSet, seed: int) -> ToolState:
         key = tuple(id(t) for t in toolset.tools)
         registry = self._registries.get(key)
         if registry is None:
             registry = self._registries[key] = ToolRegistry(toolset.tools, strict=False)
             self._keep.append(toolset)
-        return Episode(example, kb or EvidenceKB(), toolset, registry, seed)
+        return ToolState(example, kb or EvidenceKB(), toolset, registry, seed)
 
-    async def acall(self, ep: Episode, name: str, args: Any) -> dict[str, Any]:
+    async def acall(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
         return self.call(ep, name, args)
 
-    def call(self, ep: Episode, name: str, args: Any) -> dict[str, Any]:
+    def call(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
         self.stats["calls"] += 1
         if not isinstance(name, str) or ep.registry.get(name) is None:
             self.stats["unknown_tool"] += 1

@@ -1,0 +1,16 @@
+"""Tool simulators: what answers a policy's tool calls in GRPO and evaluation (design §5).
+
+A `ToolSimulator` opens one episode's tools for a question: `open(example, seed) -> EpisodeSetup`,
+which holds the tools shown to the policy and a `call(name, arguments) -> observation` that never
+raises. Each stage builds its simulator once, from config, and opens every episode through it.
+- `ActorSimulator`: the ToolMaker's tools, answered by a ToolActor. Its `grounded` backend answers
+  from the example's evidence; its `llm` backend has a model play each tool.
+- `RetrievalSimulator`: `search` / `open_page` answered from a BM25 index over a passage corpus
+  (`retrieval_env`): the live-style tools of evaluation.
+The agents that write training traces (`mtr_hpc.synth`) use the same ToolMaker and ToolActor.
+"""
+
+from .protocol import EpisodeSetup, ToolSimulator, open_groups
+from .simulators import ActorSimulator, RetrievalSimulator
+
+__all__ = ["ActorSimulator", "EpisodeSetup", "RetrievalSimulator", "ToolSimulator", "open_groups"]
