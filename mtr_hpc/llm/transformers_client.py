@@ -1,11 +1,11 @@
 """Local chat generation with Hugging Face transformers (CPU or GPU): the embedded default backend.
 
-`num_threads` sets torch's intra-op threads for the whole process when given.
-
-Requests are rendered with the tokenizer's chat template and generated in left-padded batches of at
-most `max_batch`; requests whose sampling settings differ (temperature, top_p, seed, stop) go into
-different batches, while differing `max_tokens` share one and are cut per row. Stop strings end
-generation (via transformers' `stop_strings`) and are removed from the text, as in the OpenAI API.
+An adapter over the embedded rollout engine (`rollout.hf_engine.HFRolloutEngine`), so the project
+runs transformers through one decode loop. Requests are rendered with the tokenizer's chat template,
+and the engine generates them together: up to `max_batch` decode at once, with continuous batching.
+Each request keeps its own sampling settings (temperature, top_p, seed, stop strings, max_tokens).
+As in the OpenAI API, a stop string ends generation and is removed from the text, and so is the
+end-of-sequence token. `num_threads` sets torch's intra-op threads for the whole process when given.
 
 JSON Schema output is not enforced while decoding (`supports_json_schema = False`): the schema is put
 in the system prompt and the answer is parsed and validated afterwards. With `strict_json` an answer
@@ -83,8 +83,8 @@ def check_schema_output(text: str, schema: dict) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _group_key(req: ChatRequest) -> tuple:
-    return (req.temperature, req.top_p, req.seed, tuple(req.stop or ()))
+# Accepted spellings of `dtype`: the engine's, and torch's.
+_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 class TransformersClient:
@@ -108,13 +108,12 @@ class TransformersClient:
         self.model_name = model
         self.name = name or model
         self.device = device
-        self.dtype = dtype
+        self.dtype = _DTYPES.get(dtype or "fp32", dtype or "fp32")
         self.max_batch = max_batch
         self.strict_json = strict_json
         self.num_threads = num_threads
-        self._model = None
-        self._tok = None
-        # One generate at a time: the model is not safe to share between threads mid-forward.
+        self.engine = None
+        # One generate at a time: the engine is not safe to share between threads mid-decode.
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -123,26 +122,19 @@ class TransformersClient:
             self._load_locked()
 
     def _load_locked(self) -> None:
-        if self._model is not None:
+        if self.engine is not None:
             return
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..models.registry import resolve_model
+        from ..rollout.hf_engine import HFRolloutEngine
 
         if self.num_threads:
             # Process-wide. On CPUs shared with other jobs one thread is often several times faster than
             # two, because every op waits for its slowest, descheduled worker.
             torch.set_num_threads(self.num_threads)
-        path = resolve_model(self.model_name)
-        tok = AutoTokenizer.from_pretrained(path)
-        tok.padding_side = "left"  # decoder-only batches must end where generation starts
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        dtype = getattr(torch, self.dtype) if self.dtype else None
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        model.to(self.device).eval()
-        self._tok, self._model = tok, model
+        self.engine = HFRolloutEngine(
+            self.model_name, dtype=self.dtype, device=self.device, batch_size=self.max_batch
+        )
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         (result,) = await asyncio.to_thread(self.generate, [req])
@@ -155,79 +147,49 @@ class TransformersClient:
 
     def generate(self, reqs: Sequence[ChatRequest]) -> list[ChatResponse | LLMError]:
         """Answers for `reqs`, in order; schema violations come back as `LLMError`s in place."""
-        results: list[ChatResponse | LLMError | None] = [None] * len(reqs)
-        groups: dict[tuple, list[int]] = {}
-        for i, req in enumerate(reqs):
-            groups.setdefault(_group_key(req), []).append(i)
+        from ..rollout.protocol import SamplingParams
+
+        if not reqs:
+            return []
         with self._lock:
             self._load_locked()
-            for idx in groups.values():
-                for start in range(0, len(idx), self.max_batch):
-                    chunk = idx[start : start + self.max_batch]
-                    for i, res in zip(chunk, self._generate_batch([reqs[i] for i in chunk]), strict=True):
-                        results[i] = res
-        return results  # type: ignore[return-value]
+            tok = self.engine.tokenizer
+            t0 = time.perf_counter()
+            prompts = [self._prompt_ids(tok, r) for r in reqs]
+            params = [
+                SamplingParams(
+                    max_new_tokens=r.max_tokens,
+                    temperature=r.temperature,
+                    top_p=r.top_p if r.temperature > 0 else 1.0,
+                    seed=r.seed,
+                    stop_strings=list(r.stop or ()),
+                )
+                for r in reqs
+            ]
+            gens = self.engine.generate(prompts, params)
+            latency = time.perf_counter() - t0
+        return [self._finish(tok, r, g, len(p), latency) for r, g, p in zip(reqs, gens, prompts, strict=True)]
 
-    def _generate_batch(self, reqs: list[ChatRequest]) -> list[ChatResponse | LLMError]:
-        import torch
-
-        tok, model = self._tok, self._model
-        t0 = time.perf_counter()
-        prompts = [
-            tok.apply_chat_template(
-                with_schema_instruction(r.messages, r.json_schema) if r.json_schema else r.messages,
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for r in reqs
-        ]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        first = reqs[0]
-        gen: dict[str, Any] = {
-            "max_new_tokens": max(r.max_tokens for r in reqs),
-            "pad_token_id": tok.pad_token_id,
-        }
-        if first.temperature > 0:
-            gen.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
-            if first.seed is not None:
-                torch.manual_seed(first.seed)
-        else:
-            gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if first.stop:
-            gen.update(stop_strings=list(first.stop), tokenizer=tok)
-        with torch.inference_mode():
-            out = model.generate(**enc, **gen)
-        latency = time.perf_counter() - t0
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        new = out[:, enc["input_ids"].shape[1] :].tolist()
-        return [
-            self._finish(r, ids, int(n), latency) for r, ids, n in zip(reqs, new, prompt_lens, strict=True)
-        ]
-
-    def _end_ids(self) -> set[int]:
-        ids = {self._tok.pad_token_id, self._tok.eos_token_id}
-        eos = getattr(self._model.generation_config, "eos_token_id", None)
-        ids.update(eos if isinstance(eos, list) else [eos])
-        return {i for i in ids if i is not None}
+    @staticmethod
+    def _prompt_ids(tok, req: ChatRequest) -> list[int]:
+        messages = with_schema_instruction(req.messages, req.json_schema) if req.json_schema else req.messages
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
 
     def _finish(
-        self, req: ChatRequest, ids: list[int], prompt_tokens: int, latency: float
+        self, tok, req: ChatRequest, gen, prompt_tokens: int, latency: float
     ) -> ChatResponse | LLMError:
-        ids = ids[: req.max_tokens]
-        end_ids = self._end_ids()
-        finish = "length"
-        for pos, tid in enumerate(ids):
-            if tid in end_ids:
-                ids, finish = ids[:pos], "stop"
-                break
-        text = self._tok.decode(ids, skip_special_tokens=True)
+        ids, finish = list(gen.token_ids), gen.finish_reason
+        if isinstance(gen.stop, int) and ids and ids[-1] == gen.stop:
+            ids = ids[:-1]  # the end-of-sequence or stop token is not part of the answer
+        text = tok.decode(ids, skip_special_tokens=True)
         cut = min((p for p in (text.find(s) for s in req.stop or ()) if p >= 0), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(ids),
-            "total_tokens": prompt_tokens + len(ids),
+            "completion_tokens": len(gen.token_ids),
+            "total_tokens": prompt_tokens + len(gen.token_ids),
         }
         if req.json_schema is not None and self.strict_json:
             try:

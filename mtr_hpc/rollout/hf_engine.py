@@ -271,7 +271,8 @@ class HFRolloutEngine(ManagedEngine):
 
     @torch.inference_mode()
     def logits(self, token_ids: list[int]) -> torch.Tensor:
-        """Full-sequence logits [len(token_ids), vocab] as float32 on CPU."""
+        """Full-sequence logits [len(token_ids), vocab] as float32 on CPU: for tests and diagnostics,
+        not part of the `RolloutEngine` Protocol (vLLM does not expose them)."""
         check_prompts([token_ids], self.vocab_size)
         self._ensure_weights()
         ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)

@@ -88,8 +88,6 @@ class RolloutEngine(Protocol):
 
     def sleep(self) -> None: ...
 
-    def logits(self, token_ids: list[int]) -> torch.Tensor: ...
-
 
 def generate_continuous(
     engine, prompts: list[list[int]], params: SamplingParams | list[SamplingParams], follow_up: FollowUp

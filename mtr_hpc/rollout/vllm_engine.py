@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, MtrError, RunFailure, require
+from ..errors import ConfigError, RunFailure, require
 from .lifecycle import ManagedEngine
 from .protocol import Generation, SamplingParams
 
@@ -159,12 +159,6 @@ class VLLMRolloutEngine(ManagedEngine):
 
     def _wake_cache(self) -> None:
         self._llm.wake_up(tags=["kv_cache"])
-
-    def logits(self, token_ids: list[int]) -> torch.Tensor:
-        raise MtrError(
-            "VLLMRolloutEngine cannot return full logits (vLLM does not expose them); "
-            "compare generation logprobs, or use HFRolloutEngine for logit-level checks"
-        )
 
 
 def _join_torch_world() -> bool:
