@@ -28,10 +28,10 @@ from ..synth.retrieval import Passage as IndexedPassage
 from ..synth.retrieval import PassageIndex
 from ..synth.schemas import error_observation
 from ..synth.text import loose_key, norm_key
-from ..synth.toolactor import ToolState
+from ..synth.toolactor import ToolState, precheck, remember
 from ..synth.toolmaker import ToolSet
 from ..synth.utility_tools import OPEN_PAGE, SEARCH
-from ..toolspec import ToolRegistry, canonical_json
+from ..toolspec import ToolRegistry
 
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 MAX_TOP_K = 10  # the bound `search` declares
@@ -103,21 +103,11 @@ class RetrievalActor:
         return self.call(ep, name, args)
 
     def call(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
-        self.stats["calls"] += 1
-        if not isinstance(name, str) or ep.registry.get(name) is None:
-            self.stats["unknown_tool"] += 1
-            return error_observation("unknown_tool", f"no tool named {name!r} is declared")
-        arg_errors = ep.registry.validate_arguments(name, args)
-        if arg_errors:
-            self.stats["bad_arguments"] += 1
-            return error_observation("bad_arguments", f"invalid arguments: {arg_errors[0]}")
-        memo_key = name + "\x00" + canonical_json(args)
-        if memo_key in ep.memo:
-            self.stats["episode_repeats"] += 1
-            return ep.memo[memo_key]
+        early, args_json = precheck(ep, name, args, self.stats)
+        if early is not None:
+            return early
         obs = self._answer(name, args)
-        ep.memo[memo_key] = obs
-        ep.history.append((name, args, obs))
+        remember(ep, name, args, args_json, obs)
         return obs
 
     def _answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:

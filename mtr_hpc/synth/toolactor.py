@@ -48,6 +48,31 @@ class ToolState:
     trace_registry: ToolRegistry | None = None
 
 
+def precheck(ep: ToolState, name: Any, args: Any, stats: Counter) -> tuple[dict[str, Any] | None, str]:
+    """What every actor does first with a call: (the observation to return at once, or None; the
+    canonical JSON of the arguments). An undeclared tool or invalid arguments are typed errors, and a
+    call the episode made before gets its first answer."""
+    stats["calls"] += 1
+    if not isinstance(name, str) or ep.registry.get(name) is None:
+        stats["unknown_tool"] += 1
+        return error_observation("unknown_tool", f"no tool named {name!r} is declared"), ""
+    arg_errors = ep.registry.validate_arguments(name, args)
+    if arg_errors:
+        stats["bad_arguments"] += 1
+        return error_observation("bad_arguments", f"invalid arguments: {arg_errors[0]}"), ""
+    args_json = canonical_json(args)
+    seen = ep.memo.get(name + "\x00" + args_json)
+    if seen is not None:
+        stats["episode_repeats"] += 1
+    return seen, args_json
+
+
+def remember(ep: ToolState, name: str, args: Any, args_json: str, obs: dict[str, Any]) -> None:
+    """Record an answered call in the episode: a repeat gets the same answer (`precheck`)."""
+    ep.memo[name + "\x00" + args_json] = obs
+    ep.history.append((name, args, obs))
+
+
 class ToolActor:
     def __init__(
         self,
@@ -95,20 +120,10 @@ class ToolActor:
         return drive(self.acall(ep, name, args))
 
     async def acall(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
-        self.stats["calls"] += 1
-        tool = ep.registry.get(name) if isinstance(name, str) else None
-        if tool is None:
-            self.stats["unknown_tool"] += 1
-            return error_observation("unknown_tool", f"no tool named {name!r} is declared")
-        arg_errors = ep.registry.validate_arguments(name, args)
-        if arg_errors:
-            self.stats["bad_arguments"] += 1
-            return error_observation("bad_arguments", f"invalid arguments: {arg_errors[0]}")
-        args_json = canonical_json(args)
-        memo_key = name + "\x00" + args_json
-        if memo_key in ep.memo:
-            self.stats["episode_repeats"] += 1
-            return ep.memo[memo_key]
+        early, args_json = precheck(ep, name, args, self.stats)
+        if early is not None:
+            return early
+        tool = ep.registry[name]
         key = (self._tool_hash(tool), args_json, str(ep.example.id), int(ep.seed))
         obs = self.cache.get(key)
         if obs is None:
@@ -117,8 +132,7 @@ class ToolActor:
                 self.cache.put(key, obs)
         if is_error(obs):
             self.stats[f"error:{obs['error']['type']}"] += 1
-        ep.memo[memo_key] = obs
-        ep.history.append((name, args, obs))
+        remember(ep, name, args, args_json, obs)
         return obs
 
     async def _simulate(self, ep: ToolState, name: str, tool: dict, args: dict) -> dict[str, Any]:
