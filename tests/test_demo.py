@@ -10,6 +10,7 @@ import yaml
 from _paths import REPO
 
 from mtr_hpc.demo import results_table, run_demo
+from mtr_hpc.tracking import read_metrics
 from mtr_hpc.wandb_offline import logged
 
 
@@ -117,7 +118,7 @@ def test_tiny_pipeline_end_to_end_with_offline_wandb(tmp_path, monkeypatch):
     assert sum("skipped" in line for line in full) == 2
     assert set(summary["timings_s"]) == {"synth", "sft", "grpo-full", "eval-full"}  # its stages, shared too
     assert summary["grpo_reward"]["steps"] == 3
-    assert len((run / "grpo-full" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len(read_metrics(run / "grpo-full")) == 3
     results = json.loads((run / "eval-full" / "results.json").read_text())
     assert results["settings"] == ["tools/grounded"]
     assert json.loads((run / "demo.json").read_text()).keys() >= {"grpo", "grpo-full", "eval-full"}
