@@ -36,6 +36,9 @@ MSGS = [{"role": "user", "content": "hi"}]
         ({"messages": MSGS, "top_p": 0}, "top_p"),
         ({"messages": MSGS, "stop": "###"}, "stop"),
         ({"messages": MSGS, "json_schema": "object"}, "json_schema"),
+        ({"messages": MSGS, "seed": "7"}, "seed"),
+        ({"messages": MSGS, "seed": -1}, "seed"),
+        ({"messages": MSGS, "seed": True}, "seed"),
     ],
 )
 def test_chat_request_rejects_bad_fields(kwargs, field):

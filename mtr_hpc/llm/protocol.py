@@ -57,6 +57,10 @@ class ChatRequest:
             raise InvalidRequestError("stop", "must be a list of non-empty strings")
         if self.json_schema is not None and not isinstance(self.json_schema, dict):
             raise InvalidRequestError("json_schema", "must be a JSON Schema object")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63
+        ):
+            raise InvalidRequestError("seed", f"must be an integer in [0, 2**63), got {self.seed!r}")
 
 
 @dataclass

@@ -108,7 +108,8 @@ class TransformersClient:
         self.model_name = model
         self.name = name or model
         self.device = device
-        self.dtype = _DTYPES.get(dtype or "fp32", dtype or "fp32")
+        # The checkpoint's own precision unless told otherwise, as transformers loads a model.
+        self.dtype = _DTYPES.get(dtype or "auto", dtype or "auto")
         self.max_batch = max_batch
         self.strict_json = strict_json
         self.num_threads = num_threads
@@ -132,8 +133,13 @@ class TransformersClient:
             # Process-wide. On CPUs shared with other jobs one thread is often several times faster than
             # two, because every op waits for its slowest, descheduled worker.
             torch.set_num_threads(self.num_threads)
+        # No prefix cache: chat requests are independent, none extends an earlier one's sequence.
         self.engine = HFRolloutEngine(
-            self.model_name, dtype=self.dtype, device=self.device, batch_size=self.max_batch
+            self.model_name,
+            dtype=self.dtype,
+            device=self.device,
+            batch_size=self.max_batch,
+            prefix_cache_gb=0,
         )
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
@@ -181,15 +187,15 @@ class TransformersClient:
     ) -> ChatResponse | LLMError:
         ids, finish = list(gen.token_ids), gen.finish_reason
         if isinstance(gen.stop, int) and ids and ids[-1] == gen.stop:
-            ids = ids[:-1]  # the end-of-sequence or stop token is not part of the answer
+            ids = ids[:-1]  # the end-of-sequence or stop token is not part of the answer, nor counted
         text = tok.decode(ids, skip_special_tokens=True)
         cut = min((p for p in (text.find(s) for s in req.stop or ()) if p >= 0), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(gen.token_ids),
-            "total_tokens": prompt_tokens + len(gen.token_ids),
+            "completion_tokens": len(ids),
+            "total_tokens": prompt_tokens + len(ids),
         }
         if req.json_schema is not None and self.strict_json:
             try:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MtrError
+from ..errors import MtrError, RunFailure
 from .kv_cache import PrefixCache, kv_shape, layer_tensors, slot_cache
 from .lifecycle import ManagedEngine
 from .protocol import FollowUp, Generation, SamplingParams, check_prompts
@@ -57,8 +57,8 @@ class HFRolloutEngine(ManagedEngine):
         eos_token_ids: list[int] | None = None,
         prefix_cache_gb: float = 2.0,
     ):
-        if dtype not in DTYPES:
-            raise MtrError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES and dtype != "auto":
+            raise MtrError(f"dtype must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
         if batch_size < 1:
             raise MtrError(f"batch_size must be >= 1, got {batch_size}")
         super().__init__()
@@ -69,7 +69,8 @@ class HFRolloutEngine(ManagedEngine):
             from ..models.registry import resolve_model
 
             path = resolve_model(model)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+            # `auto`: the checkpoint's own precision.
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES.get(dtype, "auto")).to(device)
             tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -231,7 +232,7 @@ class HFRolloutEngine(ManagedEngine):
 
         Tied embeddings: `lm_head.weight` and `model.embed_tokens.weight` name the same tensor, so
         either name updates both. Tensors are cast to the engine's dtype and device. An unknown name
-        or a shape mismatch raises `MtrError`; pairs before it are already applied.
+        or a shape mismatch raises `RunFailure`; pairs before it are already applied.
         """
         if self._prefix is not None:
             self._prefix.clear()
@@ -241,11 +242,11 @@ class HFRolloutEngine(ManagedEngine):
             for name, tensor in named_tensors:
                 param = self._params.get(name)
                 if param is None:
-                    raise MtrError(
+                    raise RunFailure(
                         f"update_weights: unknown parameter name {name!r} (not in the rollout model)"
                     )
                 if tuple(tensor.shape) != tuple(param.shape):
-                    raise MtrError(
+                    raise RunFailure(
                         f"update_weights: {name!r} has shape {tuple(tensor.shape)}, "
                         f"the rollout model expects {tuple(param.shape)}"
                     )

@@ -21,12 +21,12 @@ class ActorSimulator:
         self.maker, self.actor = maker, actor
         # The G episodes of a GRPO group open the same example one after another: its evidence and
         # tools are built once.
-        self._last: tuple[str, Any, Any] | None = None
+        self._last: tuple[QAExample, Any, Any] | None = None
 
     def open(self, example: QAExample, seed: int) -> EpisodeSetup:
-        if self._last is None or self._last[0] != example.id:
+        if self._last is None or self._last[0] is not example:
             kb = build_kb(example)
-            self._last = (example.id, kb, self.maker.make(example, kb))
+            self._last = (example, kb, self.maker.make(example, kb))
         _, kb, toolset = self._last
         episode = self.actor.episode(example, kb, toolset, seed)
         if self.actor.cfg.backend == "llm":

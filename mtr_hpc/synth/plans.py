@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.example import QAExample
+from ..toolspec.spec import parameters_schema
 from .classify import TaskType
 from .evidence import EvidenceKB
 from .text import loose_key, norm_key, search_query
@@ -49,7 +50,9 @@ class Plan:
 def _tool_for(toolset: ToolSet, relation: str) -> tuple[str, str] | None:
     for name, rel in toolset.relation_of.items():
         if rel == relation:
-            props = next(t for t in toolset.tools if t["function"]["name"] == name)["function"]["parameters"]
+            props = parameters_schema(
+                next(t for t in toolset.tools if t["function"]["name"] == name)["function"]
+            )
             param = next(iter(props.get("properties") or {"entity": None}))
             return name, param
     return None

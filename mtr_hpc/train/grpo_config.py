@@ -120,8 +120,3 @@ class GRPOConfig:
             raise ConfigError("data", "name at least one benchmark source ({name, source, part})")
         self.env.validate()
         self.reward.validate()
-        if self.env.max_tokens > self.model.seq_length:
-            raise ConfigError(
-                "env.max_tokens",
-                f"{self.env.max_tokens} tokens an episode exceed the model's seq_length {self.model.seq_length}",
-            )

@@ -63,12 +63,16 @@ class TrainRun:
     position: DataPosition = field(default_factory=DataPosition)
 
     @classmethod
-    def setup(cls, stage: str, cfg: Any) -> TrainRun:
+    def setup(cls, stage: str, cfg: Any, check_dp: Callable[[int], None] | None = None) -> TrainRun:
+        """`check_dp(data-parallel size)`: config checks that need the parallel layout, run before the
+        run directory is written (so a rejected config leaves nothing behind)."""
         import torch.distributed as dist
         from megatron.core import parallel_state as ps
 
         train = cfg.train
         init_parallel(cfg.model.tp, cfg.model.pp, seed=train.seed, timeout_min=train.dist_timeout_min)
+        if check_dp is not None:
+            check_dp(ps.get_data_parallel_world_size())
         rank0 = dist.get_rank() == 0
         seam = get_seam(
             cfg.device, dtype=cfg.model.dtype, use_distributed_optimizer=cfg.optim.use_distributed_optimizer

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 from ..data.example import example_key
@@ -28,8 +29,7 @@ from .step import sft_forward_step, sft_loss_positions_step
 
 
 def run_sft(cfg: SFTConfig) -> dict:
-    run = TrainRun.setup("sft", cfg)
-    _check_batch(cfg, run.dp_size)
+    run = TrainRun.setup("sft", cfg, check_dp=partial(_check_batch, cfg))
     thd = uses_thd(cfg.model.layer_spec, cfg.train.micro_batch_rows)
 
     # Data: traces -> token ids + loss masks -> packed rows.
@@ -42,7 +42,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     eval_rows = []
     if held_traces:
         eval_rows = build_rows(held_traces, renderer, cfg.data.seq_len, pad_id, cfg.data.overflow)[0]
-        eval_rows = eval_rows[: cfg.train.eval_rows][run.dp_rank :: run.dp_size]
+        eval_rows = eval_rows[: cfg.train.eval_rows]
 
     run.start()
     forward_step = sft_loss_positions_step if selects_rows(run.seam) else sft_forward_step
@@ -72,7 +72,8 @@ def run_sft(cfg: SFTConfig) -> dict:
         }
         done = step + 1
         if eval_rows and (done % cfg.train.eval_every == 0 or done == cfg.train.steps):
-            metrics["sft/eval_loss"] = evaluate(run, eval_rows, forward_step, thd)
+            # Every rank evaluates (the seam reduces over data-parallel ranks), each on its share.
+            metrics["sft/eval_loss"] = evaluate(run, eval_rows[run.dp_rank :: run.dp_size], forward_step, thd)
         return metrics
 
     batches = RowSampler(rows, cfg.train.global_batch_rows, cfg.train.seed).batches(run.position)

@@ -71,8 +71,3 @@ class SFTConfig:
             raise ConfigError(
                 "train.micro_batch_rows", "the te spec packs one row per microbatch (THD layout)"
             )
-        if self.data.seq_len > self.model.seq_length:
-            raise ConfigError(
-                "data.seq_len",
-                f"{self.data.seq_len} rows exceed the model's seq_length {self.model.seq_length}",
-            )
