@@ -101,3 +101,11 @@ def test_the_cli_refuses_a_bad_stage_config_before_any_work(capsys):
 
     assert main(["sft", "--config", str(CONFIGS / "sft-tiny.yaml"), "train.eval_every=0"]) == 2
     assert "config key 'train.eval_every': must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_training_configs_build_from_their_defaults():
+    # A stage run without --config gets the defaults; they must pass the checks run when a config loads.
+    from mtr_hpc.train.grpo_config import GRPOConfig
+    from mtr_hpc.train.sft_config import SFTConfig
+
+    assert SFTConfig().train.eval_every >= 1 and GRPOConfig().algo.group_size >= 2
