@@ -7,8 +7,8 @@ import random
 from jsonschema import Draft202012Validator
 
 from mtr_hpc.data import load_sample
+from mtr_hpc.sim.schemas import error_observation
 from mtr_hpc.synth import ToolMaker, build_kb
-from mtr_hpc.synth.schemas import error_observation
 from mtr_hpc.toolspec.fastpath import compile_fast, quick_schema_ok
 from mtr_hpc.toolspec.schemas import compiled_validator, schema_errors
 

@@ -8,10 +8,10 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from mtr_hpc.data import load_sample
+from mtr_hpc.sim.bm25 import Okapi, TermCounts
+from mtr_hpc.sim.retrieval import Passage, PassageIndex, example_corpus, snippet
+from mtr_hpc.sim.text import tokens
 from mtr_hpc.synth import DistractorPool, build_kb
-from mtr_hpc.synth.bm25 import Okapi, TermCounts
-from mtr_hpc.synth.retrieval import Passage, PassageIndex, example_corpus, snippet
-from mtr_hpc.synth.text import tokens
 
 BENCHMARKS = ("hotpotqa", "musique", "2wiki", "bamboogle")
 

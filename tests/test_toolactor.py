@@ -11,8 +11,8 @@ from mtr_hpc.data import QAExample, load_sample
 from mtr_hpc.errors import DataError
 from mtr_hpc.llm.fake import ScriptedClient
 from mtr_hpc.llm.protocol import LLMError
+from mtr_hpc.sim.sim_cache import cache_key
 from mtr_hpc.synth import DistractorPool, SimCache, ToolActor, ToolActorConfig, ToolMaker, build_kb
-from mtr_hpc.synth.sim_cache import cache_key
 from mtr_hpc.toolspec import validate_observation
 
 

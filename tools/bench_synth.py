@@ -14,8 +14,8 @@ import json
 import time
 
 from mtr_hpc.data import load_sample
+from mtr_hpc.sim.drive import drive
 from mtr_hpc.synth import DistractorPool, SynthAgents, SynthConfig, build_kb
-from mtr_hpc.synth.drive import drive
 from mtr_hpc.synth.filtering import synthesize_example
 
 BENCHMARKS = ("hotpotqa", "musique", "2wiki", "bamboogle")

@@ -18,7 +18,11 @@ def build_simulator(
     kind: str, cfg: EvalConfig, examples: list[QAExample], corpus: CorpusIndex | None = None
 ) -> ToolSimulator:
     """The simulator of environment `kind` for the questions of one benchmark (`examples`)."""
-    from ..synth import DistractorPool, ToolActor, ToolActorConfig, ToolMaker, build_kb
+    from ..sim.config import ToolActorConfig
+    from ..sim.evidence import build_kb
+    from ..sim.retrieval import DistractorPool
+    from ..sim.toolactor import ToolActor
+    from ..sim.toolmaker import ToolMaker
 
     if kind == "retrieval":
         if corpus is None:

@@ -8,6 +8,12 @@ raises. Each stage builds its simulator once, from config, and opens every episo
 - `RetrievalSimulator`: `search` / `open_page` answered from a BM25 index over a passage corpus
   (`retrieval_env`): the live-style tools of evaluation.
 The agents that write training traces (`mtr_hpc.synth`) use the same ToolMaker and ToolActor.
+
+Modules: `protocol` and `simulators` (the boundary and its two kinds); `toolmaker` (with `classify`,
+`utility_tools` and the `tool_library`); `toolactor` (with `grounded_sim`, `llm_sim`, the replay cache
+`sim_cache` and the observation `schemas`); `evidence` (an example's evidence as pages, triples and
+steps); `retrieval` and `bm25` (per-example passage search with distractors); `retrieval_env` (BM25
+over a whole corpus); `config`, `text`, `drive`.
 """
 
 from .protocol import EpisodeSetup, ToolSimulator, open_groups

@@ -23,15 +23,15 @@ from ..data.corpus import CorpusResult
 from ..data.example import QAExample
 from ..errors import DataError
 from ..eval.config import RetrievalEnvConfig
-from ..synth.evidence import EvidenceKB
-from ..synth.retrieval import Passage as IndexedPassage
-from ..synth.retrieval import PassageIndex
-from ..synth.schemas import error_observation
-from ..synth.text import loose_key, norm_key
-from ..synth.toolactor import ToolState, precheck, remember
-from ..synth.toolmaker import ToolSet
-from ..synth.utility_tools import OPEN_PAGE, SEARCH
 from ..toolspec import ToolRegistry
+from .evidence import EvidenceKB
+from .retrieval import Passage as IndexedPassage
+from .retrieval import PassageIndex
+from .schemas import error_observation
+from .text import loose_key, norm_key
+from .toolactor import ToolState, precheck, remember
+from .toolmaker import ToolSet
+from .utility_tools import OPEN_PAGE, SEARCH
 
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 MAX_TOP_K = 10  # the bound `search` declares

@@ -7,11 +7,11 @@ from functools import partial
 from typing import Any
 
 from ..data.example import QAExample
-from ..synth.evidence import build_kb
-from ..synth.toolactor import ToolActor
-from ..synth.toolmaker import ToolMaker
+from .evidence import build_kb
 from .protocol import EpisodeSetup
 from .retrieval_env import CorpusIndex, RetrievalActor, RetrievalEnvConfig, retrieval_toolset
+from .toolactor import ToolActor
+from .toolmaker import ToolMaker
 
 
 class ActorSimulator:

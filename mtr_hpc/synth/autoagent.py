@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..sim.toolactor import ToolActor, ToolState
 from ..toolspec import openai_view
 from ..trace.model import Trace
 from ..trace.parser import parse_turn
 from .config import AutoAgentConfig
 from .narrate import conclusion, describe
 from .plans import make_plan
-from .toolactor import ToolActor, ToolState
 
 SYSTEM_PROMPT = (
     "You answer questions by reasoning step by step and calling tools. In every turn first think inside "

@@ -9,37 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-@dataclass
-class ToolMakerConfig:
-    backend: Literal["template", "llm"] = "template"
-    # `dataset` trusts the benchmark's qtype where it has one and falls back to rules.
-    classifier: Literal["dataset", "rules", "llm"] = "dataset"
-    utility_tools: list[str] = field(default_factory=lambda: ["search", "open_page", "compare"])
-    # Times an `llm` interface that fails validation is re-requested before the template is used.
-    llm_retries: int = 2
-    max_tokens: int = 512
-    temperature: float = 0.0
-
-
-@dataclass
-class ToolActorConfig:
-    backend: Literal["grounded", "llm"] = "grounded"
-    # Three passages, as Search-R1 retrieves: each one costs every later turn its tokens.
-    search_top_k: int = 3
-    # Passages of other examples mixed into each example's search corpus as distractors.
-    n_distractors: int = 4
-    snippet_sentences: int = 2
-    # `llm`: the example's evidence is shown to the simulator as a hint.
-    evidence_hint: bool = True
-    llm_retries: int = 2
-    max_tokens: int = 384
-    temperature: float = 0.0
-    # Replay cache file (JSONL); empty keeps the cache in memory only.
-    cache_path: str = ""
-    # Skip per-call validation of grounded observations of template tools (built in their exact shape;
-    # `validate_trace` still checks every observation of a kept trace).
-    trust_templates: bool = True
+from ..sim.config import ToolActorConfig, ToolMakerConfig
 
 
 @dataclass

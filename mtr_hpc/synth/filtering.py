@@ -20,18 +20,18 @@ from typing import Any
 from ..data.example import QAExample
 from ..llm.protocol import LLMError
 from ..metrics import normalize_answer, score_example
+from ..sim.drive import drive
+from ..sim.evidence import build_kb
+from ..sim.retrieval import DistractorPool
+from ..sim.sim_cache import SimCache
+from ..sim.tool_library import ToolLibrary
+from ..sim.toolactor import ToolActor
+from ..sim.toolmaker import ToolMaker
 from ..toolspec import ToolRegistry
 from ..trace.model import Trace
 from ..trace.validator import validate_trace
 from .autoagent import SYSTEM_PROMPT, AutoAgent, TraceBuilder
 from .config import FilterConfig, SynthConfig
-from .drive import drive
-from .evidence import build_kb
-from .retrieval import DistractorPool
-from .sim_cache import SimCache
-from .tool_library import ToolLibrary
-from .toolactor import ToolActor
-from .toolmaker import ToolMaker
 
 
 @dataclass

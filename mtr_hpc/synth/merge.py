@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import DataError, MtrError
 from ..io import atomic_write, iter_jsonl, read_json
 from ..rundir import write_manifest
-from .tool_library import ToolLibrary
+from ..sim.tool_library import ToolLibrary
 
 
 class MergeError(MtrError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .evidence import EvidenceKB
-from .text import token_set, tokens
+from ..sim.evidence import EvidenceKB
+from ..sim.text import token_set, tokens
 
 MAX_QUOTE = 160
 _RELATION_WORDS = {

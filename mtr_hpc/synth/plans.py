@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.example import QAExample
+from ..sim.classify import TaskType
+from ..sim.evidence import EvidenceKB
+from ..sim.text import loose_key, norm_key, search_query
+from ..sim.toolmaker import ToolSet
 from ..toolspec.spec import parameters_schema
-from .classify import TaskType
-from .evidence import EvidenceKB
-from .text import loose_key, norm_key, search_query
-from .toolmaker import ToolSet
 
 _EARLIER = re.compile(r"\b(first|earlier|earliest|older|oldest|before|sooner)\b", re.I)
 _LATER = re.compile(r"\b(later|latest|last|younger|youngest|after|most recent(ly)?|more recent(ly)?)\b", re.I)

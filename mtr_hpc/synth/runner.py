@@ -36,16 +36,16 @@ from ..data.example import example_key
 from ..data.splits import select_part
 from ..io import atomic_write, atomic_write_json, read_json
 from ..rundir import prepare_run_dir, versions
+from ..sim.evidence import build_kb
+from ..sim.retrieval import DistractorPool
+from ..sim.tool_library import ToolLibrary
 from ..trace.model import Trace
 from .autoagent import SYSTEM_PROMPT, TraceBuilder
 from .config import SynthConfig
-from .evidence import build_kb
 from .filtering import SynthAgents, Verdict, asynthesize_example
 from .merge import dumps_line, summarize
-from .retrieval import DistractorPool
 from .run_config import IDENTITY_IGNORE, SAMPLE_SOURCE, SynthRunConfig
 from .shards import Journal, ShardCache, ShardPaths, ShardSpec
-from .tool_library import ToolLibrary
 
 
 @dataclasses.dataclass
@@ -189,7 +189,7 @@ class ShardRunner:
         return self._finalize(time.perf_counter() - t0, len(todo))
 
     def _synth_sync(self, ex: QAExample) -> tuple[Trace, Verdict]:
-        from .drive import drive
+        from ..sim.drive import drive
 
         try:
             return drive(asynthesize_example(ex, self.agent_cfgs[ex.benchmark], self.agents[ex.benchmark]))

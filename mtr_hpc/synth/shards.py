@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .sim_cache import SimCache
+from ..sim.sim_cache import SimCache
 
 
 def shard_of(key: str, num_shards: int) -> int:

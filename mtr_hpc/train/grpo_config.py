@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..models.config import ModelConfig
 from ..reward import RewardConfig
 from ..rollout.env import EnvConfig
-from ..synth.config import ToolActorConfig, ToolMakerConfig
+from ..sim.config import ToolActorConfig, ToolMakerConfig
 from ..tracking import WandbConfig
 from .seams.base import OptimConfig
 

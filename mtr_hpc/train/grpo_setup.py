@@ -72,7 +72,9 @@ def build_simulator(cfg: GRPOConfig, run_dir: Path):
     """The ToolMaker's tools answered by the ToolActor, with a replay cache in the run dir (a resumed
     run replays the observations it has seen)."""
     from ..sim import ActorSimulator
-    from ..synth import SimCache, ToolActor, ToolMaker
+    from ..sim.sim_cache import SimCache
+    from ..sim.toolactor import ToolActor
+    from ..sim.toolmaker import ToolMaker
 
     if cfg.toolactor.backend == "llm":
         raise ConfigError(
