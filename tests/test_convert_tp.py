@@ -13,6 +13,9 @@ from mtr_hpc.models.convert import Layout, hf_to_megatron, megatron_to_hf
 from mtr_hpc.models.tiny import tiny_hf_config, tiny_hf_model
 from mtr_hpc.models.verify import megatron_logits, states_equal
 
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def test_qkv_shards_hold_whole_query_groups():
     model = tiny_hf_model(model_type="llama", tied=True, num_heads=4, num_kv_heads=2)

@@ -57,6 +57,7 @@ def _run_file(stage_dir: Path) -> Path:
     return files[-1]
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_end_to_end_with_offline_wandb(tmp_path, monkeypatch):
     from mtr_hpc.models.registry import cache_dir
 

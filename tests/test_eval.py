@@ -188,6 +188,7 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
             assert scored["by_type"] == cell["by_type"]
 
 
+@pytest.mark.slow
 def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_data):
     out = tmp_path / "run"
     train_run = tmp_path / "sft-run"

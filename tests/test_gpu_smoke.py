@@ -6,6 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def test_gpu_smoke_cpu_mode_passes_and_writes_its_json(repo_root, tmp_path):
     out = tmp_path / "smoke.json"

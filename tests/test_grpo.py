@@ -154,6 +154,7 @@ def _grpo_worker(rank, world, out, extra):
 @pytest.mark.parametrize(
     "extra", [[], ["algo.prompts_per_step=1", "algo.group_size=3"]], ids=["even", "empty-share"]
 )
+@pytest.mark.slow
 def test_two_data_parallel_ranks_give_the_single_rank_run(tmp_path, extra):
     from _dist import run_distributed
 

@@ -143,6 +143,7 @@ def _tp_worker(rank, world, full, labels, temperature):
     return lp.tolist(), ent.tolist(), shard.grad.tolist()
 
 
+@pytest.mark.slow
 def test_vocab_parallel_tp2_matches_full_vocab():
     torch.manual_seed(3)
     full, labels, temperature = torch.randn(2, 3, 16) * 3, torch.randint(0, 16, (2, 3)), 0.8

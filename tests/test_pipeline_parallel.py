@@ -14,6 +14,9 @@ from mtr_hpc.models.config import arch_from_hf
 from mtr_hpc.models.convert import Layout, hf_to_megatron, iter_rule_names
 from mtr_hpc.models.tiny import save_tiny_hf_model, tiny_hf_config
 
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def test_stage_tables_split_the_model():
     arch = arch_from_hf(tiny_hf_config(model_type="qwen2", tied=True, num_layers=4))

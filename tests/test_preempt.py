@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 import torch
 from _dist import run_distributed
+
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
 
 
 def _agree(rank, world):

@@ -67,6 +67,7 @@ def _hf_greedy(model, prompts: list[list[int]], max_new: int, pad_id: int) -> li
 # -- real SmolLM2 -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smollm2_greedy_matches_hf_generate_and_logprobs_match_a_full_forward(smol):
     tok = smol.tokenizer
     questions = ["Hi", "What is 2+2?", "Name the capital of France and say why in one sentence."]
@@ -461,6 +462,7 @@ def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generatin
             engine.generate([[1]], SamplingParams(max_new_tokens=1))
 
 
+@pytest.mark.slow
 def test_vllm_engine_joins_the_torch_world_through_the_external_launcher(monkeypatch):
     from _dist import run_distributed
 

@@ -250,6 +250,7 @@ def _dp_worker(rank, world):
     return loss, tokens, len(reports), {k: v.numpy() for k, v in _grads(model).items()}
 
 
+@pytest.mark.slow
 def test_a_data_parallel_rank_with_an_empty_slice_joins_the_step():
     import numpy as np
 

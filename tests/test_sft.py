@@ -42,6 +42,7 @@ def _losses(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["sft/loss"]) for r in read_metrics(run)]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, trace_file):
     from mtr_hpc.train.sft import run_sft
 

@@ -10,6 +10,9 @@ from _traces import hotpot_traces
 from mtr_hpc.trace.io import write_traces
 from mtr_hpc.tracking import read_metrics
 
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def _train(rank: int, world: int, out: str, traces: str, extra: list[str]) -> list[float]:
     from mtr_hpc.config import load_config

@@ -14,6 +14,9 @@ import submitit
 from slurm_fixture import SCRIPT, SlurmCluster, load_cluster_tool, start_session_cluster
 from submitit.slurm.slurm import SlurmInfoWatcher
 
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def processes_mentioning(path: Path) -> list[int]:
     """Live (non-zombie) processes whose command line names `path`."""

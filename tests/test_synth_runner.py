@@ -92,6 +92,7 @@ def test_slurm_array_env_gives_zero_based_shard():
         ShardSpec(4, 4)
 
 
+@pytest.mark.slow
 def test_demo_config_keeps_valid_traces_for_every_benchmark_and_rerun_is_noop(repo_root, tmp_path):
     out = tmp_path / "run"
     cfg = demo_cfg(repo_root, out, "num_shards=2")
@@ -126,6 +127,7 @@ def _journal_lines(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_equals_uninterrupted_run(repo_root, tmp_path):
     overrides = ["limit=6", "example_delay_s=0.08"]
     ref = tmp_path / "ref"

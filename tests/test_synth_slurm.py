@@ -21,6 +21,9 @@ from mtr_hpc.synth.shards import ShardSpec
 from mtr_hpc.trace.io import trace_from_dict
 from mtr_hpc.trace.validator import validate_trace
 
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 LIMIT = "limit=3"
 SHARDS = 4
 

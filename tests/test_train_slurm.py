@@ -13,6 +13,9 @@ from _traces import hotpot_traces
 from mtr_hpc.trace.io import write_traces
 from mtr_hpc.tracking import read_metrics
 
+# Multi-second tests (real clusters, several ranks or real models): out of `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 TINY = ["model.hf=configs/models/tiny-llama", "export_hf=false", "wandb.mode=disabled"]
 
 
