@@ -109,7 +109,8 @@ class TransformersClient:
         self.name = name or model
         self.device = device
         # The checkpoint's own precision unless told otherwise, as transformers loads a model.
-        self.dtype = _DTYPES.get(dtype or "auto", dtype or "auto")
+        dtype = dtype or "auto"
+        self.dtype = _DTYPES.get(dtype, dtype)
         self.max_batch = max_batch
         self.strict_json = strict_json
         self.num_threads = num_threads
