@@ -9,19 +9,17 @@ import sys
 
 import jsonschema
 import pytest
+from _fake_vllm import install_fake_vllm
 
 from mtr_hpc.errors import MissingDependencyError, MtrError
 from mtr_hpc.llm import LLMClient, make_client
 from mtr_hpc.llm.fake import EchoClient, ScriptedClient, schema_instance
+from mtr_hpc.llm.json_output import check_schema_output, extract_json, with_schema_instruction
 from mtr_hpc.llm.openai_http import OpenAIHTTPClient, RetryPolicy, parse_completion
 from mtr_hpc.llm.protocol import ChatRequest, ChatResponse, InvalidRequestError, LLMError
 from mtr_hpc.llm.server import request_from_body
-from mtr_hpc.llm.transformers_client import (
-    TransformersClient,
-    check_schema_output,
-    extract_json,
-    with_schema_instruction,
-)
+from mtr_hpc.llm.transformers_client import TransformersClient
+from mtr_hpc.llm.vllm_client import VLLMClient
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -172,6 +170,46 @@ def test_vllm_absent_gives_missing_dependency(monkeypatch):
         and "vLLM offline" in str(err.value)
         and "pip install vllm" in str(err.value)
     )
+
+
+def test_vllm_client_is_the_chat_adapter_over_the_vllm_engine(monkeypatch):
+    """Chat rendering, structured outputs, end-of-sequence and stop handling, through the engine."""
+    import torch
+
+    from mtr_hpc.models.registry import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    answers = iter(['{"n": 4}', "four. STOP and more", '{"n": 4'])
+
+    def reply(prompt: list[int]) -> list[int]:
+        return tok(next(answers), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+    log: list = []
+    install_fake_vllm(monkeypatch, log, reply)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # restored after the test; the engine sets it
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    client = make_client("vllm", "smollm2-135m", max_model_len=2048)
+    assert isinstance(client, VLLMClient) and isinstance(client, LLMClient)
+    built = log[0][1]
+    assert built["enable_sleep_mode"] is False and built["max_model_len"] == 2048
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    reqs = [
+        ChatRequest(MSGS, json_schema=schema, seed=3),
+        ChatRequest(MSGS, stop=["STOP"], temperature=0.0),
+        ChatRequest(MSGS, json_schema=schema),
+    ]
+    out = asyncio.run(client.chat_many(reqs))
+    (_, prompts, params) = next(e for e in log if e[0] == "requests")
+    chat = tok.apply_chat_template(MSGS, add_generation_prompt=True, tokenize=False)
+    # The engine constrains decoding, so the prompt carries no schema instruction.
+    assert prompts[0] == tok(chat, add_special_tokens=False)["input_ids"] == prompts[1]
+    assert params[0]["structured_outputs"].json == schema and params[0]["seed"] == 3
+    assert "structured_outputs" not in params[1] and params[1]["stop"] == ["STOP"]
+    assert out[0].text == '{"n": 4}' and out[0].finish_reason == "stop"
+    assert out[0].usage["completion_tokens"] == len(tok('{"n": 4}', add_special_tokens=False)["input_ids"])
+    assert out[1].text == "four. " and out[1].finish_reason == "stop"
+    assert isinstance(out[2], LLMError) and out[2].kind == "bad_response" and out[2].retryable
 
 
 def test_make_client_rejects_unknown_backend():

@@ -1,7 +1,8 @@
 """LLM clients behind one protocol (`LLMClient`), and the OpenAI-compatible server behind `mtr serve`.
 
 Backends: `OpenAIHTTPClient` (any OpenAI-compatible endpoint), `TransformersClient` (local, the
-embedded default), `VLLMClient` (vLLM offline, GPU), and the model-free `EchoClient` / `ScriptedClient`.
+embedded default) and `VLLMClient` (vLLM offline, GPU), both the one adapter over a rollout engine
+(`engine_client.py`), and the model-free `EchoClient` / `ScriptedClient`.
 Importing this package imports no HTTP or inference library; each backend imports its own when used.
 """
 

@@ -33,6 +33,8 @@ class ManagedEngine:
     vocab_size: int
     # True when `_sleep` throws the weights away (then only `update_weights` makes them valid again).
     sleep_discards_weights: bool = False
+    # True when the engine can constrain decoding to `SamplingParams.json_schema`.
+    supports_json_schema: bool = False
 
     def __init__(self) -> None:
         self._weights_awake = True
@@ -63,6 +65,11 @@ class ManagedEngine:
         """Check the request, wake what is asleep; the validated per-prompt settings."""
         check_prompts(prompts, self.vocab_size)
         plist = per_request_params(params, len(prompts))
+        if not self.supports_json_schema and any(p.json_schema is not None for p in plist):
+            raise MtrError(
+                f"{type(self).__name__} cannot constrain decoding to a JSON Schema; put the schema in "
+                "the prompt and validate the answer (as the transformers chat client does)"
+            )
         self._ensure_weights()
         if not self._weights_valid:
             raise MtrError(

@@ -24,7 +24,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class SamplingParams:
-    """Per-request sampling settings. `temperature == 0` is greedy; `top_k == 0` disables top-k."""
+    """Per-request sampling settings. `temperature == 0` is greedy; `top_k == 0` disables top-k.
+
+    `json_schema` constrains the output to instances of that JSON Schema; only an engine with
+    `supports_json_schema` (vLLM's structured outputs) accepts it.
+    """
 
     max_new_tokens: int = 512
     temperature: float = 1.0
@@ -33,6 +37,7 @@ class SamplingParams:
     seed: int | None = None
     stop_strings: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    json_schema: dict | None = None
 
     def validate(self) -> SamplingParams:
         """`self`, or a `ConfigError` naming the bad field."""
@@ -52,6 +57,10 @@ class SamplingParams:
         for t in self.stop_token_ids:
             if not isinstance(t, int) or t < 0:
                 raise ConfigError("stop_token_ids", f"entries must be token ids >= 0, got {t!r}")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise ConfigError(
+                "json_schema", f"must be a JSON Schema object, got {type(self.json_schema).__name__}"
+            )
         return self
 
 

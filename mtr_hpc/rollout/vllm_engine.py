@@ -7,6 +7,7 @@ here runs on the CPU path. The engine uses vLLM's offline API (checked against v
 
 - generation: `LLM.generate([TokensPrompt(prompt_token_ids=...)], [SamplingParams(..., logprobs=0)])`
   gives back the sampled ids and each sampled token's logprob (`logprobs=0`: the sampled token only);
+  a request's `json_schema` becomes vLLM's structured outputs (`_structured_kwargs`);
 - weight sync: `LLM.apply_model(fn)` runs `fn(model)` on the model inside the worker, and `fn` calls the
   model's own `load_weights(weights=[(hf_name, tensor), ...])`, which takes Hugging Face names and fuses
   q/k/v and gate/up itself. Tensors go in buckets of about `bucket_bytes`, so a 7B push never needs a
@@ -57,6 +58,8 @@ class VLLMRolloutEngine(ManagedEngine):
     `sleep_level` 1 keeps a host copy of the weights while asleep (pinned memory of the model's size);
     2 discards them, which is cheaper when every wake is followed by a full weight push, as in GRPO.
     """
+
+    supports_json_schema = True  # through vLLM's structured outputs
 
     def __init__(
         self,
@@ -121,6 +124,7 @@ class VLLMRolloutEngine(ManagedEngine):
             include_stop_str_in_output=True,
             skip_special_tokens=False,
             logprobs=0,
+            **(_structured_kwargs(p.json_schema) if p.json_schema is not None else {}),
         )
 
     def _load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
@@ -193,6 +197,16 @@ def _generation(request_output) -> Generation:
     if comp.finish_reason == "stop" and stop is None and ids:
         stop = ids[-1]  # vLLM reports the end-of-sequence token as no reason; name it like HF does
     return Generation(ids, logprobs, comp.finish_reason, stop)
+
+
+def _structured_kwargs(schema: dict) -> dict[str, Any]:
+    """The `SamplingParams` keyword that constrains output to `schema`, for the installed vLLM:
+    `structured_outputs=StructuredOutputsParams(json=...)` from 0.12 on, `guided_decoding=
+    GuidedDecodingParams(json=...)` before (both in `vllm/sampling_params.py`)."""
+    params = require("vllm.sampling_params", "vLLM structured outputs", _HINT)
+    if hasattr(params, "StructuredOutputsParams"):
+        return {"structured_outputs": params.StructuredOutputsParams(json=schema)}
+    return {"guided_decoding": params.GuidedDecodingParams(json=schema)}
 
 
 def _engine_accepts(vllm, field: str) -> bool:
