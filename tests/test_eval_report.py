@@ -21,6 +21,7 @@ from mtr_hpc.eval.config import (
 from mtr_hpc.eval.journal import PredictionJournal
 from mtr_hpc.eval.plots import curve_keys, plot_scores, plot_training_curves
 from mtr_hpc.eval.report import build_results, find_cell, render_report
+from mtr_hpc.llm.config import LLMConfig
 from mtr_hpc.sim import RetrievalSimulator
 from mtr_hpc.sim.retrieval_env import CorpusIndex, split_sentences
 from mtr_hpc.toolspec import ToolRegistry
@@ -213,7 +214,7 @@ def test_validate_config():
         (dict(models=[ModelSpec("a/b", "x")]), r"models\[0\].name"),
         (dict(modes=["direct", "react"]), r"modes\[1\]"),
         (dict(envs=["retrieval"], retrieval=RetrievalEnvConfig(corpus="")), "retrieval.corpus"),
-        (dict(envs=["grounded", "llm"]), "llm.base_url"),
+        (dict(envs=["grounded", "llm"], llm=LLMConfig(backend="openai")), "llm.base_url"),
         (dict(envs=[]), "envs"),
         (dict(envs=["grounded", "web"]), r"envs\[1\]"),
         (dict(envs=["grounded", "grounded"]), r"envs\[1\]"),

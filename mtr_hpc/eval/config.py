@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import ConfigError
+from ..llm.config import LLMConfig
 from ..tracking import WandbConfig
 
 MODES = ("direct", "tools")
@@ -58,16 +59,6 @@ class RetrievalEnvConfig:
 
 
 @dataclass
-class LLMEnvConfig:
-    """The `llm` environment: a ToolActor endpoint (OpenAI-compatible, e.g. `mtr serve` or vLLM)."""
-
-    base_url: str = ""
-    model: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
-
-
-@dataclass
 class GenerationConfig:
     max_turns: int = 6
     max_new_tokens: int = 256  # per assistant turn
@@ -89,7 +80,9 @@ class EvalConfig:
     # The tool environments of `tools` mode, each its own row of the tables (see `settings`).
     envs: list[str] = field(default_factory=lambda: ["grounded"])
     retrieval: RetrievalEnvConfig = field(default_factory=RetrievalEnvConfig)
-    llm: LLMEnvConfig = field(default_factory=LLMEnvConfig)
+    # The model that plays the tools of the `llm` environment: in process by default (SmolLM2 on a CPU),
+    # or an OpenAI-compatible endpoint (`mtr serve`, `vllm serve`) with `backend: openai`.
+    llm: LLMConfig = field(default_factory=lambda: LLMConfig(backend="transformers", model="smollm2-135m"))
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     batch_size: int = 8  # requests the engine decodes at once (the transformers engine's slots)
     device: str = "cpu"
@@ -144,7 +137,7 @@ def validate_config(cfg: EvalConfig) -> EvalConfig:
             raise ConfigError("envs", f"tools mode needs at least one of {ENVS}")
         if "retrieval" in cfg.envs and not cfg.retrieval.corpus:
             raise ConfigError("retrieval.corpus", "the retrieval environment needs a passage corpus file")
-        if "llm" in cfg.envs and not cfg.llm.base_url:
+        if "llm" in cfg.envs and cfg.llm.backend == "openai" and not cfg.llm.base_url:
             raise ConfigError("llm.base_url", "the llm environment needs the ToolActor endpoint's base_url")
     if cfg.retrieval.top_k < 1:
         raise ConfigError("retrieval.top_k", f"must be >= 1, got {cfg.retrieval.top_k}")

@@ -2,11 +2,14 @@
 
 - `grounded`: the synthesis pipeline's own tools (ToolMaker templates) answered by the grounded
   ToolActor, with distractors drawn from the benchmark's other questions: the tools seen in training.
-- `llm`: the same tools, observations played by a model behind an OpenAI-compatible endpoint.
+- `llm`: the same tools, observations played by a model (`EvalConfig.llm`): in process, or behind an
+  OpenAI-compatible endpoint. One client serves every benchmark of a run.
 - `retrieval`: `search` / `open_page` answered from a real BM25 index over a passage corpus.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ..data.example import QAExample
 from ..sim import ActorSimulator, RetrievalSimulator, ToolSimulator
@@ -15,9 +18,14 @@ from .config import EvalConfig
 
 
 def build_simulator(
-    kind: str, cfg: EvalConfig, examples: list[QAExample], corpus: CorpusIndex | None = None
+    kind: str,
+    cfg: EvalConfig,
+    examples: list[QAExample],
+    corpus: CorpusIndex | None = None,
+    tool_llm: Any = None,
 ) -> ToolSimulator:
-    """The simulator of environment `kind` for the questions of one benchmark (`examples`)."""
+    """The simulator of environment `kind` for the questions of one benchmark (`examples`); `tool_llm`
+    is the client of the `llm` environment (built from `cfg.llm` when not given)."""
     from ..sim.config import ToolActorConfig
     from ..sim.evidence import build_kb
     from ..sim.retrieval import DistractorPool
@@ -31,13 +39,5 @@ def build_simulator(
     if kind == "grounded":
         pool = DistractorPool.from_kbs([build_kb(ex) for ex in examples])
         return ActorSimulator(ToolMaker(), ToolActor(ToolActorConfig(), pool=pool))
-    from ..llm import make_client
-
-    client = make_client(
-        "openai",
-        cfg.llm.model,
-        base_url=cfg.llm.base_url,
-        api_key_env=cfg.llm.api_key_env,
-        concurrency=cfg.llm.concurrency,
-    )
+    client = tool_llm if tool_llm is not None else cfg.llm.client()
     return ActorSimulator(ToolMaker(), ToolActor(ToolActorConfig(backend="llm"), llm=client))

@@ -74,7 +74,9 @@ class _Runner:
     Tools are listed in the format the model was trained with (its directory records it,
     `trace.chat_format`)."""
 
-    def __init__(self, plan: EvalPlan, engine: Any, tokenizer: Any, tools_format: str = "json"):
+    def __init__(
+        self, plan: EvalPlan, engine: Any, tokenizer: Any, tools_format: str = "json", tool_llm: Any = None
+    ):
         from ..trace.render import ChatRenderer
 
         self.plan = plan
@@ -83,6 +85,7 @@ class _Runner:
         self.tools_renderer = ChatRenderer(tokenizer, tools_format=tools_format)
         self.simulators: dict[tuple[str, str], ToolSimulator] = {}
         self._env_cfg: Any = None
+        self.tool_llm = tool_llm
 
     def env_cfg(self) -> Any:
         if self._env_cfg is None:
@@ -102,7 +105,9 @@ class _Runner:
         """Built once per environment and benchmark; its actor and caches live for the whole run."""
         if (kind, bench) not in self.simulators:
             plan = self.plan
-            self.simulators[kind, bench] = build_simulator(kind, plan.cfg, plan.examples[bench], plan.corpus)
+            self.simulators[kind, bench] = build_simulator(
+                kind, plan.cfg, plan.examples[bench], plan.corpus, self.tool_llm
+            )
         return self.simulators[kind, bench]
 
     def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
@@ -117,7 +122,12 @@ class _Runner:
 
 
 def _evaluate_model(
-    plan: EvalPlan, source: ModelSource, run_dir: Path, journal: PredictionJournal, factory: EngineFactory
+    plan: EvalPlan,
+    source: ModelSource,
+    run_dir: Path,
+    journal: PredictionJournal,
+    factory: EngineFactory,
+    tool_llm: Any,
 ) -> int:
     from tqdm import tqdm
 
@@ -126,7 +136,7 @@ def _evaluate_model(
         return 0
     model_dir = hf_dir_for(source, run_dir)
     engine, tokenizer = factory(model_dir, plan.cfg)
-    runner = _Runner(plan, engine, tokenizer, read_tools_format(model_dir))
+    runner = _Runner(plan, engine, tokenizer, read_tools_format(model_dir), tool_llm)
     with tqdm(total=len(jobs), desc=f"eval {source.name}", unit="q", disable=not plan.cfg.progress) as bar:
 
         def record(rec: dict[str, Any]) -> None:
@@ -151,8 +161,11 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
     journal = PredictionJournal(run_dir / "predictions.jsonl")
     resumed = len(journal)
     answered = 0
+    # One model plays the tools of the `llm` environment for every model and benchmark (an in-process
+    # one loads on its first request, so a run that has nothing left to answer never loads it).
+    tool_llm = cfg.llm.client() if ("tools", "llm") in settings(cfg) else None
     for source in plan.models:
-        answered += _evaluate_model(plan, source, run_dir, journal, engine_factory or hf_engine)
+        answered += _evaluate_model(plan, source, run_dir, journal, engine_factory or hf_engine, tool_llm)
     results = build_results(
         [m.name for m in plan.models],
         [setting_label(mode, env) for mode, env in settings(cfg)],

@@ -39,9 +39,10 @@ def last_user_text(messages: Sequence[dict]) -> str:
 def schema_instance(schema: Any, depth: int = 0) -> Any:
     """A small deterministic value valid for common JSON Schemas.
 
-    Covers type, enum, const, default, examples, required/properties, items/minItems, min/max,
-    minLength, anyOf/oneOf (first branch) and allOf (merged). `pattern`, `format` and `$ref` are not
-    interpreted, so schemas relying on them may get an invalid instance.
+    Covers type, enum, const, default, examples, required/properties (an object with a `required`
+    list gets exactly those properties), items/minItems, min/max, minLength, anyOf/oneOf (the first
+    branch, merged into the schema around it) and allOf (merged). `pattern`, `format` and `$ref` are
+    not interpreted, so schemas relying on them may get an invalid instance.
     """
     if not isinstance(schema, dict) or depth > _MAX_DEPTH:
         return None
@@ -54,7 +55,12 @@ def schema_instance(schema: Any, depth: int = 0) -> Any:
         return schema["examples"][0]
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list) and schema[key]:
-            return schema_instance(schema[key][0], depth + 1)
+            branch = schema[key][0]
+            if isinstance(branch, dict) and "required" in branch and "type" not in branch:
+                # `{properties, anyOf: [{required: [...]}, ...]}`: the branch constrains the object around it.
+                rest = {k: v for k, v in schema.items() if k != key}
+                return schema_instance({**rest, "allOf": [branch, *rest.get("allOf", [])]}, depth + 1)
+            return schema_instance(branch, depth + 1)
     if isinstance(schema.get("allOf"), list):
         merged: dict = {k: v for k, v in schema.items() if k != "allOf"}
         for part in schema["allOf"]:
@@ -74,6 +80,9 @@ def schema_instance(schema: Any, depth: int = 0) -> Any:
 def _typed_instance(typ: str, schema: dict, depth: int) -> Any:
     if typ == "object":
         props = schema.get("properties") or {}
+        required = schema.get("required")
+        if isinstance(required, list) and required:
+            props = {name: props.get(name, {}) for name in required}
         return {name: schema_instance(sub, depth + 1) for name, sub in props.items()}
     if typ == "array":
         n = int(schema.get("minItems", 1 if schema.get("items") else 0))

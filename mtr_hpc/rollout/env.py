@@ -19,7 +19,9 @@ and ends the episode at:
 - observations that would leave no room for another sampled token (`max_tokens`; not appended).
 
 Otherwise each call goes to the episode's simulator and `render_observations(tool messages)` is
-appended with loss mask 0. An episode always ends right after one of its sampled turns, so its token
+appended with loss mask 0. When a simulator batches its answers (a model playing the tools,
+`EpisodeSetup.batch`), episodes run in turn rounds instead of continuously, and each round's calls are
+answered together. An episode always ends right after one of its sampled turns, so its token
 ids are the renderer's layout of its messages (see `episode.check_drift`). `max_tokens` bounds the
 whole sequence, prompt included: the length the trainer sees.
 """
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, RunFailure
-from ..sim.protocol import EpisodeSetup
+from ..sim.protocol import EpisodeSetup, answer_round
 from ..synth.autoagent import SYSTEM_PROMPT
 from ..trace.parser import ToolCall, parse_turn
 from ..trace.render import IM_END
@@ -95,6 +97,7 @@ class _Runner:
             [0.0] * len(prompt),
             len(prompt),
         )
+        self._pending: list[tuple[str, ToolCall]] = []
         if self.room() < 1:
             self.ep.finish = "max_tokens"
 
@@ -105,7 +108,28 @@ class _Runner:
         self.ep.finish, self.ep.error = finish, error
 
     # ---- one sampled turn ---------------------------------------------------------------------------
-    def consume(self, gen: Generation) -> None:
+    def consume(self, gen: Generation) -> list[tuple[str, ToolCall]]:
+        """Take one sampled turn; the calls to answer (`observe`) before the next turn, or [] when the
+        episode ended."""
+        self._turn(gen)
+        return self._pending if self.ep.finish is None else []
+
+    def observe(self, calls: list[tuple[str, ToolCall]], observations: list[Any]) -> None:
+        """Append the observations of the calls `consume` returned (or end at the token budget)."""
+        ep = self.ep
+        tool_msgs = [
+            {"role": "tool", "tool_call_id": i, "content": _dumps(obs)}
+            for (i, _), obs in zip(calls, observations, strict=True)
+        ]
+        obs_ids = self.renderer.render_observations(tool_msgs)
+        if len(ep.token_ids) + len(obs_ids) >= self.cfg.max_tokens:
+            return self.end("max_tokens")
+        ep.messages += tool_msgs
+        ep.token_ids += obs_ids
+        ep.loss_mask += [0] * len(obs_ids)
+        ep.engine_logprobs += [0.0] * len(obs_ids)
+
+    def _turn(self, gen: Generation) -> None:
         ep, eot = self.ep, self.renderer.end_of_turn_id
         ids, lps = list(gen.token_ids), [float(x) for x in gen.logprobs]
         if len(ids) != len(lps) or not ids:
@@ -145,6 +169,7 @@ class _Runner:
 
     def _call_turn(self, text: str, calls: list[ToolCall]) -> None:
         ep = self.ep
+        self._pending = []
         content = text[: text.find("<tool_call>")]
         # The renderer joins content and calls with "\n": drop exactly that one.
         content = content[:-1] if content.endswith("\n") else content
@@ -170,17 +195,7 @@ class _Runner:
             return self.end("parse_error", problems[0])
         if ep.turns >= self.cfg.max_turns:
             return self.end("max_turns")
-        tool_msgs = [
-            {"role": "tool", "tool_call_id": i, "content": _dumps(self.setup.call(c.name, c.arguments))}
-            for i, c in zip(ids, calls, strict=True)
-        ]
-        obs_ids = self.renderer.render_observations(tool_msgs)
-        if len(ep.token_ids) + len(obs_ids) >= self.cfg.max_tokens:
-            return self.end("max_tokens")
-        ep.messages += tool_msgs
-        ep.token_ids += obs_ids
-        ep.loss_mask += [0] * len(obs_ids)
-        ep.engine_logprobs += [0.0] * len(obs_ids)
+        self._pending = list(zip(ids, calls, strict=True))
 
     def _call_problem(self, call: ToolCall) -> str | None:
         if call.name not in self.registry:
@@ -230,16 +245,23 @@ def run_episodes(
             if r.ep.finish is not None:  # a prompt already over the budget
                 on_finished(r.index, r.ep)
 
+    def finished(runner: _Runner) -> bool:
+        if runner.ep.finish is not None and on_finished is not None:
+            on_finished(runner.index, runner.ep)
+        return runner.ep.finish is not None
+
     def follow_up(i: int, gen: Generation) -> tuple[list[int], SamplingParams] | None:
         runner = active[i]
-        runner.consume(gen)
-        if runner.ep.finish is not None:
-            if on_finished is not None:
-                on_finished(runner.index, runner.ep)
+        calls = runner.consume(gen)
+        if calls:
+            runner.observe(calls, [runner.setup.call(c.name, c.arguments) for _, c in calls])
+        if finished(runner):
             return None
         return runner.ep.token_ids, _turn_params(params, runner, eot)
 
-    if active:
+    if active and any(s.batch is not None for s in setups):
+        _run_rounds(engine, active, params, eot, finished)
+    elif active:
         generate_continuous(
             engine,
             [r.ep.token_ids for r in active],
@@ -247,3 +269,24 @@ def run_episodes(
             follow_up,
         )
     return [r.ep for r in runners]
+
+
+def _run_rounds(
+    engine, active: list[_Runner], params: SamplingParams, eot: int, finished: Callable[[_Runner], bool]
+) -> None:
+    """Turn rounds: every active episode samples its next turn, then the calls of the whole round are
+    answered together (`sim.answer_round`), for simulators that batch their answers (a model playing
+    the tools). Continuous batching would instead ask the simulator one episode at a time."""
+    while active:
+        gens = engine.generate(
+            [r.ep.token_ids for r in active], [_turn_params(params, r, eot) for r in active]
+        )
+        if len(gens) != len(active):
+            raise RunFailure(f"engine returned {len(gens)} generations for {len(active)} prompts")
+        pending = [(r, r.consume(g)) for r, g in zip(active, gens, strict=True)]
+        requests = [(r.setup, c.name, c.arguments) for r, calls in pending for _, c in calls]
+        answers = iter(answer_round(requests))
+        for r, calls in pending:
+            if calls:
+                r.observe(calls, [next(answers) for _ in calls])
+        active = [r for r in active if not finished(r)]

@@ -16,7 +16,15 @@ steps); `retrieval` and `bm25` (per-example passage search with distractors); `r
 over a whole corpus); `config`, `text`, `drive`.
 """
 
-from .protocol import EpisodeSetup, ToolSimulator, open_groups
+from .protocol import EpisodeSetup, ToolBatch, ToolSimulator, answer_round, open_groups
 from .simulators import ActorSimulator, RetrievalSimulator
 
-__all__ = ["ActorSimulator", "EpisodeSetup", "RetrievalSimulator", "ToolSimulator", "open_groups"]
+__all__ = [
+    "ActorSimulator",
+    "EpisodeSetup",
+    "RetrievalSimulator",
+    "ToolBatch",
+    "ToolSimulator",
+    "answer_round",
+    "open_groups",
+]

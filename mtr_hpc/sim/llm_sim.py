@@ -4,11 +4,14 @@ The model sees the tool's interface (with its `x-returns`), the call, the episod
 observations (so it stays consistent) and, optionally, the example's evidence as a hint. Its output must
 be JSON valid against `x-returns` (requested as a `json_schema` constraint; clients that cannot enforce
 it get the schema in the prompt); invalid output is retried, then recorded as an `invalid_output` error
-observation, and a client error as `llm_error`. The function never raises for model behaviour.
+observation, and a client error or a request unanswered after `timeout_s` as `llm_error` (retried
+first when retryable). The function never raises for model behaviour. `stats` counts `retries`,
+`invalid_json`, `invalid_schema`, `invalid_output`, `llm_error` and `timeout`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -61,6 +64,7 @@ async def simulate_llm(
     validate,
     *,
     retries: int,
+    timeout_s: float,
     max_tokens: int,
     temperature: float,
     seed: int,
@@ -69,6 +73,8 @@ async def simulate_llm(
     messages = simulation_messages(tool, args, history, hint)
     last = "no output"
     for attempt in range(retries + 1):
+        if attempt:
+            stats["retries"] += 1
         req = ChatRequest(
             messages,
             max_tokens=max_tokens,
@@ -77,8 +83,18 @@ async def simulate_llm(
             json_schema=tool.get(RETURNS_KEY),
         )
         try:
-            resp = await client.chat(req)
+            resp = await asyncio.wait_for(client.chat(req), timeout_s)
+        except TimeoutError:
+            stats["timeout"] += 1
+            stats["llm_error"] += 1
+            if attempt < retries:
+                continue
+            return error_observation("llm_error", f"the tool model did not answer within {timeout_s:g} s")
         except LLMError as exc:
+            if exc.kind == "bad_response":  # a client that checks the schema itself refused the output
+                stats["invalid_schema"] += 1
+                last = str(exc)
+                continue
             stats["llm_error"] += 1
             if exc.retryable and attempt < retries:
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 from typing import Any
 
@@ -10,15 +11,25 @@ from ..data.example import QAExample
 from .evidence import build_kb
 from .protocol import EpisodeSetup
 from .retrieval_env import CorpusIndex, RetrievalActor, RetrievalEnvConfig, retrieval_toolset
-from .toolactor import ToolActor
+from .toolactor import ToolActor, ToolState
 from .toolmaker import ToolMaker
 
 
 class ActorSimulator:
-    """The ToolMaker writes the example's tools; the ToolActor answers each call (design §5)."""
+    """The ToolMaker writes the example's tools; the ToolActor answers each call (design §5).
+
+    With the `llm` backend the simulator is also the episodes' `ToolBatch`: a turn round's calls are
+    simulated concurrently, one coroutine per episode (an episode's calls keep their order), and the
+    client gathers their requests into one `chat_many` (`CoalescingClient`).
+    """
 
     def __init__(self, maker: ToolMaker, actor: ToolActor):
+        from ..llm.coalesce import CoalescingClient
+
         self.maker, self.actor = maker, actor
+        if actor.cfg.backend == "llm" and not isinstance(actor.llm, CoalescingClient):
+            actor.llm = CoalescingClient(actor.llm)
+        self.latency_s = 0.0
         # The G episodes of a GRPO group open the same example one after another: its evidence and
         # tools are built once.
         self._last: tuple[QAExample, Any, Any] | None = None
@@ -30,12 +41,59 @@ class ActorSimulator:
         _, kb, toolset = self._last
         episode = self.actor.episode(example, kb, toolset, seed)
         if self.actor.cfg.backend == "llm":
-            # One event loop per call until tool requests are batched per turn round.
+
             def call(name: str, args: dict[str, Any]) -> Any:
-                return asyncio.run(self.actor.acall(episode, name, args))
-        else:
-            call = partial(self.actor.call, episode)
-        return EpisodeSetup(example, list(toolset.tools), call)
+                return self.answer([(episode, name, args)])[0]
+
+            return EpisodeSetup(example, list(toolset.tools), call, batch=self, state=episode)
+        return EpisodeSetup(example, list(toolset.tools), self._timed(partial(self.actor.call, episode)))
+
+    def answer(self, requests: list[tuple[ToolState, str, dict[str, Any]]]) -> list[Any]:
+        t0 = time.perf_counter()
+        out: list[Any] = [None] * len(requests)
+        by_episode: dict[int, list[int]] = {}
+        for i, (ep, _, _) in enumerate(requests):
+            by_episode.setdefault(id(ep), []).append(i)
+
+        async def episode_calls(idx: list[int]) -> None:
+            for i in idx:
+                ep, name, args = requests[i]
+                out[i] = await self.actor.acall(ep, name, args)
+
+        async def round_() -> None:
+            await asyncio.gather(*(episode_calls(idx) for idx in by_episode.values()))
+
+        asyncio.run(round_())
+        self.latency_s += time.perf_counter() - t0
+        return out
+
+    def _timed(self, call):
+        def timed(name: str, args: dict[str, Any]) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return call(name, args)
+            finally:
+                self.latency_s += time.perf_counter() - t0
+
+        return timed
+
+    def metrics(self) -> dict[str, float]:
+        """Running totals: calls, replay-cache hits, tool-model outputs that failed validation, retried
+        requests, calls answered with an error observation, and seconds spent answering."""
+        stats = self.actor.stats
+        return {
+            "calls": stats["calls"],
+            "cache_hits": self.actor.cache.hits,
+            "invalid": stats["invalid_json"] + stats["invalid_schema"],
+            "retries": stats["retries"],
+            "errors": sum(v for k, v in stats.items() if k.startswith("error:")),
+            "latency_s": self.latency_s,
+        }
+
+
+def toolsim_metrics(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, float]:
+    """The change of `ActorSimulator.metrics()` between two snapshots, keyed `{prefix}toolsim/<name>`."""
+    return {f"{prefix}toolsim/{k}": after[k] - before.get(k, 0) for k in after}
 
 
 class RetrievalSimulator:

@@ -12,6 +12,7 @@ example id, seed). Transient client errors (`llm_error`) are not cached, so a re
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -94,6 +95,9 @@ class ToolActor:
         # objects alive, so an id is never reused while its entry exists).
         self._registries: dict[tuple[int, ...], tuple[list, ToolRegistry, ToolRegistry]] = {}
         self._hashes: dict[int, tuple[dict, str]] = {}
+        # `llm` calls being simulated, by cache key: the members of a GRPO group make the same call in
+        # the same round, and must get one answer, as they would from the cache a moment later.
+        self._inflight: dict[tuple, asyncio.Future] = {}
 
     def episode(self, example: QAExample, kb: EvidenceKB, toolset: ToolSet, seed: int) -> ToolState:
         key = tuple(id(t) for t in toolset.tools)
@@ -127,12 +131,31 @@ class ToolActor:
         key = (self._tool_hash(tool), args_json, str(ep.example.id), int(ep.seed))
         obs = self.cache.get(key)
         if obs is None:
-            obs = await self._simulate(ep, name, tool, args)
+            obs = await self._simulate_once(key, ep, name, tool, args)
             if not (is_error(obs) and obs["error"]["type"] == "llm_error"):
                 self.cache.put(key, obs)
         if is_error(obs):
             self.stats[f"error:{obs['error']['type']}"] += 1
         remember(ep, name, args, args_json, obs)
+        return obs
+
+    async def _simulate_once(self, key: tuple, ep: ToolState, name: str, tool: dict, args: dict) -> Any:
+        if self.cfg.backend != "llm":  # grounded calls never suspend: nothing can be in flight
+            return await self._simulate(ep, name, tool, args)
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            self.stats["shared_in_flight"] += 1
+            return await asyncio.shield(waiting)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            obs = await self._simulate(ep, name, tool, args)
+        except BaseException:
+            fut.cancel()
+            raise
+        finally:
+            del self._inflight[key]
+        fut.set_result(obs)
         return obs
 
     async def _simulate(self, ep: ToolState, name: str, tool: dict, args: dict) -> dict[str, Any]:
@@ -161,6 +184,7 @@ class ToolActor:
             hint,
             validate,
             retries=self.cfg.llm_retries,
+            timeout_s=self.cfg.llm_timeout_s,
             max_tokens=self.cfg.max_tokens,
             temperature=self.cfg.temperature,
             seed=ep.seed,

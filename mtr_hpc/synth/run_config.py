@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..data.splits import require_training_part
 from ..errors import ConfigError
+from ..llm.config import LLMConfig
 from ..tracking import WandbConfig
 from .config import SynthConfig
 
@@ -47,19 +48,6 @@ class SourceConfig:
     # The project's train / held-out split (mtr_hpc.data.splits): all | train | heldout. Required: traces
     # are training data, and a source that left it out would train on the questions eval holds out.
     part: str | None = None
-
-
-@dataclass
-class LLMConfig:
-    """The endpoint of `llm` agent backends (one client shared by every agent of a shard)."""
-
-    backend: str = "openai"  # openai | transformers | vllm | echo (mtr_hpc.llm.make_client)
-    base_url: str = ""
-    model: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    # Requests one client keeps in flight; `concurrency` (examples) should not exceed it.
-    max_in_flight: int = 64
-    timeout_s: float = 120.0
 
 
 @dataclass

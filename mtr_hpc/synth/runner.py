@@ -83,20 +83,7 @@ def load_inputs(cfg: SynthRunConfig) -> Inputs:
 
 def make_llm(cfg: SynthRunConfig) -> Any:
     """The one client of a run with `llm` backends (None for grounded runs)."""
-    if not cfg.uses_llm:
-        return None
-    from ..llm import make_client
-
-    model = cfg.llm.model or cfg.agents.model
-    options: dict[str, Any] = {}
-    if cfg.llm.backend == "openai":
-        options = {"api_key_env": cfg.llm.api_key_env, "concurrency": cfg.llm.max_in_flight}
-        options["timeout_s"] = cfg.llm.timeout_s
-        if cfg.llm.base_url:
-            options["base_url"] = cfg.llm.base_url
-    if cfg.llm.backend == "echo":
-        return make_client("echo", model)
-    return make_client(cfg.llm.backend, model, **options)
+    return cfg.llm.client(cfg.agents.model) if cfg.uses_llm else None
 
 
 def _failed(ex: QAExample, cfg: SynthRunConfig, exc: Exception) -> tuple[Trace, Verdict]:

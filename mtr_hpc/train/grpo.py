@@ -24,6 +24,7 @@ from ..rollout.env import run_episodes
 from ..rollout.episode import drift_metrics
 from ..rollout.protocol import SamplingParams
 from ..sim import open_groups
+from ..sim.simulators import toolsim_metrics
 from ..trace.chat_format import read_tools_format
 from ..trace.render import ChatRenderer
 from .grpo_batch import sample_of
@@ -108,6 +109,7 @@ def rollout_and_score(
     engine, renderer, examples, simulator, cfg: GRPOConfig, step: int, timings: dict
 ) -> dict:
     t = time.perf_counter()
+    sim_before = simulator.metrics()
     setups = open_groups(simulator, examples, cfg.algo.group_size, seed=cfg.train.seed)
     params = SamplingParams(
         temperature=cfg.algo.temperature,
@@ -126,7 +128,10 @@ def rollout_and_score(
     return {
         "episodes": [_slim(ep) for ep in episodes],
         "rewards": [s.total for s in scores],
-        "metrics": episode_metrics(episodes, scores, renderer),
+        "metrics": {
+            **episode_metrics(episodes, scores, renderer),
+            **toolsim_metrics(sim_before, simulator.metrics(), "grpo/"),
+        },
     }
 
 

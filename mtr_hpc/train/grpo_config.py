@@ -7,6 +7,7 @@ from typing import Literal
 
 from ..config import check_min
 from ..errors import ConfigError
+from ..llm.config import LLMConfig
 from ..models.config import ModelConfig
 from ..reward import RewardConfig
 from ..rollout.env import EnvConfig
@@ -111,6 +112,11 @@ class GRPOConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     toolmaker: ToolMakerConfig = field(default_factory=ToolMakerConfig)
     toolactor: ToolActorConfig = field(default_factory=ToolActorConfig)
+    # The model that plays the tools when `toolactor.backend` is `llm`: in process by default (SmolLM2
+    # on a CPU), or an OpenAI-compatible endpoint (`mtr serve`, `vllm serve`).
+    tool_llm: LLMConfig = field(
+        default_factory=lambda: LLMConfig(backend="transformers", model="smollm2-135m")
+    )
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -120,3 +126,11 @@ class GRPOConfig:
             raise ConfigError("data", "name at least one benchmark source ({name, source, part})")
         self.env.validate()
         self.reward.validate()
+        if (
+            self.toolactor.backend == "llm"
+            and self.tool_llm.backend == "openai"
+            and not self.tool_llm.base_url
+        ):
+            raise ConfigError(
+                "tool_llm.base_url", "the openai backend of the tool model needs the endpoint's URL"
+            )

@@ -69,19 +69,16 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rank: int):
 
 
 def build_simulator(cfg: GRPOConfig, run_dir: Path):
-    """The ToolMaker's tools answered by the ToolActor, with a replay cache in the run dir (a resumed
-    run replays the observations it has seen)."""
+    """The ToolMaker's tools answered by the ToolActor (grounded, or played by `cfg.tool_llm`), with a
+    replay cache in the run dir: part of the run's state, so a resumed run replays the observations it
+    has seen, whatever the tool model would answer now."""
     from ..sim import ActorSimulator
     from ..sim.sim_cache import SimCache
     from ..sim.toolactor import ToolActor
     from ..sim.toolmaker import ToolMaker
 
-    if cfg.toolactor.backend == "llm":
-        raise ConfigError(
-            "toolactor.backend",
-            "the llm tool simulator needs an LLM client; GRPO supports `grounded` for now",
-        )
-    actor = ToolActor(cfg.toolactor, cache=SimCache(run_dir / "sim_cache.jsonl"))
+    llm = cfg.tool_llm.client() if cfg.toolactor.backend == "llm" else None
+    actor = ToolActor(cfg.toolactor, llm=llm, cache=SimCache(run_dir / "sim_cache.jsonl"))
     return ActorSimulator(ToolMaker(cfg.toolmaker), actor)
 
 
