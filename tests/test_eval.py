@@ -188,6 +188,40 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
             assert scored["by_type"] == cell["by_type"]
 
 
+def test_three_environments_side_by_side_with_tools_played_over_http(tmp_path, tiny_model, tokenizer, corpus):
+    """grounded, llm (the tool model behind `mtr serve` on 127.0.0.1) and retrieval in one run, and
+    the report's simulation-gap table over them."""
+    from mtr_hpc.llm.server import LLMServer, ServeConfig
+
+    answers = {ex.question: ex.answers[0] for ex in load_sample("hotpotqa")}
+    engine = ScriptedEngine(tokenizer, answers)
+    with LLMServer(ServeConfig(backend="echo", port=0)).start() as server:
+        cfg = make_cfg(
+            tmp_path / "run",
+            tiny_model,
+            [{"name": "hotpotqa", "limit": N_PER_BENCH}],
+            modes=["tools"],
+            envs=["grounded", "llm", "retrieval"],
+            retrieval={"corpus": str(corpus), "top_k": 3},
+            llm={"backend": "openai", "base_url": server.url, "model": "echo"},
+        )
+        run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
+        served = server.stats.requests
+    assert served == N_PER_BENCH  # one search per question in the llm environment, each one request
+    preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    llm_obs = [
+        json.loads(m["content"])
+        for r in preds
+        if r["env"] == "llm"
+        for m in r["messages"]
+        if m["role"] == "tool"
+    ]
+    assert len(llm_obs) == N_PER_BENCH and all(o["query"] == "echo" for o in llm_obs)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Simulation gap" in report
+    assert "| tiny | hotpotqa | 100.0 | 100.0 | 100.0 | +0.0 | +0.0 |" in report
+
+
 @pytest.mark.slow
 def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_data):
     out = tmp_path / "run"

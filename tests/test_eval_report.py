@@ -161,6 +161,7 @@ def test_results_and_report(tmp_path):
     assert "| base | tools/grounded | 100.0 | 3.00 | 4.00 | 25.0 |" in md
     assert "| base | direct | 33.3 | 1.00 | 0.00 | - |" in md
     assert "## hotpotqa by question type" in md and "(n=2)" in md
+    assert "Simulation gap" not in md  # one tool environment: nothing to compare
     assert json.loads(json.dumps(results)) == results
 
     png = plot_scores(results, tmp_path / "scores.png")
@@ -168,6 +169,35 @@ def test_results_and_report(tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(png).ndim == 3
+
+
+def test_simulation_gap_table_puts_environments_side_by_side():
+    examples = {"hotpotqa": [_ex(0, "Paris"), _ex(1, "yes", "comparison")], "mq": [_ex(3, "1990", "2hop")]}
+    answers = {
+        "tools/grounded": ({"q0": "Paris", "q1": "yes"}, {"q3": "1990"}),
+        "tools/llm": ({"q0": "Paris", "q1": "no"}, {"q3": "1990"}),
+        "tools/retrieval": ({"q0": "Rome", "q1": "no"}, {"q3": "1990"}),
+    }
+    cells = {
+        ("m", env, bench): _records("tools", preds)
+        for env, (hq, mq) in answers.items()
+        for bench, preds in (("hotpotqa", hq), ("mq", mq))
+    }
+    conventions = {"hotpotqa": "hotpotqa", "mq": "musique"}
+    results = build_results(["m"], list(answers), examples, lambda m, o, b: cells[m, o, b], conventions)
+    md = render_report(results)
+    assert "## Simulation gap" in md
+    assert (
+        "| model | benchmark | grounded EM | llm EM | retrieval EM | grounded − retrieval | llm − retrieval |"
+        in md
+    )
+    assert "| m | hotpotqa | 100.0 | 50.0 | 0.0 | +100.0 | +50.0 |" in md
+    assert "| m | mq | 100.0 | 100.0 | 100.0 | +0.0 | +0.0 |" in md
+    assert "| m | **mean** | 100.0 | 75.0 | 50.0 | +50.0 | +25.0 |" in md
+    without_retrieval = build_results(
+        ["m"], list(answers)[:2], examples, lambda m, o, b: cells[m, o, b], conventions
+    )
+    assert "| m | hotpotqa | 100.0 | 50.0 | -50.0 |" in render_report(without_retrieval)
 
 
 def test_training_curves(tmp_path):

@@ -128,6 +128,31 @@ def em_f1_table(results: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def simulation_gap_table(results: dict[str, Any]) -> list[str]:
+    """Each model's EM in every tool environment side by side, per benchmark and averaged over them,
+    with each environment's difference from the reference: real retrieval when it was evaluated (the
+    gap ZeroSearch's Table 4 measures), else the first environment. Empty with fewer than two."""
+    envs = [s for s in results["settings"] if s.startswith("tools/")]
+    if len(envs) < 2:
+        return []
+    ref = "tools/retrieval" if "tools/retrieval" in envs else envs[0]
+    others = [e for e in envs if e != ref]
+    cell = {(c["model"], c["setting"], c["benchmark"]): c for c in results["cells"]}
+    header = ["model", "benchmark"] + [f"{e[6:]} EM" for e in envs] + [f"{e[6:]} − {ref[6:]}" for e in others]
+    rows = []
+    for m in results["models"]:
+        benches = results["benchmarks"]
+        em = {(e, b): 100 * cell[m, e, b]["em"] for e in envs for b in benches}
+        for b in [*benches, "mean"]:
+            at = {e: em[e, b] if b != "mean" else sum(em[e, x] for x in benches) / len(benches) for e in envs}
+            rows.append(
+                [m, f"**{b}**" if b == "mean" else b]
+                + [f"{at[e]:.1f}" for e in envs]
+                + [f"{at[e] - at[ref]:+.1f}" for e in others]
+            )
+    return _table(header, rows)
+
+
 def render_report(results: dict[str, Any], images: list[str] | None = None) -> str:
     """Markdown: the main EM/F1 table, a behaviour table, one per-type table per benchmark, and links
     to `images` (file names relative to the report)."""
@@ -144,6 +169,9 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
                 "",
             ]
     out += ["## EM / F1", ""] + em_f1_table(results) + [""]
+    gap = simulation_gap_table(results)
+    if gap:
+        out += ["## Simulation gap (EM by tool environment, and the difference in points)", ""] + gap + [""]
     out += ["## Behaviour (all benchmarks pooled per row, over answered questions)", ""]
     header = ["model", "setting", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
     rows = []
