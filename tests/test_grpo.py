@@ -52,7 +52,10 @@ def test_tiny_run_logs_every_phase(tiny_run):
         "grpo/entropy",
         "grpo/grad_norm",
         "grpo/logprob_abs_diff",
+        "grpo/engine_kl",
         "grpo/retokenization_drift",
+        "grpo/toolsim/calls",
+        "grpo/toolsim/latency_s",
         "timing_s/rollout",
         "timing_s/reward",
         "timing_s/reference",
@@ -65,6 +68,16 @@ def test_tiny_run_logs_every_phase(tiny_run):
     assert all(r["grpo/logprob_abs_diff"] < 1e-3 for r in rows)
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_000002"
     assert (Path(summary["hf_dir"]) / "model.safetensors").exists()
+
+
+def test_tis_on_cpu_weighs_about_one(tmp_path):
+    """fp32 on a CPU: the engine samples with the trainer's own log-probs, so every TIS weight is ~1."""
+    from mtr_hpc.train.grpo import run_grpo
+
+    run_grpo(_cfg(tmp_path / "tis", "train.steps=1", "export_hf=false", "algo.tis=true", "algo.tis_cap=2.0"))
+    (row,) = _metrics(tmp_path / "tis")
+    assert row["grpo/tis/mean_weight"] == pytest.approx(1.0, abs=1e-3)
+    assert row["grpo/tis/clipped_frac"] == 0.0 and 0 <= row["grpo/engine_kl"] < 1e-6
 
 
 def test_engine_logits_equal_trainer_logits_after_sync():

@@ -85,6 +85,37 @@ def test_k3_kl_nonnegative_and_zero_when_equal():
     assert loss.item() == pytest.approx(0.1 * (torch.exp(d) - d - 1).mean().item(), rel=1e-5)
 
 
+def test_tis_with_identical_logprobs_weighs_one_and_changes_nothing():
+    torch.manual_seed(1)
+    lp, old = -torch.rand(3, 5) * 2, -torch.rand(3, 5) * 2
+    adv, mask = torch.tensor([1.0, -0.5, 2.0]), (torch.rand(3, 5) > 0.3).float()
+    plain = policy_loss_sums(lp, old, adv, mask)
+    tis = policy_loss_sums(lp, old, adv, mask, engine_logprobs=old.clone(), tis_cap=2.0)
+    assert torch.equal(plain[0], tis[0]) and torch.equal(plain[1], tis[1])
+    stats = finalize_stats(tis[2])
+    assert stats["tis/mean_weight"] == 1.0 and stats["tis/clipped_frac"] == 0.0
+
+
+def test_tis_weights_a_known_mismatch_as_computed_by_hand():
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.9, 0.3]]))
+    engine = torch.log(torch.tensor([[0.25, 0.4, 0.1, 0.3]]))
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last token is an observation: not trained
+    lp = old.clone().requires_grad_(True)
+    loss_sum, count, stats = policy_loss_sums(
+        lp, old, torch.tensor([1.5]), mask, engine_logprobs=engine, tis_cap=3.0
+    )
+    weights = [2.0, 0.5, 3.0]  # p_trainer / p_engine = 2, 0.5 and 9, capped at 3
+    assert loss_sum.item() == pytest.approx(-1.5 * sum(weights), rel=1e-6) and count.item() == 3
+    loss_sum.backward()  # d/d logp of -w * r * A at r = 1
+    assert lp.grad[0, :3].tolist() == pytest.approx([-1.5 * w for w in weights], rel=1e-6)
+    assert lp.grad[0, 3].item() == 0.0
+    out = finalize_stats(stats)
+    assert out["tis/mean_weight"] == pytest.approx(sum(weights) / 3, rel=1e-6)
+    assert out["tis/clipped_frac"] == pytest.approx(1 / 3)
+    # TIS off: the same call without engine log-probs is the plain objective.
+    assert policy_loss_sums(old, old, torch.tensor([1.5]), mask)[0].item() == pytest.approx(-4.5)
+
+
 def test_aggregation_modes_and_step_normalization():
     lp = torch.zeros(2, 4)
     adv = torch.tensor([1.0, -2.0])

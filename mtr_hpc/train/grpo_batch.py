@@ -104,5 +104,7 @@ def _loss_func(mode: str, s: GRPOAlgoConfig, tp_group, batch: dict, flat, logits
         batch.get("ref_logprobs"),
         s.kl_coef,
         s.aggregation,
+        batch["engine_logprobs"] if s.tis else None,
+        s.tis_cap,
     )
     return loss_sum, count.to(torch.int), {"stats": stats}

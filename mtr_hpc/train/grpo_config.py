@@ -43,9 +43,15 @@ class GRPOAlgoConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    # Off-policy correction: weight each token's policy gradient by min(trainer/engine probability,
+    # tis_cap), truncated importance sampling on the engine's log-probs (`grpo_loss`).
+    tis: bool = False
+    tis_cap: float = 2.0
 
     def __post_init__(self) -> None:
         check_min("algo.", self, group_size=2, prompts_per_step=1, minibatches=1, top_k=0)
+        if not self.tis_cap > 0:
+            raise ConfigError("algo.tis_cap", f"must be > 0, got {self.tis_cap}")
         check_min("algo.", self, adv_eps=0.0, clip_low=0.0, clip_high=0.0, kl_coef=0.0, temperature=1e-6)
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError("algo.top_p", f"must be in (0, 1], got {self.top_p}")

@@ -7,7 +7,10 @@ Objective (per sampled token t of sequence i, ratio r = exp(logp - old_logp)):
     k3_t   = exp(ref_t - logp_t) - (ref_t - logp_t) - 1          (>= 0, 0 when equal)
 
 The asymmetric clip (clip_high > clip_low, "clip-higher" of DAPO) keeps low-probability tokens
-explorable. Advantages are the group-normalized rewards of GRPO; `scale_std=False` is Dr. GRPO's
+explorable. Off-policy correction (optional): the rollouts come from the engine, whose log-probs differ
+from the trainer's on GPUs (bf16/FP8 kernels, vLLM's sampler), so the policy-gradient term of each token
+is weighted by truncated importance sampling, w_t = min(exp(old_logp_t - engine_logp_t), C), detached
+(the TIS of verl, slime, NeMo-RL and TRL); the KL term is not weighted. Advantages are the group-normalized rewards of GRPO; `scale_std=False` is Dr. GRPO's
 variant (mean-centred only), which avoids up-weighting groups whose rewards barely differ.
 
 Normalization over a WHOLE optimizer step: like the SFT loss (`train.step`), `policy_loss_sums`
@@ -209,11 +212,15 @@ def policy_loss_sums(
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     aggregation: str = "token_mean",
+    engine_logprobs: torch.Tensor | None = None,
+    tis_cap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(loss_sum, count, stat sums) of one microbatch; tensors [B, S], `advantages` [B] or [B, S].
 
     The step's loss is sum(loss_sum) / sum(count) over all microbatches and ranks (module docstring).
-    `count` and the stats are detached; `loss_sum` carries the gradient.
+    `count` and the stats are detached; `loss_sum` carries the gradient. With `engine_logprobs` and
+    `tis_cap > 0` the policy-gradient term is weighted by truncated importance sampling (module
+    docstring).
     """
     if aggregation not in AGGREGATIONS:
         raise ConfigError("grpo.aggregation", f"must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -225,6 +232,8 @@ def policy_loss_sums(
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     per_token = torch.maximum(-ratio * adv, -clipped * adv)
     stats: dict[str, torch.Tensor] = {}
+    if engine_logprobs is not None and tis_cap > 0:
+        per_token, stats = _tis(per_token, old_logprobs, engine_logprobs, m, tis_cap)
     if ref_logprobs is not None:
         d = ref_logprobs.float() - logprobs
         k3 = torch.exp(d) - d - 1.0
@@ -257,11 +266,27 @@ def policy_loss_sums(
     return loss_sum, count.detach(), {k: v.detach() for k, v in stats.items()}
 
 
-def empty_stats(with_kl: bool = False, device="cpu") -> dict[str, torch.Tensor]:
+def _tis(
+    per_token: torch.Tensor, old: torch.Tensor, engine: torch.Tensor, m: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The policy-gradient term weighted by min(exp(old - engine), cap), and the weights' stat sums."""
+    with torch.no_grad():
+        raw = torch.exp(old.float() - engine.float())
+        weight = torch.clamp(raw, max=cap)
+        stats = {
+            "tis_weight_sum": (weight * m).sum(),
+            "tis_clipped_sum": ((raw > cap) & (m > 0)).sum().float(),
+        }
+    return weight * per_token, stats
+
+
+def empty_stats(with_kl: bool = False, device="cpu", with_tis: bool = False) -> dict[str, torch.Tensor]:
     """The stat sums of no tokens at all: what a rank with an empty slice contributes (same keys)."""
     none = torch.zeros(0, 1, device=device)
     ref = none if with_kl else None
-    return policy_loss_sums(none, none, torch.zeros(0, device=device), none, ref_logprobs=ref)[2]
+    engine, cap = (none, 1.0) if with_tis else (None, 0.0)
+    adv = torch.zeros(0, device=device)
+    return policy_loss_sums(none, none, adv, none, ref_logprobs=ref, engine_logprobs=engine, tis_cap=cap)[2]
 
 
 def merge_stats(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -290,7 +315,8 @@ def all_reduce_stats(stats: dict[str, torch.Tensor], group=None) -> dict[str, to
 
 def finalize_stats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
     """Means per loss token: clip_fraction (+ low/high), approx_kl (k2 of new vs old), kl (k3 vs the
-    reference, when given), ratio_mean, ratio_max, pg_loss (per-token objective incl. the KL term)."""
+    reference, when given), ratio_mean, ratio_max, pg_loss (per-token objective incl. the KL term), and
+    with TIS the mean weight and the fraction of tokens whose weight was capped."""
     n = max(float(stats["tokens"]), 1.0)
     out = {
         "clip_fraction": float(stats["clip_low_sum"] + stats["clip_high_sum"]) / n,
@@ -304,6 +330,9 @@ def finalize_stats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
     }
     if "kl_sum" in stats:
         out["kl"] = float(stats["kl_sum"]) / n
+    if "tis_weight_sum" in stats:
+        out["tis/mean_weight"] = float(stats["tis_weight_sum"]) / n
+        out["tis/clipped_frac"] = float(stats["tis_clipped_sum"]) / n
     return out
 
 

@@ -73,7 +73,7 @@ def train_on(
     k = len(updates)
     forward = make_forward_step("train", cfg.algo, tp_group, selects_rows(seam))
     lr = lr_at(step, cfg.train.steps, cfg.optim)
-    stats, norms, losses = empty_stats(with_kl, seam.device), [], []
+    stats, norms, losses = empty_stats(with_kl, seam.device, cfg.algo.tis), [], []
     for j in range(k):
         model.train()
         loss_sum, count, reports = seam.forward_backward(model, forward, updates[j])
@@ -96,18 +96,26 @@ def train_on(
 
 
 def logprob_metrics(mbs: list[dict], reports: list[dict]) -> dict:
-    """Mean |trainer - engine| log-prob and mean entropy per sampled token, over data-parallel ranks."""
+    """Per sampled token, over data-parallel ranks: the mean |trainer - engine| log-prob, the k3
+    estimate of KL(engine || trainer) on the engine's samples, (r - 1) - log r with r = p_trainer /
+    p_engine, and the mean entropy."""
     from megatron.core import parallel_state as ps
 
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = torch.zeros(4, dtype=torch.float64)
     for mb, rep in zip(mbs, reports, strict=False):
         m = mb["mask"]
-        sums[0] += float(((mb["old_logprobs"] - mb["engine_logprobs"]).abs() * m).sum())
+        log_r = (mb["old_logprobs"] - mb["engine_logprobs"]).double()
+        sums[0] += float((log_r.abs() * m).sum())
         sums[1] += float(rep["entropy_sum"])
         sums[2] += float(m.sum())
+        sums[3] += float(((torch.exp(log_r) - 1 - log_r) * m).sum())
     if ps.get_data_parallel_world_size() > 1:
         group = ps.get_data_parallel_group()
         sums = sums.to(collective_device(group))
         dist.all_reduce(sums, group=group)
     n = max(float(sums[2]), 1.0)
-    return {"grpo/logprob_abs_diff": float(sums[0]) / n, "grpo/entropy": float(sums[1]) / n}
+    return {
+        "grpo/logprob_abs_diff": float(sums[0]) / n,
+        "grpo/entropy": float(sums[1]) / n,
+        "grpo/engine_kl": float(sums[3]) / n,
+    }
