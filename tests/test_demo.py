@@ -182,3 +182,18 @@ def test_bad_stage_override_names_the_key(tmp_path):
     config = _tiny_config(tmp_path / "demo-tiny.yaml")
     with pytest.raises(ConfigError, match="lrr"):
         run_demo(config, tmp_path / "bad", ["synth.progress=false", "sft.optim.lrr=1"], lambda _: None)
+
+
+def test_every_profile_of_the_shipped_demo_config_loads():
+    """A profile's keys are checked when it runs; this catches a misspelt key before a user does."""
+    from mtr_hpc.demo import profile_values
+    from mtr_hpc.stages import STAGES
+
+    config = REPO / "configs" / "demo.yaml"
+    names = list(yaml.safe_load(config.read_text())["profiles"])
+    assert "llm-tools" in names
+    for name in names:
+        for stage, values in profile_values(config, name).items():
+            STAGES[stage].load(config, values=values)
+    grpo = STAGES["grpo"].load(config, values=profile_values(config, "llm-tools")["grpo"])
+    assert grpo.toolactor.backend == "llm" and grpo.tool_llm.backend == "transformers"

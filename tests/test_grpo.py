@@ -94,8 +94,8 @@ def test_engine_logits_equal_trainer_logits_after_sync():
     with torch.no_grad():  # a policy update: weights the engine has never seen
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"), rank=0)
-    info = sync_weights(engine, hf_named_tensors(model, src), rank0=True)
+    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"), rolls_out=True)
+    info = sync_weights(engine, hf_named_tensors(model, src), rolls_out=True)
     assert info["timing_s/weight_sync"] > 0
     ids = [1, 520, 9531, 198, 44, 17400, 46, 6004, 2, 198]
     with torch.no_grad():
@@ -118,17 +118,17 @@ def test_killed_and_resumed_run_reproduces_rewards_and_losses(tiny_run, tmp_path
 
 
 def test_nan_reward_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch):
-    from mtr_hpc.train import grpo
+    from mtr_hpc.train import grpo, grpo_rollout
     from mtr_hpc.train.grpo_setup import RewardNaNError
 
-    real = grpo.score_episode
+    real = grpo_rollout.score_episode
 
     def nan_score(*args, **kwargs):
         out = real(*args, **kwargs)
         out.total = float("nan")
         return out
 
-    monkeypatch.setattr(grpo, "score_episode", nan_score)
+    monkeypatch.setattr(grpo_rollout, "score_episode", nan_score)
     with pytest.raises(RewardNaNError, match="step 0"):
         grpo.run_grpo(_cfg(tmp_path / "nan", "export_hf=false"))
     assert (tmp_path / "nan" / "checkpoints" / "latest").exists()
@@ -150,17 +150,28 @@ def test_a_run_failure_exits_3_and_a_user_error_2(tmp_path, monkeypatch, capsys)
 
 
 def _grpo_worker(rank, world, out, extra):
-    from mtr_hpc.train.grpo import run_grpo
+    from mtr_hpc.train import grpo
 
-    run_grpo(_cfg(Path(out), "export_hf=false", *extra))
-    return (
-        [
-            {k: r[k] for k in ("grpo/reward/total", "grpo/loss", "grpo/grad_norm", "grpo/kl")}
-            for r in _metrics(Path(out))
-        ]
-        if rank == 0
-        else None
-    )
+    shares, steps = [], []  # this rank's own episodes per step; the whole step's, gathered
+
+    def share(*args, **kwargs):
+        got = real_share(*args, **kwargs)
+        shares.append(sorted(r.index for r in got["records"]))
+        return got
+
+    def gather(got):
+        payload = real_gather(got)
+        steps.append({"tokens": [ep.token_ids for ep in payload["episodes"]], "rewards": payload["rewards"]})
+        return payload
+
+    real_share, real_gather = grpo.rollout_share, grpo.gather_rollouts
+    grpo.rollout_share, grpo.gather_rollouts = share, gather
+    grpo.run_grpo(_cfg(Path(out), "export_hf=false", *extra))
+    metrics = [
+        {k: r[k] for k in ("grpo/reward/total", "grpo/loss", "grpo/grad_norm", "grpo/kl")}
+        for r in _metrics(Path(out))
+    ]
+    return {"shares": shares, "steps": steps, "metrics": metrics if rank == 0 else None}
 
 
 # 3 samples a step, 2 updates: with 2 ranks, rank 1's share of the second update is empty.
@@ -169,12 +180,21 @@ def _grpo_worker(rank, world, out, extra):
 )
 @pytest.mark.slow
 def test_two_data_parallel_ranks_give_the_single_rank_run(tmp_path, extra):
+    """Each rank rolls out its share of the prompts with its own engine; the gathered episodes, rewards
+    and the training that follows are the single rank's."""
     from _dist import run_distributed
 
     (one,) = run_distributed(_grpo_worker, 1, str(tmp_path / "one"), extra, timeout=300)
-    two = run_distributed(_grpo_worker, 2, str(tmp_path / "two"), extra, timeout=300)[0]
-    assert len(one) == len(two) == 2
-    for a, b in zip(one, two, strict=True):
-        assert b["grpo/reward/total"] == a["grpo/reward/total"]  # rank 0 rolls out in both
+    two = run_distributed(_grpo_worker, 2, str(tmp_path / "two"), extra, timeout=300)
+    per_step = 4 if not extra else 3  # episodes a step
+    assert one["shares"] == [list(range(per_step))] * 2
+    if not extra:  # two prompts: one each, its group together
+        assert two[0]["shares"] == [[0, 1], [0, 1]] and two[1]["shares"] == [[2, 3], [2, 3]]
+    else:  # one prompt: rank 1 rolls out nothing
+        assert two[0]["shares"] == [[0, 1, 2]] * 2 and two[1]["shares"] == [[], []]
+    assert two[0]["steps"] == two[1]["steps"] == one["steps"]  # the same episodes, token for token
+    assert len(one["metrics"]) == len(two[0]["metrics"]) == 2
+    for a, b in zip(one["metrics"], two[0]["metrics"], strict=True):
+        assert b["grpo/reward/total"] == a["grpo/reward/total"]
         for key in ("grpo/loss", "grpo/grad_norm", "grpo/kl"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key

@@ -91,8 +91,8 @@ def calling_engine(monkeypatch):
 
     real = grpo.build_engine
 
-    def build(cfg, hf_config, tokenizer, rank):
-        return CallingEngine(real(cfg, hf_config, tokenizer, rank), tokenizer)
+    def build(cfg, hf_config, tokenizer, rolls_out):
+        return CallingEngine(real(cfg, hf_config, tokenizer, rolls_out), tokenizer)
 
     monkeypatch.setattr(grpo, "build_engine", build)
 
@@ -147,7 +147,7 @@ def _crash_at_step_one(monkeypatch):
 def test_a_killed_and_resumed_run_replays_its_observations(tmp_path, calling_engine, monkeypatch, keep_cache):
     """Each run's tool model is a fresh process of a model that answers differently every time; only
     the replay cache makes the resumed step see what the killed one saw, and sample what it sampled."""
-    from mtr_hpc.train import grpo
+    from mtr_hpc.train import grpo, grpo_rollout
 
     rollouts: list[list[list[int]]] = []  # every step's episodes, as token ids
 
@@ -156,8 +156,8 @@ def test_a_killed_and_resumed_run_replays_its_observations(tmp_path, calling_eng
         rollouts.append([ep.token_ids for ep in episodes])
         return episodes
 
-    real = grpo.run_episodes
-    monkeypatch.setattr(grpo, "run_episodes", recording)
+    real = grpo_rollout.run_episodes
+    monkeypatch.setattr(grpo_rollout, "run_episodes", recording)
     monkeypatch.setattr(LLMConfig, "client", lambda self, default_model="": CountingClient())
     grpo.run_grpo(_cfg(tmp_path / "full"))
     with monkeypatch.context() as m:

@@ -20,6 +20,13 @@ same tokens.
         [--threads N] [--json]
     .venv/bin/python tools/bench_rollout.py --multi-turn [--episodes 16] [--slots 0] [--max-new-tokens 256]
         [--json]
+
+`--data-parallel`: GRPO's rollout phase with one data-parallel rank against two, each rolling out its
+share of the prompts with its own engine (`torchrun -m mtr_hpc.cli grpo`, gloo). The tiny random Llama
+of `configs/grpo-tiny.yaml` rolls out `--prompts` prompts of 4 episodes a step for 3 steps; the CPU's
+cores are split between the ranks. Prints the mean `timing_s/rollout` of the last two steps for each.
+
+    .venv/bin/python tools/bench_rollout.py --data-parallel [--prompts 8] [--json]
 """
 
 from __future__ import annotations
@@ -197,6 +204,43 @@ def bench_multi_turn(args) -> dict:
     }
 
 
+def bench_data_parallel(args) -> dict:
+    import os
+    import subprocess
+    import tempfile
+
+    from mtr_hpc.tracking import read_metrics
+
+    cores = os.cpu_count() or 1
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for world in (1, 2):
+            out = Path(tmp) / f"dp{world}"
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}"]
+            cmd += [
+                "-m",
+                "mtr_hpc.cli",
+                "grpo",
+                "--config",
+                str(REPO / "configs/grpo-tiny.yaml"),
+                "--out",
+                str(out),
+            ]
+            cmd += [f"model.hf={REPO / 'configs/models/tiny-llama'}", "export_hf=false", "train.steps=3"]
+            cmd += [f"algo.prompts_per_step={args.prompts}", "algo.group_size=4", "env.max_turn_tokens=64"]
+            cmd += ["rollout.batch_size=64", "train.save_every=3"]
+            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // world)), "PYTHONPATH": str(REPO)}
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rows = read_metrics(out)[1:]  # the first step warms up
+            runs[f"dp{world}"] = {
+                "ranks": world,
+                "threads_per_rank": max(1, cores // world),
+                "rollout_s": sum(r["timing_s/rollout"] for r in rows) / len(rows),
+                "episodes_per_step": args.prompts * 4,
+            }
+    return {"runs": runs, "speedup": runs["dp1"]["rollout_s"] / runs["dp2"]["rollout_s"]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-sizes", default="1,4,16")
@@ -206,6 +250,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--multi-turn", action="store_true", help="tool-use episodes, vs transformers generate")
+    ap.add_argument("--data-parallel", action="store_true", help="GRPO rollouts on 1 rank vs 2")
+    ap.add_argument("--prompts", type=int, default=8, help="--data-parallel: prompts a step")
     ap.add_argument("--episodes", type=int, default=16, help="--multi-turn: episodes")
     ap.add_argument(
         "--slots", type=int, default=0, help="--multi-turn: rows decoding at once (0: all episodes)"
@@ -217,6 +263,18 @@ def main() -> int:
     if args.threads:
         # On a shared, oversubscribed CPU, OpenMP threads spin at barriers waiting for descheduled peers.
         torch.set_num_threads(args.threads)
+    if args.data_parallel:
+        result = bench_data_parallel(args)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for r in result["runs"].values():
+                print(
+                    f"  {r['ranks']} rank(s) x {r['threads_per_rank']} threads: rollout phase "
+                    f"{r['rollout_s']:.2f} s for {r['episodes_per_step']} episodes"
+                )
+            print(f"  2 ranks vs 1: {result['speedup']:.2f}x")
+        return 0
     if args.multi_turn:
         result = bench_multi_turn(args)
         if args.json:

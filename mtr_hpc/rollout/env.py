@@ -78,8 +78,9 @@ def _special_ids(renderer) -> frozenset[int]:
 class _Runner:
     """The state of one episode while it runs."""
 
-    def __init__(self, index: int, setup: EpisodeSetup, renderer, cfg: EnvConfig):
+    def __init__(self, index: int, setup: EpisodeSetup, renderer, cfg: EnvConfig, seed_id: int):
         self.index, self.setup, self.renderer, self.cfg = index, setup, renderer, cfg
+        self.seed_id = seed_id
         self.registry = registry_for(setup.tools)
         self.special_ids = _special_ids(renderer)
         system = cfg.system_prompt if cfg.system_prompt is not None else SYSTEM_PROMPT
@@ -208,7 +209,7 @@ def _turn_params(base: SamplingParams, runner: _Runner, eot: int) -> SamplingPar
     seed = None
     if base.seed is not None:
         # Distinct, reproducible streams per episode and turn (members of a group must differ).
-        seed = (base.seed * 1_000_003 + runner.index * 10_007 + runner.ep.turns) % (2**31 - 1)
+        seed = (base.seed * 1_000_003 + runner.seed_id * 10_007 + runner.ep.turns) % (2**31 - 1)
     return dataclasses.replace(
         base,
         max_new_tokens=runner.room(),
@@ -225,6 +226,7 @@ def run_episodes(
     params: SamplingParams,
     cfg: EnvConfig | None = None,
     on_finished: Callable[[int, Episode], None] | None = None,
+    seed_ids: list[int] | None = None,
 ) -> list[Episode]:
     """Roll out every setup to the end, all episodes at once: each episode's next turn goes to the
     engine as soon as its previous turn is consumed (`protocol.generate_continuous`).
@@ -232,13 +234,19 @@ def run_episodes(
     `params` gives temperature / top-p / top-k / seed; `max_new_tokens` and the stop conditions are
     set per turn by the environment (see the module docstring). Episodes come back in setup order.
     `on_finished(i, episode)` is told as soon as episode `i` ends (for journals and progress bars).
+    `seed_ids[i]` names episode `i` in its sampling seeds (default `i`): a share of a larger batch,
+    rolled out elsewhere, passes the episodes' indices in the whole batch, so it samples as the whole
+    batch would.
     """
     cfg = (cfg or EnvConfig()).validate()
     bad = [s for s in params.stop_strings if s != IM_END]
     if bad:
         raise ConfigError("stop_strings", f"turns end only at {IM_END!r}; got {bad!r} (see rollout.env)")
     eot = renderer.end_of_turn_id
-    runners = [_Runner(i, s, renderer, cfg) for i, s in enumerate(setups)]
+    seed_ids = list(range(len(setups))) if seed_ids is None else list(seed_ids)
+    if len(seed_ids) != len(setups):
+        raise ConfigError("seed_ids", f"{len(seed_ids)} seed ids for {len(setups)} episodes")
+    runners = [_Runner(i, s, renderer, cfg, seed_ids[i]) for i, s in enumerate(setups)]
     active = [r for r in runners if r.ep.finish is None]
     if on_finished is not None:
         for r in runners:

@@ -112,11 +112,12 @@ def check_drift(episode: Episode, renderer) -> DriftReport:
 def drift_metrics(episodes: list[Episode], renderer, prefix: str = "grpo/") -> dict[str, int]:
     """`retokenization_drift` (episodes whose messages do not re-render to their token ids) and its
     breakdown by kind; `drift_structure` must stay 0."""
-    counts = dict.fromkeys(DRIFT_KINDS, 0)
-    for ep in episodes:
-        report = check_drift(ep, renderer)
-        if report.drifted:
-            counts[report.kind] += 1
+    return drift_counts([check_drift(ep, renderer).kind for ep in episodes], prefix)
+
+
+def drift_counts(kinds: list[str | None], prefix: str = "grpo/") -> dict[str, int]:
+    """`drift_metrics` from each episode's drift kind (None: no drift)."""
+    counts = {k: sum(kind == k for kind in kinds) for k in DRIFT_KINDS}
     out = {f"{prefix}retokenization_drift": sum(counts.values())}
     out.update({f"{prefix}drift_{k}": v for k, v in counts.items()})
     return out

@@ -84,15 +84,23 @@ class SimCache:
                     fh.seek(0, os.SEEK_END)
                     fh.write(tail + b"\n")
 
-    def _load_line(self, raw: bytes, lineno: int) -> None:
-        where = f"line {lineno}"
+    def absorb(self, path: str | Path) -> None:
+        """Load the complete records of another writer's file (another data-parallel rank's), read only:
+        a torn last line is left to that file's own writer."""
+        path = Path(path)
+        for lineno, raw in enumerate(path.read_bytes().split(b"\n")[:-1], 1):
+            if raw.strip():
+                self._load_line(raw, lineno, path)
+
+    def _load_line(self, raw: bytes, lineno: int, source: Path | None = None) -> None:
+        where, source = f"line {lineno}", source or self.path
         try:
             rec = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise DataError(self.path, where, None, "not valid JSON") from None
+            raise DataError(source, where, None, "not valid JSON") from None
         key = rec.get("key") if isinstance(rec, dict) else None
         if not (isinstance(key, list) and len(key) == 4 and "obs" in rec):
             raise DataError(
-                self.path, where, "key", "a cache record needs 'key' [tool, args, example, seed] and 'obs'"
+                source, where, "key", "a cache record needs 'key' [tool, args, example, seed] and 'obs'"
             )
         self._mem[(str(key[0]), str(key[1]), str(key[2]), int(key[3]))] = rec["obs"]

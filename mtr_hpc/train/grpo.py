@@ -1,35 +1,30 @@
 """Stage 2: GRPO against simulated tools (`mtr grpo`).
 
 One step, as the algorithm reads:
-1. roll out G episodes per prompt with the rollout engine in the multi-turn environment;
-2. score them with the composite reward, and turn rewards into group advantages;
+1. roll out G episodes per prompt in the multi-turn environment and score them with the composite
+   reward, each data-parallel replica its share of the prompts;
+2. turn rewards into group advantages;
 3. recompute the old (and reference) log-probs with the trainer;
 4. take `minibatches` clipped-policy updates;
 5. push the new weights into the engine.
 Setup, resume, logging, checkpoints and the export are the shared loop's (`train.loop`).
 
-Rollouts run on global rank 0 (the engine lives there) and are broadcast; every data-parallel rank
-trains on its slice of the episodes, every tensor-parallel rank joins the weight gather for the sync.
+Every data-parallel replica rolls out its share of the prompts with its own engine, and the scored
+episodes are gathered on every rank (`grpo_rollout`); every data-parallel rank trains on its slice of
+the episodes, every tensor-parallel rank joins the weight gather for the sync.
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..data.example import example_key
-from ..reward import score_episode
-from ..rollout.env import run_episodes
-from ..rollout.episode import drift_metrics
-from ..rollout.protocol import SamplingParams
-from ..sim import open_groups
-from ..sim.simulators import toolsim_metrics
 from ..trace.chat_format import read_tools_format
 from ..trace.render import ChatRenderer
 from .grpo_batch import sample_of
 from .grpo_config import GRPOConfig
 from .grpo_loss import drop_uniform_groups, group_advantages
+from .grpo_rollout import gather_rollouts, rollout_rank, rollout_share
 from .grpo_setup import (
     RewardNaNError,
     build_engine,
@@ -45,7 +40,6 @@ from .sft_data import RowSampler
 
 
 def run_grpo(cfg: GRPOConfig) -> dict:
-    import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
     run = TrainRun.setup("grpo", cfg)
@@ -54,28 +48,26 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     pad_id = run.pad_id(renderer)
     questions = load_prompts(cfg)
     run.record_trained_on(example_key(ex.benchmark, ex.id) for ex in questions)
-    simulator = build_simulator(cfg, run.run_dir)
-    engine = build_engine(cfg, run.src.hf_config, run.tokenizer, dist.get_rank())
+    rolls_out = rollout_rank()
+    simulator = build_simulator(cfg, run.run_dir, ps.get_data_parallel_rank()) if rolls_out else None
+    engine = build_engine(cfg, run.src.hf_config, run.tokenizer, rolls_out)
 
     reference = run.start(with_reference=cfg.algo.kl_coef > 0)
     # The engine starts from the policy's weights, whatever it loaded on its own.
-    sync_weights(engine, hf_named_tensors(run.policy, run.src), run.rank0)
+    sync_weights(engine, hf_named_tensors(run.policy, run.src), rolls_out)
 
     def step_fn(step: int, examples) -> dict:
         timings: dict = {}
-        # 1. Roll out (rank 0) and score; every rank receives the scored episodes.
-        t = time.perf_counter()
-        payload = None
-        if run.rank0:
-            payload = rollout_and_score(engine, renderer, examples, simulator, cfg, step, timings)
-        payload = _broadcast(payload)
+        # 1. Every data-parallel replica rolls out and scores its share of the prompts; every rank
+        # receives the whole step's scored episodes.
+        share = rollout_share(engine, renderer, examples, simulator, cfg, step) if rolls_out else None
+        payload = gather_rollouts(share)
         rewards = payload["rewards"]
         try:
             check_finite_rewards(rewards, step)
         except RewardNaNError:
             run.save(step)
             raise
-        timings.setdefault("timing_s/rollout", time.perf_counter() - t)
 
         # 2. Group advantages; optionally drop groups without signal.
         r = torch.tensor(rewards, dtype=torch.float32)
@@ -97,77 +89,12 @@ def run_grpo(cfg: GRPOConfig) -> dict:
             )
 
         # 5. New weights into the engine.
-        timings.update(sync_weights(engine, hf_named_tensors(run.policy, run.src), run.rank0))
+        timings.update(sync_weights(engine, hf_named_tensors(run.policy, run.src), rolls_out))
         return {**payload["metrics"], **train_metrics, **timings, "grpo/kept_samples": len(samples)}
 
     batches = RowSampler(questions, cfg.algo.prompts_per_step, cfg.train.seed).batches(run.position)
     metrics, preempted = run.loop(batches, step_fn, _postfix)
     return run.finish(metrics, preempted, renderer.tools_format)
-
-
-def rollout_and_score(
-    engine, renderer, examples, simulator, cfg: GRPOConfig, step: int, timings: dict
-) -> dict:
-    t = time.perf_counter()
-    sim_before = simulator.metrics()
-    setups = open_groups(simulator, examples, cfg.algo.group_size, seed=cfg.train.seed)
-    params = SamplingParams(
-        temperature=cfg.algo.temperature,
-        top_p=cfg.algo.top_p,
-        top_k=cfg.algo.top_k,
-        seed=cfg.train.seed * 100_003 + step,
-    )
-    episodes = run_episodes(engine, renderer, setups, params, cfg.env)
-    engine.sleep()  # the trainer's turn; the next weight push wakes the engine
-    timings["timing_s/rollout"] = time.perf_counter() - t
-    t = time.perf_counter()
-    scores = [
-        score_episode(ep.messages, ep.tools, ep.example, cfg.reward, n_tokens=ep.n_tokens) for ep in episodes
-    ]
-    timings["timing_s/reward"] = time.perf_counter() - t
-    return {
-        "episodes": [_slim(ep) for ep in episodes],
-        "rewards": [s.total for s in scores],
-        "metrics": {
-            **episode_metrics(episodes, scores, renderer),
-            **toolsim_metrics(sim_before, simulator.metrics(), "grpo/"),
-        },
-    }
-
-
-def episode_metrics(episodes, scores, renderer) -> dict:
-    n = max(len(episodes), 1)
-    out = {}
-    for s in scores:
-        for k, v in s.metrics(prefix="grpo/reward/").items():
-            out[k] = out.get(k, 0.0) + v / n
-    out["grpo/em"] = out.pop("grpo/reward/em", 0.0)
-    out["grpo/f1"] = out.pop("grpo/reward/f1", 0.0)
-    out["grpo/response_length"] = sum(ep.n_generated for ep in episodes) / n
-    out["grpo/turns"] = sum(ep.turns for ep in episodes) / n
-    out["grpo/tool_calls"] = sum(ep.tool_calls for ep in episodes) / n
-    out["grpo/invalid_calls"] = sum(ep.invalid_calls for ep in episodes) / n
-    for reason in sorted({ep.finish for ep in episodes}):
-        out[f"grpo/finish/{reason}"] = sum(ep.finish == reason for ep in episodes) / n
-    out.update(drift_metrics(episodes, renderer))
-    return out
-
-
-def _slim(ep):
-    """What the trainer needs of an episode (no example evidence to broadcast)."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(token_ids=ep.token_ids, loss_mask=ep.loss_mask, engine_logprobs=ep.engine_logprobs)
-
-
-def _broadcast(obj):
-    import torch.distributed as dist
-
-    if dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _postfix(m: dict) -> dict[str, str]:

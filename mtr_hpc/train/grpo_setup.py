@@ -29,13 +29,13 @@ def load_prompts(cfg: GRPOConfig) -> list:
     return examples
 
 
-def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rank: int):
-    """The rollout engine of global rank 0, with the policy's architecture; its weights come from the
-    first sync. Other ranks get None, except with vLLM (below).
+def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rolls_out: bool):
+    """The rollout engine of a rollout rank (`grpo_rollout.rollout_rank`), with the policy's
+    architecture; its weights come from the first sync. Other ranks get None, except with vLLM (below).
 
     vLLM's external launcher creates its process groups over the whole world, so with vLLM every rank
-    builds an engine. Rollouts still run on rank 0 alone: the engines of the other ranks go to sleep at
-    once, discarding their weights (level 2), and are never woken.
+    builds an engine (one GPU each, `tensor_parallel_size=1`). The engines of ranks that do not roll
+    out go to sleep at once, discarding their weights (level 2), and are never woken.
     """
     import torch
 
@@ -49,15 +49,15 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rank: int):
             cfg.model.hf,
             dtype=cfg.rollout.dtype,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-            enable_sleep_mode=cfg.rollout.sleep_between_steps or rank != 0,
-            sleep_level=cfg.rollout.sleep_level if rank == 0 else 2,
+            enable_sleep_mode=cfg.rollout.sleep_between_steps or not rolls_out,
+            sleep_level=cfg.rollout.sleep_level if rolls_out else 2,
             seed=cfg.train.seed,
             bucket_bytes=cfg.rollout.sync_bucket_mb << 20,
         )
-        if rank != 0:
+        if not rolls_out:
             engine.sleep()
         return engine
-    if rank != 0:
+    if not rolls_out:
         return None
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -68,25 +68,32 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rank: int):
     return HFRolloutEngine(model, batch_size=cfg.rollout.batch_size, tokenizer=tokenizer)
 
 
-def build_simulator(cfg: GRPOConfig, run_dir: Path):
+def build_simulator(cfg: GRPOConfig, run_dir: Path, dp_rank: int = 0):
     """The ToolMaker's tools answered by the ToolActor (grounded, or played by `cfg.tool_llm`), with a
     replay cache in the run dir: part of the run's state, so a resumed run replays the observations it
-    has seen, whatever the tool model would answer now."""
+    has seen, whatever the tool model would answer now. Each data-parallel replica appends to its own
+    file (`sim_cache.jsonl`, `sim_cache.dp1.jsonl`, ...) and replays every replica's, so a resumed run
+    replays them whatever its number of replicas."""
     from ..sim import ActorSimulator
     from ..sim.sim_cache import SimCache
     from ..sim.toolactor import ToolActor
     from ..sim.toolmaker import ToolMaker
 
+    own = run_dir / ("sim_cache.jsonl" if dp_rank == 0 else f"sim_cache.dp{dp_rank}.jsonl")
+    cache = SimCache(own)
+    for other in sorted(run_dir.glob("sim_cache*.jsonl")):
+        if other != own:
+            cache.absorb(other)
     llm = cfg.tool_llm.client() if cfg.toolactor.backend == "llm" else None
-    actor = ToolActor(cfg.toolactor, llm=llm, cache=SimCache(run_dir / "sim_cache.jsonl"))
+    actor = ToolActor(cfg.toolactor, llm=llm, cache=cache)
     return ActorSimulator(ToolMaker(cfg.toolmaker), actor)
 
 
-def sync_weights(engine, named_tensors, rank0: bool) -> dict:
-    """Push (HF name, tensor) pairs into rank 0's engine; every rank iterates (the tensors are gathered
-    over tensor- and pipeline-parallel groups), the others drop what they receive."""
+def sync_weights(engine, named_tensors, rolls_out: bool) -> dict:
+    """Push (HF name, tensor) pairs into this rank's engine; every rank iterates (the tensors are
+    gathered over tensor- and pipeline-parallel groups), ranks without an engine drop what they get."""
     t0 = time.perf_counter()
-    if rank0:
+    if rolls_out:
         info = engine.update_weights(named_tensors)
     else:
         info = {"bytes": 0}

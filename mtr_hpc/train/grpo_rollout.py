@@ -1,0 +1,129 @@
+"""GRPO's rollout phase on every data-parallel rank: each rolls out its share of the step's prompts with
+its own engine and tool simulator, then the scored episodes are gathered on every rank.
+
+The rollout ranks are the first tensor-parallel rank of the first pipeline stage of each data-parallel
+replica: one engine per replica, so a job rolls out on all of its replicas at once instead of one GPU
+generating for the whole job while the others wait. Prompt `i` of the step goes to replica
+`i mod dp`, and its G episodes stay together. Each episode keeps its index in the whole step, both in
+its sampling seeds (`run_episodes(seed_ids=...)`) and in the gathered order, so the episodes, rewards
+and advantages are those of a single-rank run with the same seeds. Metrics are computed from the
+gathered per-episode records, so they are the whole step's, whatever the number of replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from ..reward import score_episode
+from ..rollout.env import run_episodes
+from ..rollout.episode import check_drift, drift_counts
+from ..rollout.protocol import SamplingParams
+from ..sim import open_groups
+from ..sim.simulators import toolsim_metrics
+from .grpo_config import GRPOConfig
+
+
+@dataclass
+class EpisodeRecord:
+    """What the trainer and the metrics need of one episode, small enough to gather."""
+
+    index: int  # in the whole step: prompt * G + member
+    episode: SimpleNamespace  # token_ids, loss_mask, engine_logprobs
+    reward: float
+    row: dict[str, Any]  # the episode's reward components and behaviour, for the step's means
+
+
+def rollout_rank() -> bool:
+    from megatron.core import parallel_state as ps
+
+    return ps.get_tensor_model_parallel_rank() == 0 and ps.get_pipeline_model_parallel_rank() == 0
+
+
+def rollout_share(engine, renderer, examples: list, simulator, cfg: GRPOConfig, step: int) -> dict:
+    """Roll out and score this replica's prompts of the step (`examples[dp_rank::dp]`)."""
+    from megatron.core import parallel_state as ps
+
+    dp_rank, dp = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    g = cfg.algo.group_size
+    prompts = list(range(dp_rank, len(examples), dp))
+    seed_ids = [i * g + k for i in prompts for k in range(g)]
+    t = time.perf_counter()
+    before = simulator.metrics()
+    setups = open_groups(simulator, [examples[i] for i in prompts], g, seed=cfg.train.seed)
+    params = SamplingParams(
+        temperature=cfg.algo.temperature,
+        top_p=cfg.algo.top_p,
+        top_k=cfg.algo.top_k,
+        seed=cfg.train.seed * 100_003 + step,
+    )
+    episodes = run_episodes(engine, renderer, setups, params, cfg.env, seed_ids=seed_ids)
+    engine.sleep()  # the trainer's turn; the next weight push wakes the engine
+    rollout_s = time.perf_counter() - t
+    t = time.perf_counter()
+    records = [_record(i, ep, renderer, cfg) for i, ep in zip(seed_ids, episodes, strict=True)]
+    return {
+        "records": records,
+        "toolsim": toolsim_metrics(before, simulator.metrics(), "grpo/"),
+        "timings": {"timing_s/rollout": rollout_s, "timing_s/reward": time.perf_counter() - t},
+    }
+
+
+def _record(index: int, ep, renderer, cfg: GRPOConfig) -> EpisodeRecord:
+    score = score_episode(ep.messages, ep.tools, ep.example, cfg.reward, n_tokens=ep.n_tokens)
+    row = {
+        **score.metrics(prefix="grpo/reward/"),
+        "response_length": ep.n_generated,
+        "turns": ep.turns,
+        "tool_calls": ep.tool_calls,
+        "invalid_calls": ep.invalid_calls,
+        "finish": ep.finish,
+        "drift": check_drift(ep, renderer).kind,
+    }
+    slim = SimpleNamespace(token_ids=ep.token_ids, loss_mask=ep.loss_mask, engine_logprobs=ep.engine_logprobs)
+    return EpisodeRecord(index, slim, score.total, row)
+
+
+def gather_rollouts(share: dict | None) -> dict:
+    """Every rank's share (None from ranks that do not roll out), on every rank: the step's episodes
+    and rewards in step order, and its metrics (counts summed, phase times the slowest replica's)."""
+    import torch.distributed as dist
+
+    shares = [share]
+    if dist.get_world_size() > 1:
+        shares = [None] * dist.get_world_size()
+        dist.all_gather_object(shares, share)
+    shares = [s for s in shares if s is not None]
+    records = sorted((r for s in shares for r in s["records"]), key=lambda r: r.index)
+    metrics = episode_metrics([r.row for r in records])
+    for s in shares:
+        for k, v in s["toolsim"].items():
+            metrics[k] = metrics.get(k, 0) + v
+        for k, v in s["timings"].items():
+            metrics[k] = max(metrics.get(k, 0.0), v)
+    return {
+        "episodes": [r.episode for r in records],
+        "rewards": [r.reward for r in records],
+        "metrics": metrics,
+    }
+
+
+def episode_metrics(rows: list[dict]) -> dict:
+    """The step's means over episodes (reward components, EM / F1, length, turns, calls, how episodes
+    ended) and its retokenization-drift counts."""
+    n = max(len(rows), 1)
+    out: dict[str, float] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k.startswith("grpo/reward/"):
+                out[k] = out.get(k, 0.0) + v / n
+    out["grpo/em"] = out.pop("grpo/reward/em", 0.0)
+    out["grpo/f1"] = out.pop("grpo/reward/f1", 0.0)
+    for key in ("response_length", "turns", "tool_calls", "invalid_calls"):
+        out[f"grpo/{key}"] = sum(r[key] for r in rows) / n
+    for reason in sorted({r["finish"] for r in rows}):
+        out[f"grpo/finish/{reason}"] = sum(r["finish"] == reason for r in rows) / n
+    out.update(drift_counts([r["drift"] for r in rows]))
+    return out
