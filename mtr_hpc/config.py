@@ -139,7 +139,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     for name, f in fields.items():
         key = _join(prefix, name)
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], key)
+            kwargs[name] = _convert(hints[name], _over_default(f, data[name]), key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(key, "missing required key")
     try:
@@ -148,6 +148,17 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(prefix or cls.__name__, str(exc)) from None
+
+
+def _over_default(f: dataclasses.Field, value: Any) -> Any:
+    """A section given in part fills the rest from the field's own default (`default_factory=lambda:
+    LLMConfig(backend="transformers")`), not from the section class's defaults."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    base = f.default_factory()
+    if not dataclasses.is_dataclass(base):
+        return value
+    return {**dataclasses.asdict(base), **value}
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:

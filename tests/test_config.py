@@ -37,6 +37,22 @@ class StageConfig:
     fp8: bool = False
 
 
+@dataclass
+class TwoModels:
+    # The same section class with another default for this field.
+    policy: ModelConfig = field(default_factory=ModelConfig)
+    tools: ModelConfig = field(default_factory=lambda: ModelConfig(path="tool-model", spec="local"))
+
+
+def test_a_section_given_in_part_keeps_its_fields_own_defaults(tmp_path):
+    cfg = load_config(TwoModels, None, ["tools.checkpoint=ckpt", "policy.checkpoint=p"])
+    assert (cfg.tools.path, cfg.tools.spec, cfg.tools.checkpoint) == ("tool-model", "local", "ckpt")
+    assert (cfg.policy.path, cfg.policy.spec) == ("smollm2-135m", "cpu")
+    from_file = load_config(TwoModels, _write(tmp_path, {"tools": {"spec": "te"}}))
+    assert (from_file.tools.path, from_file.tools.spec) == ("tool-model", "te")
+    assert load_config(TwoModels).tools.path == "tool-model"
+
+
 def _write(tmp_path: Path, data) -> Path:
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(data))
