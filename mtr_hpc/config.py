@@ -144,9 +144,11 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
             raise ConfigError(key, "missing required key")
     try:
         return cls(**kwargs)
+    except ConfigError as exc:
+        if prefix and "." not in exc.key:  # a section that names its own keys only (`LLMConfig`)
+            raise ConfigError(_join(prefix, exc.key), exc.message) from None
+        raise
     except (ValueError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
         raise ConfigError(prefix or cls.__name__, str(exc)) from None
 
 

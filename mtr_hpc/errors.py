@@ -23,7 +23,7 @@ class ConfigError(MtrError):
     """A config file or override is wrong; `key` is the dotted key at fault."""
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"config key '{key}': {message}" if key else message)
 
 

@@ -83,6 +83,10 @@ def test_training_sources_name_their_part_and_a_missing_part_is_an_error(tmp_pat
         ("grpo", "reward.beta=-1", "reward.beta"),
         ("grpo", "rollout.sleep_level=3", "rollout.sleep_level"),
         ("grpo", "train.save_every=0", "train.save_every"),
+        ("grpo", "algo.tis_cap=0", "algo.tis_cap"),
+        ("grpo", "tool_llm.backend=vllm", "tool_llm.backend"),
+        ("grpo", "tool_llm.max_batch=0", "tool_llm.max_batch"),
+        ("eval", "llm.backend=telepathy", "llm.backend"),
         ("synth", "num_shards=0", "num_shards"),
     ],
 )

@@ -28,13 +28,14 @@ class LLMConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        # Keys relative to the section: the loader names the section (`llm.`, `tool_llm.`).
         if self.backend not in BACKENDS:
-            raise ConfigError("llm.backend", f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
+            raise ConfigError("backend", f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
         for key in ("max_in_flight", "max_batch"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"llm.{key}", f"must be >= 1, got {getattr(self, key)}")
+                raise ConfigError(key, f"must be >= 1, got {getattr(self, key)}")
         if not self.timeout_s > 0:
-            raise ConfigError("llm.timeout_s", f"must be > 0, got {self.timeout_s}")
+            raise ConfigError("timeout_s", f"must be > 0, got {self.timeout_s}")
 
     def client(self, default_model: str = "") -> Any:
         """A new client for this config; `default_model` when `model` is empty."""

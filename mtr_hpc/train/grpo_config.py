@@ -132,6 +132,14 @@ class GRPOConfig:
             raise ConfigError("data", "name at least one benchmark source ({name, source, part})")
         self.env.validate()
         self.reward.validate()
+        if self.tool_llm.backend == "vllm":
+            # A second in-process vLLM would join the trainer's torch world through vLLM's external
+            # launcher, beside the policy's own engine.
+            raise ConfigError(
+                "tool_llm.backend",
+                "GRPO runs its tool model in process with transformers, or behind an endpoint: serve it "
+                "with `vllm serve` and set tool_llm.backend=openai and tool_llm.base_url",
+            )
         if (
             self.toolactor.backend == "llm"
             and self.tool_llm.backend == "openai"
