@@ -30,8 +30,10 @@ class ToolActorConfig:
     # `llm`: the example's evidence is shown to the simulator as a hint.
     evidence_hint: bool = True
     llm_retries: int = 2
-    # A tool request unanswered after this long is retried, then an `llm_error` observation.
-    llm_timeout_s: float = 120.0
+    # A tool request unanswered after this long is retried, then an `llm_error` observation. 0: no limit
+    # here; an endpoint's client has its own (`timeout_s` of its LLM config), and a model in this process
+    # always finishes (a timed-out request would only queue its retry behind itself).
+    llm_timeout_s: float = 0.0
     max_tokens: int = 384
     temperature: float = 0.0
     # Replay cache file (JSONL); empty keeps the cache in memory only.

@@ -4,8 +4,8 @@ The model sees the tool's interface (with its `x-returns`), the call, the episod
 observations (so it stays consistent) and, optionally, the example's evidence as a hint. Its output must
 be JSON valid against `x-returns` (requested as a `json_schema` constraint; clients that cannot enforce
 it get the schema in the prompt); invalid output is retried, then recorded as an `invalid_output` error
-observation, and a client error or a request unanswered after `timeout_s` as `llm_error` (retried
-first when retryable). The function never raises for model behaviour. `stats` counts `retries`,
+observation, and a client error or a request unanswered after `timeout_s` (when > 0) as `llm_error`
+(retried first when retryable). The function never raises for model behaviour. `stats` counts `retries`,
 `invalid_json`, `invalid_schema`, `invalid_output`, `llm_error` and `timeout`.
 """
 
@@ -83,7 +83,7 @@ async def simulate_llm(
             json_schema=tool.get(RETURNS_KEY),
         )
         try:
-            resp = await asyncio.wait_for(client.chat(req), timeout_s)
+            resp = await (asyncio.wait_for(client.chat(req), timeout_s) if timeout_s else client.chat(req))
         except TimeoutError:
             stats["timeout"] += 1
             stats["llm_error"] += 1
