@@ -119,7 +119,7 @@ def test_clients_satisfy_the_protocol():
     assert isinstance(ScriptedClient(["a"]), LLMClient)
     assert isinstance(OpenAIHTTPClient("http://127.0.0.1:1", "m"), LLMClient)
     assert isinstance(TransformersClient("smollm2-135m"), LLMClient)  # loads nothing until used
-    assert not TransformersClient.supports_json_schema and OpenAIHTTPClient.supports_json_schema
+    assert TransformersClient.supports_json_schema and OpenAIHTTPClient.supports_json_schema
 
 
 def test_scripted_client_replays_in_order_and_records():

@@ -12,6 +12,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 from ..llm.config import LLMConfig
+from ..sim.config import ToolActorConfig
 from ..tracking import WandbConfig
 
 MODES = ("direct", "tools")
@@ -83,6 +84,8 @@ class EvalConfig:
     # The model that plays the tools of the `llm` environment: in process by default (SmolLM2 on a CPU),
     # or an OpenAI-compatible endpoint (`mtr serve`, `vllm serve`) with `backend: openai`.
     llm: LLMConfig = field(default_factory=lambda: LLMConfig(backend="transformers", model="smollm2-135m"))
+    # The ToolActor of the `grounded` and `llm` environments (its `backend` is the environment's).
+    toolactor: ToolActorConfig = field(default_factory=ToolActorConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     batch_size: int = 8  # requests the engine decodes at once (the transformers engine's slots)
     device: str = "cpu"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..data.example import QAExample
@@ -26,7 +27,6 @@ def build_simulator(
 ) -> ToolSimulator:
     """The simulator of environment `kind` for the questions of one benchmark (`examples`); `tool_llm`
     is the client of the `llm` environment (built from `cfg.llm` when not given)."""
-    from ..sim.config import ToolActorConfig
     from ..sim.evidence import build_kb
     from ..sim.retrieval import DistractorPool
     from ..sim.toolactor import ToolActor
@@ -38,6 +38,6 @@ def build_simulator(
         return RetrievalSimulator(corpus, cfg.retrieval)
     if kind == "grounded":
         pool = DistractorPool.from_kbs([build_kb(ex) for ex in examples])
-        return ActorSimulator(ToolMaker(), ToolActor(ToolActorConfig(), pool=pool))
+        return ActorSimulator(ToolMaker(), ToolActor(replace(cfg.toolactor, backend="grounded"), pool=pool))
     client = tool_llm if tool_llm is not None else cfg.llm.client()
-    return ActorSimulator(ToolMaker(), ToolActor(ToolActorConfig(backend="llm"), llm=client))
+    return ActorSimulator(ToolMaker(), ToolActor(replace(cfg.toolactor, backend="llm"), llm=client))

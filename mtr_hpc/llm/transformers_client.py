@@ -2,9 +2,10 @@
 
 `EngineClient` over the embedded rollout engine (`rollout.hf_engine.HFRolloutEngine`), so the project
 runs transformers through one decode loop: up to `max_batch` requests decode at once, with continuous
-batching and per-request sampling. JSON Schema output is not enforced while decoding
-(`supports_json_schema = False`): the schema goes in the system prompt and the answer is validated
-afterwards. `num_threads` sets torch's intra-op threads for the whole process when given.
+batching and per-request sampling. JSON Schema output is enforced while decoding: the engine masks the
+tokens that would leave the schema (`rollout.json_constraint`); the answer is still validated, since
+one cut off by `max_tokens` is not an instance. `num_threads` sets torch's intra-op threads for the
+whole process when given.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 class TransformersClient(EngineClient):
     """`LLMClient` generating in-process; `generate` is the synchronous batch entry point."""
 
-    supports_json_schema = False
+    supports_json_schema = True
 
     def __init__(
         self,

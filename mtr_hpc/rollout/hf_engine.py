@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..errors import MtrError, RunFailure
+from .json_constraint import JsonConstraint, JsonTokenTables, apply_constraints
 from .kv_cache import PrefixCache, kv_shape, layer_tensors, slot_cache
 from .lifecycle import ManagedEngine
 from .protocol import FollowUp, Generation, SamplingParams, check_prompts
@@ -40,11 +41,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class HFRolloutEngine(ManagedEngine):
-    """`RolloutEngine` over a transformers causal LM.
+    """`RolloutEngine` over a transformers causal LM; a request's `json_schema` constrains its decoding
+    (`json_constraint`).
 
     `model` is a name `resolve_model` knows ("smollm2-135m"), a HF directory, or an already-built
     `PreTrainedModel` (used as is, on its own device; pass `tokenizer` for stop strings).
     """
+
+    supports_json_schema = True
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class HFRolloutEngine(ManagedEngine):
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         # Finished sequences' KV for the next turn of their episode (0 turns prefix caching off).
         self._prefix = PrefixCache(int(prefix_cache_gb * 2**30)) if prefix_cache_gb > 0 else None
+        self._json_tables: JsonTokenTables | None = None
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -138,6 +143,7 @@ class HFRolloutEngine(ManagedEngine):
                 **{self._cache_arg: cache},
                 use_cache=True,
             ).logits[:, -1, :]
+            logits = apply_constraints(logits, [r.constraint for r in rows])
             tokens, lps = select_tokens(logits, [r.params for r in rows], [r.gen for r in rows])
             finished = []
             for j, (r, tok, lp) in enumerate(zip(rows, tokens.tolist(), lps.tolist(), strict=True)):
@@ -145,6 +151,8 @@ class HFRolloutEngine(ManagedEngine):
                 r.token = tok
                 r.out_ids.append(tok)
                 r.out_lps.append(lp)
+                if r.constraint is not None:
+                    r.constraint.advance(tok)
                 gen = _finished(r.out_ids, r.out_lps, r.params, r.stop_ids, r.stops)
                 if gen is not None:
                     finished.append((j, gen))
@@ -170,7 +178,18 @@ class HFRolloutEngine(ManagedEngine):
             set(params.stop_token_ids) | self.eos_token_ids,
             length=len(prompt) - 1,
             token=prompt[-1],
+            constraint=self._constraint(prompt, params),
         )
+
+    def _constraint(self, prompt: list[int], params: SamplingParams) -> JsonConstraint | None:
+        if params.json_schema is None:
+            return None
+        if self.tokenizer is None:
+            raise MtrError("json_schema needs a tokenizer; build HFRolloutEngine with tokenizer=...")
+        if self._json_tables is None:
+            ends = sorted(set(params.stop_token_ids) | self.eos_token_ids)
+            self._json_tables = JsonTokenTables(self.tokenizer, self.vocab_size, ends)
+        return JsonConstraint(self._json_tables, params.json_schema, prompt)
 
     def _finish(self, cache, row: _Row, slot: int, gen: Generation, follow_up, pending, keep: bool) -> None:
         """Hand a finished row to `follow_up`; keep its KV (prompt and every sampled token but the last,
@@ -294,6 +313,7 @@ class _Row:
     token: int  # the token the next decode step feeds
     out_ids: list[int] = field(default_factory=list)
     out_lps: list[float] = field(default_factory=list)
+    constraint: JsonConstraint | None = None  # a request with `json_schema`
 
 
 def _finished(
