@@ -12,7 +12,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 from ..llm.config import LLMConfig
-from ..sim.config import ToolActorConfig
+from ..sim.config import RetrievalEnvConfig, ToolActorConfig
 from ..tracking import WandbConfig
 
 MODES = ("direct", "tools")
@@ -44,19 +44,6 @@ class BenchmarkSpec:
     skip_bad: bool = False
     # The project's train / held-out split (mtr_hpc.data.splits): all | train | heldout.
     part: str = "all"
-
-
-@dataclass
-class RetrievalEnvConfig:
-    """The `retrieval` environment: BM25 over a local passage corpus (JSON/JSONL of {title, text}, or
-    gzipped). `sample` is the corpus shipped in the package: the 2WikiMultiHopQA passages and the HotpotQA
-    sample's context paragraphs (MuSiQue and Bamboogle have none in it)."""
-
-    corpus: str = "sample"
-    top_k: int = 3  # as the grounded simulator (`ToolActorConfig.search_top_k`)
-    snippet_sentences: int = 2
-    # Malformed corpus records are an error unless this is set (then they are skipped and counted).
-    skip_bad: bool = False
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Configs of the tool simulators' parts: the ToolMaker (which tools an episode gets) and the ToolActor
-(what answers them). Synthesis, GRPO and evaluation nest them in their own configs."""
+"""Configs of the tool simulators' parts: the ToolMaker (which tools an episode gets), the ToolActor
+(what answers them) and the retrieval environment. Synthesis, GRPO and evaluation nest them in their
+own configs."""
 
 from __future__ import annotations
 
@@ -41,3 +42,16 @@ class ToolActorConfig:
     # Skip per-call validation of grounded observations of template tools (built in their exact shape;
     # `validate_trace` still checks every observation of a kept trace).
     trust_templates: bool = True
+
+
+@dataclass
+class RetrievalEnvConfig:
+    """The `retrieval` environment: BM25 over a local passage corpus (JSON/JSONL of {title, text}, or
+    gzipped). `sample` is the corpus shipped in the package: the 2WikiMultiHopQA passages and the HotpotQA
+    sample's context paragraphs (MuSiQue and Bamboogle have none in it)."""
+
+    corpus: str = "sample"
+    top_k: int = 3  # as the grounded simulator (`ToolActorConfig.search_top_k`)
+    snippet_sentences: int = 2
+    # Malformed corpus records are an error unless this is set (then they are skipped and counted).
+    skip_bad: bool = False

@@ -22,8 +22,8 @@ from ..data import load_corpus
 from ..data.corpus import CorpusResult
 from ..data.example import QAExample
 from ..errors import DataError
-from ..eval.config import RetrievalEnvConfig
 from ..toolspec import ToolRegistry
+from .config import RetrievalEnvConfig
 from .evidence import EvidenceKB
 from .retrieval import Passage as IndexedPassage
 from .retrieval import PassageIndex
