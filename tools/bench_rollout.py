@@ -23,8 +23,10 @@ same tokens.
 
 `--data-parallel`: GRPO's rollout phase with one data-parallel rank against two, each rolling out its
 share of the prompts with its own engine (`torchrun -m mtr_hpc.cli grpo`, gloo). The tiny random Llama
-of `configs/grpo-tiny.yaml` rolls out `--prompts` prompts of 4 episodes a step for 3 steps; the CPU's
-cores are split between the ranks. Prints the mean `timing_s/rollout` of the last two steps for each.
+of `configs/grpo-tiny.yaml` rolls out `--prompts` prompts of 4 episodes a step for 3 steps; every rank
+gets half the CPU's cores in both runs (on a CPU shared with other work, more threads per rank than it
+gets cores make each op wait for descheduled threads, which would flatter the 2-rank run). Prints the
+mean `timing_s/rollout` of the last two steps for each.
 
     .venv/bin/python tools/bench_rollout.py --data-parallel [--prompts 8] [--json]
 """
@@ -211,7 +213,7 @@ def bench_data_parallel(args) -> dict:
 
     from mtr_hpc.tracking import read_metrics
 
-    cores = os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // 2)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for world in (1, 2):
@@ -229,12 +231,12 @@ def bench_data_parallel(args) -> dict:
             cmd += [f"model.hf={REPO / 'configs/models/tiny-llama'}", "export_hf=false", "train.steps=3"]
             cmd += [f"algo.prompts_per_step={args.prompts}", "algo.group_size=4", "env.max_turn_tokens=64"]
             cmd += ["rollout.batch_size=64", "train.save_every=3"]
-            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // world)), "PYTHONPATH": str(REPO)}
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rows = read_metrics(out)[1:]  # the first step warms up
             runs[f"dp{world}"] = {
                 "ranks": world,
-                "threads_per_rank": max(1, cores // world),
+                "threads_per_rank": threads,
                 "rollout_s": sum(r["timing_s/rollout"] for r in rows) / len(rows),
                 "episodes_per_step": args.prompts * 4,
             }
