@@ -258,7 +258,10 @@ def test_a_tools_result_schema_is_decoded_as_its_result_form():
     }
     got = decoding_schema(returns)
     assert got["required"] == ["found", "value"] and set(got["properties"]) == {"found", "value"}
-    assert "anyOf" not in got and decoding_schema({"type": "string"}) == {"type": "string"}
+    assert "anyOf" not in got and got["properties"]["value"] == {"type": "string", "maxLength": 200}
+    # Unbounded strings and arrays get bounds, so an answer ends within its budget; given ones stay.
+    listed = decoding_schema({"type": "array", "items": {"type": "string", "maxLength": 9}})
+    assert listed == {"type": "array", "items": {"type": "string", "maxLength": 9}, "maxItems": 3}
 
 
 # -- weight sync ------------------------------------------------------------------------------------

@@ -33,22 +33,41 @@ class JsonTokenTables:
         self.vocab_size = vocab_size
 
 
+# Bounds the decoder adds where the schema sets none, so that an answer ends within its token budget: a
+# small model playing `search` otherwise copies whole passages into every snippet.
+MAX_STRING_CHARS = 200
+MAX_ARRAY_ITEMS = 3
+
+
 def decoding_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema the decoder follows. An object whose `anyOf` branches only list required properties
-    (a tool's `x-returns`: `anyOf: [{required: [results...]}, {required: [error]}]`) is decoded as its
-    first branch: those properties, and no others. The answer is validated against `schema` itself."""
-    branches = schema.get("anyOf")
-    if not (isinstance(branches, list) and branches and all(set(b) == {"required"} for b in branches)):
+    """The schema the decoder follows, a narrowing of `schema` (the answer is validated against
+    `schema` itself). An object whose `anyOf` branches only list required properties (a tool's
+    `x-returns`: `anyOf: [{required: [results...]}, {required: [error]}]`) is decoded as its first
+    branch: those properties, and no others. Strings and arrays without a bound get
+    `MAX_STRING_CHARS` / `MAX_ARRAY_ITEMS`."""
+    if not isinstance(schema, dict):
         return schema
-    required = list(branches[0]["required"])
-    props = schema.get("properties") or {}
-    return {
-        **{k: v for k, v in schema.items() if k != "anyOf"},
-        "type": "object",
-        "properties": {k: props.get(k, {}) for k in required},
-        "required": required,
-        "additionalProperties": False,
-    }
+    out = dict(schema)
+    branches = schema.get("anyOf")
+    if isinstance(branches, list) and branches and all(set(b) == {"required"} for b in branches):
+        required = list(branches[0]["required"])
+        props = schema.get("properties") or {}
+        out.pop("anyOf")
+        out.update(
+            type="object",
+            properties={k: props.get(k, {}) for k in required},
+            required=required,
+            additionalProperties=False,
+        )
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: decoding_schema(v) for k, v in out["properties"].items()}
+    if isinstance(out.get("items"), dict):
+        out["items"] = decoding_schema(out["items"])
+    if out.get("type") == "string" and "enum" not in out and "maxLength" not in out:
+        out["maxLength"] = MAX_STRING_CHARS
+    if out.get("type") == "array" and "maxItems" not in out:
+        out["maxItems"] = max(MAX_ARRAY_ITEMS, int(out.get("minItems", 0)))
+    return out
 
 
 def _token_strings(tokenizer, n: int) -> list[tuple[int, str, bool]]:
