@@ -98,7 +98,7 @@ class _Runner:
             [0.0] * len(prompt),
             len(prompt),
         )
-        self._pending: list[tuple[str, ToolCall]] = []
+        self._pending: list[tuple[str, ToolCall]] = []  # the current turn's calls to answer
         if self.room() < 1:
             self.ep.finish = "max_tokens"
 
@@ -112,6 +112,7 @@ class _Runner:
     def consume(self, gen: Generation) -> list[tuple[str, ToolCall]]:
         """Take one sampled turn; the calls to answer (`observe`) before the next turn, or [] when the
         episode ended."""
+        self._pending = []  # set by a turn that makes calls and goes on
         self._turn(gen)
         return self._pending if self.ep.finish is None else []
 
@@ -170,7 +171,6 @@ class _Runner:
 
     def _call_turn(self, text: str, calls: list[ToolCall]) -> None:
         ep = self.ep
-        self._pending = []
         content = text[: text.find("<tool_call>")]
         # The renderer joins content and calls with "\n": drop exactly that one.
         content = content[:-1] if content.endswith("\n") else content
