@@ -150,13 +150,13 @@ def test_profiles_become_stage_values_and_unknown_ones_are_refused(tmp_path):
         "out": "run 1",
         "progress": False,
         "envs": ["grounded"],
-        "retrieval": {"corpus": "", "top_k": 4},
+        "retrieval": {"corpus": "", "results": {"top_k": 4}},
     }
     typed.write_text(
         yaml.safe_dump({"eval": {"models": [], "benchmarks": []}, "profiles": {"p": {"eval": profile}}})
     )
     cfg = load_config(EvalConfig, typed, section="eval", values=profile_values(typed, "p")["eval"])
-    assert (cfg.out, cfg.progress, cfg.envs, cfg.retrieval.corpus, cfg.retrieval.top_k) == (
+    assert (cfg.out, cfg.progress, cfg.envs, cfg.retrieval.corpus, cfg.retrieval.results.top_k) == (
         "run 1",
         False,
         ["grounded"],

@@ -107,7 +107,9 @@ class ScriptedEngine:
         self.calls = 0
 
     def _reply(self, prompt: str) -> str:
-        question = re.search(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", prompt, re.DOTALL).group(1)
+        # The last user turn is the question (direct mode shows a worked exchange before it).
+        users = re.findall(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", prompt, re.DOTALL)
+        question = [u for u in users if not u.startswith("<tool_response>")][-1]
         answer = self.answers[question]
         if "<tools>" in prompt and "<tool_response>" not in prompt:
             call = json.dumps({"name": "search", "arguments": {"query": question, "top_k": 2}})
@@ -146,7 +148,7 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
         tiny_model,
         [{"name": b, "source": str(p)} for b, p in gold.items()],
         envs=["retrieval"],
-        retrieval={"corpus": str(corpus), "top_k": 3},
+        retrieval={"corpus": str(corpus), "results": {"top_k": 3}},
         batch_size=2 * N_PER_BENCH,
     )
     summary = run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
@@ -166,7 +168,12 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
     # The observation came from the real BM25 index over the corpus.
     obs = json.loads(next(m for m in tool_rec["messages"] if m["role"] == "tool")["content"])
     assert len(obs["results"]) == 2 and all(r["title"] for r in obs["results"])
-    assert tool_rec["finish"] == "answer" and tool_rec["tools"] == ["search", "open_page"]
+    # The tools of training (the ToolMaker's for the question), answered by the real engine.
+    assert tool_rec["finish"] == "answer" and tool_rec["tools"][:2] == ["search", "open_page"]
+    # Fidelity of what the episode observed: the gold answer stated in the observation, tokens counted.
+    fid = tool_rec["fidelity"]
+    assert fid["obs"] == 1 and fid["tool_messages"] == 1 and fid["obs_tokens"] > 50
+    assert isinstance(fid["answer_seen"], bool) and len(fid["gold_found"]) >= 1
 
     for bench, path in gold.items():
         for mode in ("direct", "tools"):
@@ -202,7 +209,7 @@ def test_three_environments_side_by_side_with_tools_played_over_http(tmp_path, t
             [{"name": "hotpotqa", "limit": N_PER_BENCH}],
             modes=["tools"],
             envs=["grounded", "llm", "retrieval"],
-            retrieval={"corpus": str(corpus), "top_k": 3},
+            retrieval={"corpus": str(corpus), "results": {"top_k": 3}},
             llm={"backend": "openai", "base_url": server.url, "model": "echo"},
         )
         run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
@@ -219,7 +226,8 @@ def test_three_environments_side_by_side_with_tools_played_over_http(tmp_path, t
     assert len(llm_obs) == N_PER_BENCH and all(o["query"] == "echo" for o in llm_obs)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Simulation gap" in report
-    assert "| tiny | hotpotqa | 100.0 | 100.0 | 100.0 | +0.0 | +0.0 |" in report
+    assert "| tiny | hotpotqa | 100.0 | 100.0 | 100.0 | +0.0 [+0.0, +0.0] | +0.0 [+0.0, +0.0] |" in report
+    assert "## Tool environment fidelity" in report
 
 
 @pytest.mark.slow
@@ -273,7 +281,8 @@ def test_tiny_model_both_modes_outputs_and_resume(tmp_path, tiny_model, shared_d
         ("tools", "retrieval"),
     }
     retrieval = [json.loads(x) for x in lines if json.loads(x)["env"] == "retrieval"]
-    assert all(r["tools"] == ["search", "open_page"] for r in retrieval)
+    grounded = {r["id"]: r["tools"] for r in (json.loads(x) for x in lines) if r["env"] == "grounded"}
+    assert all(r["tools"] == grounded[r["id"]] for r in retrieval)  # the same tools in both
     results = json.loads((out / "results.json").read_text())
     assert results["settings"] == list(settings)
     assert {(c["setting"], c["benchmark"]) for c in results["cells"]} == {

@@ -23,6 +23,8 @@ from mtr_hpc.eval.plots import curve_keys, plot_scores, plot_training_curves
 from mtr_hpc.eval.report import build_results, find_cell, render_report
 from mtr_hpc.llm.config import LLMConfig
 from mtr_hpc.sim import RetrievalSimulator
+from mtr_hpc.sim.config import ResultsConfig
+from mtr_hpc.sim.observations import page_payload, search_payload
 from mtr_hpc.sim.retrieval_env import CorpusIndex, split_sentences
 from mtr_hpc.toolspec import ToolRegistry
 
@@ -50,21 +52,27 @@ def test_split_sentences():
 
 
 def test_corpus_index_search_and_open_page(index):
-    res = index.search("capital of France", 2, 1)
+    fmt = ResultsConfig(top_k=2, passage_words=10)
+    res = search_payload(index, "capital of France", 2, fmt)
     assert res["query"] == "capital of France"
+    # A page over the word budget keeps its sentences that best match the query.
     assert res["results"][0] == {"title": "Paris", "snippet": "Paris is the capital of France."}
-    assert index.search("Teutberga queen", 1, 2)["results"][0]["title"] == "Teutberga"
+    assert search_payload(index, "Teutberga queen", 1, fmt)["results"][0]["title"] == "Teutberga"
     # Passages sharing a title form one page; titles match without case and punctuation.
-    page = index.open_page("paris")
+    page = page_payload(index, "paris", ResultsConfig())
     assert page["found"] and page["title"] == "Paris" and len(page["sentences"]) == 3
-    assert index.open_page("Atlantis") == {"title": "Atlantis", "found": False, "sentences": []}
+    assert page_payload(index, "paris", ResultsConfig(page_words=12))["sentences"] == [
+        "Paris is the capital of France.",
+        "It lies on the Seine.",
+    ]
+    assert page_payload(index, "Atlantis", fmt) == {"title": "Atlantis", "found": False, "sentences": []}
     with pytest.raises(DataError, match="no passages"):
         CorpusIndex(CorpusResult([], path="empty.jsonl"))
 
 
 def test_retrieval_simulator_answers_from_the_corpus(index):
-    sim = RetrievalSimulator(index)
-    setup = sim.open(_ex(0, "875"), seed=0)
+    search_only = RetrievalSimulator(index, RetrievalEnvConfig(tools="search"))
+    setup = search_only.open(_ex(0, "875"), seed=0)
     registry = ToolRegistry(setup.tools)
     assert [t["function"]["name"] for t in setup.tools] == ["search", "open_page"]
     obs = setup.call("search", {"query": "When did Teutberga die?", "top_k": 1})
@@ -73,9 +81,23 @@ def test_retrieval_simulator_answers_from_the_corpus(index):
     page = setup.call("open_page", {"title": "Lothair II"})
     assert page["found"] and not registry.validate_observation("open_page", page)
     assert setup.call("get_father", {"person": "x"})["error"]["type"] == "unknown_tool"
-    assert setup.call("search", {"q": "x"})["error"]["type"] == "bad_arguments"
-    assert setup.call("search", {"query": "When did Teutberga die?", "top_k": 1}) is obs
-    assert sim.actor.stats["calls"] == 5 and sim.actor.stats["episode_repeats"] == 1
+    # By default the tools of training: a relation tool reads the entity's page first, then the best
+    # passages for "<entity> <relation>", in the search format.
+    ex = QAExample(
+        "w",
+        "2wiki",
+        "Who was Teutberga's spouse?",
+        ["Lothair II"],
+        "compositional",
+        {"triples": [["Teutberga", "spouse", "Lothair II"]]},
+    )
+    setup = RetrievalSimulator(index).open(ex, seed=0)
+    names = [t["function"]["name"] for t in setup.tools]
+    assert "get_spouse" in names and "search" in names
+    obs = setup.call("get_spouse", {"person": "teutberga"})
+    assert [r["title"] for r in obs["results"]] == ["Teutberga", "Lothair II", "Paris"]
+    assert (obs["entity"], obs["relation"]) == ("teutberga", "spouse")
+    assert not ToolRegistry(setup.tools).validate_observation("get_spouse", obs)
 
 
 def test_journal_appends_resumes_and_repairs_a_cut_tail(tmp_path):
@@ -188,16 +210,17 @@ def test_simulation_gap_table_puts_environments_side_by_side():
     md = render_report(results)
     assert "## Simulation gap" in md
     assert (
-        "| model | benchmark | grounded EM | llm EM | retrieval EM | grounded − retrieval | llm − retrieval |"
-        in md
+        "| model | benchmark | grounded EM | llm EM | retrieval EM | grounded − retrieval [95% CI] "
+        "| llm − retrieval [95% CI] |" in md
     )
-    assert "| m | hotpotqa | 100.0 | 50.0 | 0.0 | +100.0 | +50.0 |" in md
-    assert "| m | mq | 100.0 | 100.0 | 100.0 | +0.0 | +0.0 |" in md
-    assert "| m | **mean** | 100.0 | 75.0 | 50.0 | +50.0 | +25.0 |" in md
+    # Every question differs the same way in a benchmark: the interval is the point.
+    assert "| m | hotpotqa | 100.0 | 50.0 | 0.0 | +100.0 [+100.0, +100.0] | +50.0 [+0.0, +100.0] |" in md
+    assert "| m | mq | 100.0 | 100.0 | 100.0 | +0.0 [+0.0, +0.0] | +0.0 [+0.0, +0.0] |" in md
+    assert "| m | **mean** | 100.0 | 75.0 | 50.0 | +50.0 [+50.0, +50.0] | +25.0 [+0.0, +50.0] |" in md
     without_retrieval = build_results(
         ["m"], list(answers)[:2], examples, lambda m, o, b: cells[m, o, b], conventions
     )
-    assert "| m | hotpotqa | 100.0 | 50.0 | -50.0 |" in render_report(without_retrieval)
+    assert "| m | hotpotqa | 100.0 | 50.0 | -50.0 [-100.0, +0.0] |" in render_report(without_retrieval)
 
 
 def test_training_curves(tmp_path):

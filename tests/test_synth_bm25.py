@@ -9,7 +9,7 @@ from rank_bm25 import BM25Okapi
 
 from mtr_hpc.data import load_sample
 from mtr_hpc.sim.bm25 import Okapi, TermCounts
-from mtr_hpc.sim.retrieval import Passage, PassageIndex, example_corpus, snippet
+from mtr_hpc.sim.retrieval import Passage, PassageIndex, example_corpus
 from mtr_hpc.sim.text import tokens
 from mtr_hpc.synth import DistractorPool, build_kb
 
@@ -69,11 +69,13 @@ def test_passage_index_results_match_a_rank_bm25_ranking():
     docs = [tokens(p.title + " " + " ".join(p.sentences)) or ["_"] for p in corpus]
     query = ex.question
     _, order = _reference_order(docs, tokens(query))
-    got = index.search(query, 5, 2)
-    assert [r["title"] for r in got] == [corpus[i].title for i in order[:5]]
-    assert got[0]["snippet"] == snippet(corpus[order[0]], tokens(query), 2)
+    got = index.rank(query, 5)
+    assert [p.title for p in got] == [corpus[i].title for i in order[:5]]
+    # Excluded titles are skipped, and the next ones fill their places.
+    held = {corpus[order[0]].title}
+    assert [p.title for p in index.rank(query, 4, held)] == [corpus[i].title for i in order[1:5]]
     # A query without tokens ranks the corpus in its own order.
-    assert [r["title"] for r in index.search("the of", 3, 1)] == [p.title for p in corpus[:3]]
+    assert [p.title for p in index.rank("the of", 3)] == [p.title for p in corpus[:3]]
 
 
 def test_okapi_needs_a_document():
@@ -86,5 +88,5 @@ def test_library_index_returns_what_the_fast_index_returns():
         corpus = [Passage(t, list(s)) for t, s in build_kb(ex).pages.items()]
         fast, lib = PassageIndex(corpus), PassageIndex(corpus, library=True)
         for query in (ex.question, ex.answer, "the of"):
-            assert fast.search(query, 4, 2) == lib.search(query, 4, 2)
-    assert PassageIndex([], library=True).search("anything", 3, 1) == []
+            assert fast.rank(query, 4) == lib.rank(query, 4)
+    assert PassageIndex([], library=True).rank("anything", 3) == []

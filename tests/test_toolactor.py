@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mtr_hpc.data import QAExample, load_sample
-from mtr_hpc.errors import DataError
+from mtr_hpc.errors import ConfigError, DataError
 from mtr_hpc.llm.fake import ScriptedClient
 from mtr_hpc.llm.protocol import LLMError
 from mtr_hpc.sim.sim_cache import cache_key
@@ -69,7 +69,7 @@ def test_grounded_deterministic_for_seed_and_seed_changes_distractors():
     assert any(t not in build_kb(ex).pages for t in corpora[0])
 
 
-def test_lookup_found_and_not_found():
+def test_lookup_reads_the_entity_page_in_the_search_format():
     ex = QAExample(
         "k",
         "2wiki",
@@ -81,10 +81,59 @@ def test_lookup_found_and_not_found():
     actor = ToolActor()
     ep = _episode(actor, ex)
     obs = actor.call(ep, "get_director", {"title": "kiss me kate (film)"})
-    assert obs["found"] and obs["values"] == ["George Sidney"]
+    assert obs["results"][0] == {
+        "title": "Kiss Me Kate",
+        "snippet": "The director of Kiss Me Kate is George Sidney.",
+    }
+    assert validate_observation(ep.registry["get_director"], obs) == []
+    # An entity without a page still gets the best passages for "<entity> <relation>".
     miss = actor.call(ep, "get_director", {"title": "Unknown Film"})
-    assert miss == {"entity": "Unknown Film", "relation": "director", "found": False, "values": []}
+    assert miss["entity"] == "Unknown Film" and miss["relation"] == "director"
     assert validate_observation(ep.registry["get_director"], miss) == []
+
+
+def test_corpus_pages_replace_synthetic_ones():
+    ex = next(e for e in load_sample("2wiki") if e.qtype == "compositional")
+    actor = ToolActor(ToolActorConfig(corpus="sample"))
+    ep = _episode(actor, ex)
+    subject = ex.evidence["triples"][0][0]
+    page = actor.call(ep, "open_page", {"title": subject})
+    assert page["found"] and not any(
+        s.startswith("The ") and " of " in s and " is " in s for s in page["sentences"][:1]
+    )
+    assert subject not in ep.kb.synthetic and ep.kb.gold_titles()
+
+
+def test_noise_holds_the_gold_pages_back_seeded_and_replayable():
+    examples = load_sample("2wiki")[:30]
+    held = []
+    for noise in (0.0, 0.5, 1.0):
+        actor = ToolActor(ToolActorConfig(corpus="sample", noise=noise))
+        gold_hits = 0
+        for ex in examples:
+            ep = _episode(actor, ex, seed=3)
+            gold = set(ep.kb.gold_titles())
+            obs = actor.call(ep, "search", {"query": ex.question})
+            gold_hits += any(r["title"] in gold for r in obs["results"])
+        held.append((actor.stats["held_back"], gold_hits))
+    assert held[0][0] == 0 and held[2][0] == len(examples) and 0 < held[1][0] < len(examples)
+    assert held[2][1] == 0 < held[0][1]  # all held back: no gold page in any result
+    # The draw is the call's own: the same call of the same example and seed, the same answer.
+    a = ToolActor(ToolActorConfig(corpus="sample", noise=0.5))
+    b = ToolActor(ToolActorConfig(corpus="sample", noise=0.5))
+    for ex in examples[:10]:
+        args = {"query": ex.question}
+        assert a.call(_episode(a, ex, 3), "search", args) == b.call(_episode(b, ex, 3), "search", args)
+
+
+def test_noise_curriculum():
+    cfg = ToolActorConfig(noise=0.1, noise_final=0.3, noise_ramp_steps=10)
+    assert [round(cfg.noise_at(s), 3) for s in (0, 5, 10, 20)] == [0.1, 0.2, 0.3, 0.3]
+    assert ToolActorConfig(noise=0.2).noise_at(7) == 0.2
+    actor = ToolActor(cfg)
+    assert actor.set_step(5) == actor.noise == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match="noise"):
+        ToolActorConfig(noise=1.5)
 
 
 def test_errors_are_typed_observations():

@@ -129,8 +129,6 @@ def validate_config(cfg: EvalConfig) -> EvalConfig:
             raise ConfigError("retrieval.corpus", "the retrieval environment needs a passage corpus file")
         if "llm" in cfg.envs and cfg.llm.backend == "openai" and not cfg.llm.base_url:
             raise ConfigError("llm.base_url", "the llm environment needs the ToolActor endpoint's base_url")
-    if cfg.retrieval.top_k < 1:
-        raise ConfigError("retrieval.top_k", f"must be >= 1, got {cfg.retrieval.top_k}")
     g = cfg.generation
     for key, value in (("max_turns", g.max_turns), ("max_new_tokens", g.max_new_tokens)):
         if value < 1:

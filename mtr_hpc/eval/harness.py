@@ -176,7 +176,7 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
             "envs": list(cfg.envs),
             "retrieval_corpus": None
             if plan.corpus is None
-            else {"path": plan.corpus.path, "pages": len(plan.corpus.pages)},
+            else {"path": plan.corpus.path, "pages": len(plan.corpus.passages)},
             "generation": to_dict(cfg.generation),
             "models": {m.name: m.path for m in plan.models},
         },

@@ -1,9 +1,11 @@
 """The two evaluation modes, run over a list of questions; each returns one journal record per question
 (and reports each to a callback as it finishes).
 
-- `direct`: no tools, one turn. The system prompt asks for the answer inside `<answer></answer>`; a
-  completion without that tag is format-invalid and predicts "" (strict, like the reward's validity
-  test, rather than guessing an answer from free text).
+- `direct`: no tools, one turn. The system prompt asks for the answer inside `<answer></answer>`, and
+  one worked exchange shows it (a question and its tagged answer), so an instruct model that was never
+  trained on the format gets a fair chance: the baseline beside the trained models. A completion
+  without that tag is format-invalid and predicts "" (strict, like the reward's validity test, rather
+  than guessing an answer from free text).
 - `tools`: the ReAct loop of `mtr_hpc.rollout.env.run_episodes` against an environment (simulated or
   retrieval), with the system prompt of the synthesized training traces: it spells out the grammar, so
   an untrained model can try it zero-shot, and trained models see the prompt they were trained with.
@@ -29,6 +31,11 @@ DIRECT_SYSTEM_PROMPT = (
     "give only the final short answer (an entity, a date, a number, or yes/no) inside "
     "<answer></answer>, for example <answer>Paris</answer>."
 )
+# The one-shot demonstration of direct mode: a two-hop question none of the benchmarks asks.
+DIRECT_EXAMPLE = [
+    {"role": "user", "content": "In which country was the composer of the opera Carmen born?"},
+    {"role": "assistant", "content": "<answer>France</answer>"},
+]
 # The synthesized traces' own system prompt: it spells out the grammar (so an untrained model can try it
 # zero-shot) and is exactly what SFT/GRPO checkpoints were trained with.
 TOOLS_SYSTEM_PROMPT = SYSTEM_PROMPT
@@ -94,7 +101,11 @@ def run_direct(
     from ..trace.render import IM_END
 
     convs = [
-        [{"role": "system", "content": DIRECT_SYSTEM_PROMPT}, {"role": "user", "content": j.example.question}]
+        [
+            {"role": "system", "content": DIRECT_SYSTEM_PROMPT},
+            *DIRECT_EXAMPLE,
+            {"role": "user", "content": j.example.question},
+        ]
         for j in jobs
     ]
     prompts = [renderer.render_prefix(c, None) for c in convs]
@@ -136,8 +147,14 @@ def run_tools(
     """One ReAct episode per question through the shared multi-turn environment; `on_record` hears of
     each record as its episode ends. Returns the records in job order."""
     from ..rollout.env import run_episodes
+    from ..sim.evidence import build_kb
+    from ..sim.fidelity import observation_stats
 
     params = sampling_params(gen, [renderer.end_of_turn_id])
+
+    def count_tokens(text: str) -> int:
+        return len(renderer.tokenizer.encode(text, add_special_tokens=False))
+
     records: list[dict[str, Any]] = [{} for _ in jobs]
 
     def finished(i: int, ep) -> None:
@@ -154,6 +171,12 @@ def run_tools(
             finish=ep.finish,
             format_valid=ep.finish == "answer" and bool(answer),
             n_generated=ep.n_generated,
+            fidelity=observation_stats(
+                ep.messages,
+                list(jobs[i].example.answers),
+                build_kb(jobs[i].example).gold_titles(),
+                count_tokens,
+            ),
         )
         records[i] = rec
         if on_record is not None:

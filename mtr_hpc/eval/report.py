@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..data.example import QAExample
-from ..metrics import score_predictions
+from ..metrics import score_example, score_predictions
+from ..sim.fidelity import pool
+from .stats import fmt_interval, paired_bootstrap
 
 
 @dataclass
@@ -33,6 +35,11 @@ class CellResult:
     mean_tool_calls: float = 0.0
     invalid_call_rate: float = 0.0
     finish: dict[str, int] = field(default_factory=dict)
+    # Per question, in the order of the benchmark's examples (a missing record scores 0): the paired
+    # intervals of the report resample these.
+    em_per_question: list[float] = field(default_factory=list)
+    # Pooled `sim.fidelity` counts of the tool episodes (empty in direct mode).
+    fidelity: dict[str, float] = field(default_factory=dict)
 
 
 def score_cell(
@@ -50,6 +57,14 @@ def score_cell(
         examples, {i: str(r.get("prediction") or "") for i, r in by_id.items()}, convention or benchmark
     )
     k = max(len(done), 1)
+    bench_of = convention or benchmark
+    em_q = [
+        score_example(bench_of, str(by_id[ex.id].get("prediction") or ""), ex.answers)[0]
+        if ex.id in by_id
+        else 0.0
+        for ex in examples
+    ]
+    fid = [r["fidelity"] for r in done if isinstance(r.get("fidelity"), dict)]
     calls = sum(int(r.get("tool_calls", 0)) for r in done)
     invalid = sum(int(r.get("invalid_calls", 0)) for r in done)
     return CellResult(
@@ -67,6 +82,8 @@ def score_cell(
         mean_tool_calls=calls / k,
         invalid_call_rate=invalid / calls if calls else 0.0,
         finish=dict(sorted(Counter(str(r.get("finish")) for r in done).items())),
+        em_per_question=em_q,
+        fidelity=pool(fid) if fid else {},
     )
 
 
@@ -128,28 +145,108 @@ def em_f1_table(results: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _diff(
+    cell: dict, a: tuple[str, str], b: tuple[str, str], benches: list[str]
+) -> tuple[float, float, float]:
+    """Paired bootstrap of EM(a) - EM(b) over `benches` (a, b: (model, setting))."""
+    diffs = []
+    for x in benches:
+        qa, qb = cell[(*a, x)]["em_per_question"], cell[(*b, x)]["em_per_question"]
+        if len(qa) != len(qb):
+            return float("nan"), float("nan"), float("nan")
+        diffs.append([u - v for u, v in zip(qa, qb, strict=True)])
+    return paired_bootstrap(diffs)
+
+
 def simulation_gap_table(results: dict[str, Any]) -> list[str]:
     """Each model's EM in every tool environment side by side, per benchmark and averaged over them,
-    with each environment's difference from the reference: real retrieval when it was evaluated (the
-    gap ZeroSearch's Table 4 measures), else the first environment. Empty with fewer than two."""
+    with each environment's difference from the reference and its paired bootstrap 95% interval: real
+    retrieval when it was evaluated (the gap ZeroSearch's Table 4 measures), else the first
+    environment. Empty with fewer than two."""
     envs = [s for s in results["settings"] if s.startswith("tools/")]
     if len(envs) < 2:
         return []
     ref = "tools/retrieval" if "tools/retrieval" in envs else envs[0]
     others = [e for e in envs if e != ref]
     cell = {(c["model"], c["setting"], c["benchmark"]): c for c in results["cells"]}
-    header = ["model", "benchmark"] + [f"{e[6:]} EM" for e in envs] + [f"{e[6:]} − {ref[6:]}" for e in others]
+    header = (
+        ["model", "benchmark"]
+        + [f"{e[6:]} EM" for e in envs]
+        + [f"{e[6:]} − {ref[6:]} [95% CI]" for e in others]
+    )
     rows = []
+    benches = results["benchmarks"]
     for m in results["models"]:
-        benches = results["benchmarks"]
         em = {(e, b): 100 * cell[m, e, b]["em"] for e in envs for b in benches}
         for b in [*benches, "mean"]:
             at = {e: em[e, b] if b != "mean" else sum(em[e, x] for x in benches) / len(benches) for e in envs}
+            scope = benches if b == "mean" else [b]
             rows.append(
                 [m, f"**{b}**" if b == "mean" else b]
                 + [f"{at[e]:.1f}" for e in envs]
-                + [f"{at[e] - at[ref]:+.1f}" for e in others]
+                + [fmt_interval(*_diff(cell, (m, e), (m, ref), scope)) for e in others]
             )
+    return _table(header, rows)
+
+
+def model_comparison_table(results: dict[str, Any]) -> list[str]:
+    """Every model against the first one (the baseline), per setting: the EM difference per benchmark
+    and averaged, each with its paired bootstrap 95% interval. Empty with one model."""
+    models, benches = results["models"], results["benchmarks"]
+    if len(models) < 2:
+        return []
+    cell = {(c["model"], c["setting"], c["benchmark"]): c for c in results["cells"]}
+    base = models[0]
+    header = ["model", "setting", *benches, "mean"]
+    rows = []
+    for m in models[1:]:
+        for setting in results["settings"]:
+            rows.append(
+                [f"{m} − {base}", setting]
+                + [fmt_interval(*_diff(cell, (m, setting), (base, setting), [b])) for b in [*benches]]
+                + [fmt_interval(*_diff(cell, (m, setting), (base, setting), benches))]
+            )
+    return _table(header, rows)
+
+
+def fidelity_table(results: dict[str, Any]) -> list[str]:
+    """What each tool environment showed the policy, per model, setting and benchmark: observations that
+    state the gold answer, episodes that saw it, empty observations, tokens per tool message, and the
+    recall of the gold page of each hop."""
+    rows = []
+    for c in results["cells"]:
+        f = c.get("fidelity") or {}
+        if not f:
+            continue
+
+        recall = [f.get(f"recall_hop{h}", float("nan")) for h in (1, 2, 3)]
+
+        rows.append(
+            [
+                c["model"],
+                c["setting"],
+                c["benchmark"],
+                _pct(f["answer_present"]),
+                _pct(f["answer_seen"]),
+                _pct(f["empty"]),
+                f"{f['obs_tokens']:.0f}",
+                *("-" if v != v else _pct(v) for v in recall),
+            ]
+        )
+    if not rows:
+        return []
+    header = [
+        "model",
+        "setting",
+        "benchmark",
+        "obs. with answer %",
+        "episodes saw answer %",
+        "empty obs. %",
+        "tokens / tool msg",
+        "gold page hop 1 %",
+        "hop 2 %",
+        "hop 3+ %",
+    ]
     return _table(header, rows)
 
 
@@ -172,6 +269,19 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
     gap = simulation_gap_table(results)
     if gap:
         out += ["## Simulation gap (EM by tool environment, and the difference in points)", ""] + gap + [""]
+    versus = model_comparison_table(results)
+    if versus:
+        out += (
+            [
+                f"## Models against {models[0]} (EM difference in points, paired bootstrap 95% interval)",
+                "",
+            ]
+            + versus
+            + [""]
+        )
+    fidelity = fidelity_table(results)
+    if fidelity:
+        out += ["## Tool environment fidelity (what the policy observed)", ""] + fidelity + [""]
     out += ["## Behaviour (all benchmarks pooled per row, over answered questions)", ""]
     header = ["model", "setting", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
     rows = []

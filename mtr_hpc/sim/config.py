@@ -21,13 +21,41 @@ class ToolMakerConfig:
 
 
 @dataclass
+class ResultsConfig:
+    """What a search-like tool returns, the same in every environment (`sim/observations.py`): what the
+    policy reads in training is what it reads against a real engine."""
+
+    # Three passages, as Search-R1 retrieves (k = 3 beat 1 and 5 there): each costs later turns tokens.
+    top_k: int = 3
+    # A passage longer than this is cut to its sentences that best match the query (Search-R1's
+    # passages are 100 words).
+    passage_words: int = 100
+    # `open_page` returns a page's sentences up to this many words.
+    page_words: int = 200
+
+    def __post_init__(self) -> None:
+        from ..config import check_min
+
+        check_min("", self, top_k=1, passage_words=10, page_words=10)
+
+
+@dataclass
 class ToolActorConfig:
     backend: Literal["grounded", "llm"] = "grounded"
-    # Three passages, as Search-R1 retrieves: each one costs every later turn its tokens.
-    search_top_k: int = 3
-    # Passages of other examples mixed into each example's search corpus as distractors.
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    # Passages mixed into each example's search collection as distractors: other examples' pages, or
+    # the `corpus`'s when one is set.
     n_distractors: int = 4
-    snippet_sentences: int = 2
+    # A passage corpus (a path, or `sample`) the grounded simulator reads: an example's pages that its
+    # record lacks (the titles of its supporting facts and fact subjects) come from the corpus, and so
+    # do its distractors. Empty: the record's own evidence only.
+    corpus: str = ""
+    # Noise: the probability that a search or lookup holds the example's gold pages back from its
+    # results (seeded per call, so replayable), as ZeroSearch's noisy documents. A curriculum raises it
+    # linearly from `noise` to `noise_final` over `noise_ramp_steps` GRPO steps (-1: no curriculum).
+    noise: float = 0.0
+    noise_final: float = -1.0
+    noise_ramp_steps: int = 0
     # `llm`: the example's evidence is shown to the simulator as a hint.
     evidence_hint: bool = True
     llm_retries: int = 2
@@ -43,6 +71,23 @@ class ToolActorConfig:
     # `validate_trace` still checks every observation of a kept trace).
     trust_templates: bool = True
 
+    def __post_init__(self) -> None:
+        from ..config import check_min
+        from ..errors import ConfigError
+
+        check_min("", self, n_distractors=0, noise_ramp_steps=0)
+        for key in ("noise", "noise_final"):
+            value = getattr(self, key)
+            if not (0.0 <= value <= 1.0) and not (key == "noise_final" and value == -1.0):
+                raise ConfigError(key, f"must be a probability in [0, 1], got {value!r}")
+
+    def noise_at(self, step: int) -> float:
+        """The hold-back probability at GRPO step `step` (0-based) under the curriculum."""
+        if self.noise_final < 0 or self.noise_ramp_steps <= 0:
+            return self.noise
+        frac = min(1.0, max(0, step) / self.noise_ramp_steps)
+        return self.noise + (self.noise_final - self.noise) * frac
+
 
 @dataclass
 class RetrievalEnvConfig:
@@ -51,7 +96,10 @@ class RetrievalEnvConfig:
     sample's context paragraphs (MuSiQue and Bamboogle have none in it)."""
 
     corpus: str = "sample"
-    top_k: int = 3  # as the grounded simulator (`ToolActorConfig.search_top_k`)
-    snippet_sentences: int = 2
+    # `toolmaker`: the tools of training (the ToolMaker's, relation tools read real pages); `search`:
+    # `search` and `open_page` alone, as live-search agents have.
+    tools: Literal["toolmaker", "search"] = "toolmaker"
+    # The same format as the simulators' (`ToolActorConfig.results`): keep them equal.
+    results: ResultsConfig = field(default_factory=ResultsConfig)
     # Malformed corpus records are an error unless this is set (then they are skipped and counted).
     skip_bad: bool = False

@@ -42,6 +42,9 @@ class EvidenceKB:
     triples: list[tuple[str, str, str]] = field(default_factory=list)
     supporting: list[str] = field(default_factory=list)
     supporting_facts: list[tuple[str, int]] = field(default_factory=list)
+    # Pages written from facts and sub-answers ("The director of X is Y."), not read from a source.
+    synthetic: set[str] = field(default_factory=set)
+    corpus_applied: bool = False
     _titles: dict[str, str] = field(default_factory=dict)
     _loose_titles: dict[str, str] = field(default_factory=dict)
     _loose_entities: dict[str, str] = field(default_factory=dict)
@@ -59,7 +62,46 @@ class EvidenceKB:
         if value not in values:
             values.append(value)
         self._loose_entities.setdefault(loose_key(entity), norm_key(entity))
-        self.add_sentence(entity, f"The {relation} of {entity} is {value}.")
+        self._synthetic_sentence(entity, f"The {relation} of {entity} is {value}.")
+
+    def _synthetic_sentence(self, title: str, sentence: str) -> None:
+        if title not in self.pages:
+            self.synthetic.add(title)
+        self.add_sentence(title, sentence)
+
+    def gold_titles(self) -> list[str]:
+        """The pages that hold the answer's evidence: supporting paragraphs, the pages of the facts'
+        subjects and of the sub-questions; what a noisy search holds back, and what recall counts."""
+        titles = [
+            *self.supporting,
+            *(s for s, _, _ in self.triples),
+            *(st.title for st in self.steps if st.title),
+        ]
+        out = []
+        for t in titles:
+            found = self.find_page(t)
+            if found is not None and found not in out:
+                out.append(found)
+        return out
+
+    def use_pages(self, lookup) -> int:
+        """Replace synthetic pages, and add supporting pages the record lacks, with real ones:
+        `lookup(title)` gives a page's sentences or None. Returns how many pages were taken."""
+        wanted = [*self.synthetic, *(t for t in self.supporting if t not in self.pages)]
+        wanted += [t for t, _ in self.supporting_facts if t not in self.pages]
+        taken = 0
+        for title in dict.fromkeys(wanted):
+            sentences = lookup(title)
+            if not sentences:
+                continue
+            self.pages.pop(title, None)
+            self.synthetic.discard(title)
+            for sentence in sentences:
+                self.add_sentence(title, sentence)
+            if title not in self.supporting and any(t == title for t, _ in self.supporting_facts):
+                self.supporting.append(title)
+            taken += 1
+        return taken
 
     def lookup(self, entity: str, relation: str) -> list[str]:
         """Values of `relation` for `entity` (exact, then ignoring case/punctuation/parentheticals)."""
@@ -119,7 +161,7 @@ def _add_decomposition(kb: EvidenceKB, steps: list[dict]) -> None:
         else:
             title = doc_title or guess_title(resolved, answer)
             also = f" (also: {'; '.join(aliases[1:])})" if len(aliases) > 1 else ""
-            kb.add_sentence(title, f"{resolved.rstrip('?').strip()}? {answer}{also}.")
+            kb._synthetic_sentence(title, f"{resolved.rstrip('?').strip()}? {answer}{also}.")
             kb.steps.append(Step(answer, question=resolved, title=title, aliases=aliases))
         answers.append(answer)
 

@@ -1,10 +1,10 @@
 """Grounded simulation: observations computed from the example's evidence, no model involved.
 
-`search` ranks the example's passages and distractors with BM25; `open_page` returns a page's sentences
-or `found: false`; a relation lookup returns the facts of the evidence (`found: false` with no values for
-an entity the evidence does not know). Interfaces written by a model may name their output fields
-differently: `fit_to_schema` maps the canonical payload onto such a schema, and anything that still
-fails validation becomes an `unsupported` error observation.
+`search`, `open_page` and the relation tools are answered by `sim/observations.py` over the example's
+own pages and distractors, in the real engine's format. Interfaces written by a model may name their
+output fields differently: `fit_to_schema` maps the canonical payload onto such a schema (a field of
+values gets the passages' texts), and anything that still fails validation becomes an `unsupported`
+error observation.
 """
 
 from __future__ import annotations
@@ -22,20 +22,6 @@ def first_string_arg(args: dict[str, Any]) -> str:
     return ""
 
 
-def lookup_payload(kb, relation: str, entity: str) -> dict[str, Any]:
-    values = kb.lookup(entity, relation)
-    return {"entity": entity, "relation": relation, "found": bool(values), "values": list(values)}
-
-
-def page_payload(kb, title: str) -> dict[str, Any]:
-    found = kb.find_page(title)
-    return {
-        "title": found or title,
-        "found": found is not None,
-        "sentences": list(kb.pages[found]) if found else [],
-    }
-
-
 _VALUE_NAMES = ("value", "values", "result", "results", "answer", "answers", "output", "data")
 
 
@@ -46,9 +32,9 @@ def _types(prop: dict[str, Any]) -> set[str]:
 
 def _fit_value(prop: dict[str, Any], name: str, payload: dict[str, Any]) -> Any:
     types = _types(prop)
-    values = payload.get("values") or []
+    values = payload.get("values") or [r["snippet"] for r in payload.get("results") or []]
     if "boolean" in types:
-        return bool(payload.get("found"))
+        return bool(payload.get("found", values))
     if "array" in types:
         return list(values)
     if "string" in types:
@@ -75,7 +61,7 @@ def fit_to_schema(schema: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
         if value is not None or "null" in _types(prop):
             out[name] = value
     if not out and any(n in _VALUE_NAMES for n in props):
-        out = {n: payload.get("values") for n in props if n in _VALUE_NAMES}
+        out = {n: _fit_value(props[n], n, payload) for n in props if n in _VALUE_NAMES}
     return out
 
 

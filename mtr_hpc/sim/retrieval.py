@@ -1,23 +1,26 @@
-"""BM25 passage retrieval for the grounded `search` tool (Okapi BM25, rank_bm25's scores: `bm25.py`).
+"""BM25 passage retrieval: the one search engine behind every `search`-like tool (the `Retriever`).
 
-The corpus of one example is its own pages (context paragraphs, fact and sub-answer passages) plus
-seeded distractor passages of other examples, so a search returns the evidence among plausible noise.
-Snippets are the passage's sentences that best overlap the query, in page order.
+Two collections use it. The grounded simulator indexes one example's own pages (context paragraphs, fact
+and sub-answer passages, or the corpus pages of its supporting titles) plus seeded distractor passages,
+so a search returns the evidence among plausible noise. The `retrieval` environment indexes a whole
+passage corpus (`library=True`: rank_bm25 itself). Both answer through `sim/observations.py`, so the
+policy reads the same format and length from each; only the collection differs.
 
-Every episode has its own corpus, but its passages recur (the same pages in every seed's episode, the
-same distractor pool for a whole run), so the tokens of passages (and of sentences, `token_set`) are
-memoised by text.
+Every episode has its own collection, but its passages recur (the same pages in every seed's episode,
+the same distractor pool for a whole run), so the tokens of passages are memoised by text.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol, runtime_checkable
 
 from .bm25 import Okapi, TermCounts
 from .evidence import EvidenceKB
-from .text import token_set, tokens
+from .text import loose_key, norm_key, tokens
 
 _CACHE_SIZE = 1 << 13
 
@@ -34,8 +37,21 @@ class Passage:
     sentences: list[str]
 
 
+@runtime_checkable
+class Retriever(Protocol):
+    """A search engine over titled passages: what `search`, `open_page` and the relation tools read."""
+
+    def rank(self, query: str, top_k: int, exclude: Iterable[str] = ()) -> list[Passage]:
+        """The `top_k` best passages for `query` by BM25, best first, none titled in `exclude`."""
+        ...
+
+    def find_page(self, title: str) -> Passage | None:
+        """The passage titled `title` (case, punctuation and parentheticals aside), or None."""
+        ...
+
+
 class DistractorPool:
-    """Passages of many examples; each example draws its distractors from it with its own seed."""
+    """Passages of many examples (or of a corpus); each example draws its distractors with its own seed."""
 
     def __init__(self, passages: list[Passage] | None = None):
         self.passages = passages or []
@@ -60,46 +76,60 @@ class DistractorPool:
 
 
 class PassageIndex:
-    """BM25 over passages. `library=True` ranks with rank_bm25 itself (the real-corpus retrieval
-    environment of eval, thousands of passages); the default uses `bm25.Okapi`, the same scores without
+    """BM25 over passages, with page lookup by title. `library=True` ranks with rank_bm25 itself (a
+    real corpus, thousands of passages); the default uses `bm25.Okapi`, the same scores without
     rank_bm25's per-index setup, which dominates for the ten-odd passages of one synthesis episode."""
 
-    def __init__(self, passages: list[Passage], library: bool = False):
+    def __init__(self, passages: list[Passage], library: bool = False, ranked: bool = True):
         self.passages = passages
-        texts = [p.title + " " + " ".join(p.sentences) for p in passages]
+        texts = [p.title + " " + " ".join(p.sentences) for p in passages] if ranked else []
         self._bm25 = self._lib = None
-        if passages and library:
+        if not ranked:
+            pass
+        elif passages and library:
             from rank_bm25 import BM25Okapi
 
             self._lib = BM25Okapi([tokens(t) or ["_"] for t in texts])
         elif passages:
             self._bm25 = Okapi([_document(t) for t in texts])
+        self._titles: dict[str, int] = {}
+        self._loose: dict[str, int] = {}
+        for i, p in enumerate(passages):
+            self._titles.setdefault(norm_key(p.title), i)
+            self._loose.setdefault(loose_key(p.title), i)
 
-    def search(self, query: str, top_k: int, snippet_sentences: int) -> list[dict[str, str]]:
-        if self._bm25 is None and self._lib is None:
-            return []
+    @classmethod
+    def titles_only(cls, passages: list[Passage]) -> PassageIndex:
+        """`find_page` alone: `rank` scores every passage 0."""
+        return cls(passages, ranked=False)
+
+    def scores(self, query: str) -> list[float]:
         q = tokens(query)
-        if not q:
-            scores = [0.0] * len(self.passages)
-        elif self._lib is not None:
-            scores = self._lib.get_scores(q).tolist()
-        else:
-            scores = self._bm25.scores(q)
-        order = sorted(range(len(self.passages)), key=lambda i: (-scores[i], i))[:top_k]
-        return [
-            {"title": self.passages[i].title, "snippet": snippet(self.passages[i], q, snippet_sentences)}
-            for i in order
-        ]
+        if not q or (self._bm25 is None and self._lib is None):
+            return [0.0] * len(self.passages)
+        if self._lib is not None:
+            return self._lib.get_scores(q).tolist()
+        return self._bm25.scores(q)
 
+    def rank(self, query: str, top_k: int, exclude: Iterable[str] = ()) -> list[Passage]:
+        if not self.passages or top_k <= 0:
+            return []
+        scores = self.scores(query)
+        skip = set(exclude)
+        order = sorted(range(len(self.passages)), key=lambda i: (-scores[i], i))
+        out = []
+        for i in order:
+            if self.passages[i].title not in skip:
+                out.append(self.passages[i])
+                if len(out) == top_k:
+                    break
+        return out
 
-def snippet(passage: Passage, query_tokens: list[str], n: int) -> str:
-    sents = passage.sentences
-    if len(sents) <= n:
-        return " ".join(s.strip() for s in sents)
-    q = set(query_tokens)
-    overlap = [len(q.intersection(token_set(s))) for s in sents]
-    ranked = sorted(range(len(sents)), key=lambda i: (-overlap[i], i))[:n]
-    return " ".join(sents[i].strip() for i in sorted(ranked))
+    def find_page(self, title: str) -> Passage | None:
+        i = self._titles.get(norm_key(title))
+        if i is None:
+            i = self._loose.get(loose_key(title))
+        return None if i is None else self.passages[i]
 
 
 def example_corpus(

@@ -1,20 +1,24 @@
 """The `retrieval` environment: real tools over a local passage corpus, in place of simulated ones.
 
-`search(query, top_k)` ranks the whole corpus with rank_bm25's `BM25Okapi` (the grounded simulator
-uses the same scores per example, through its own faster index) and `open_page(title)` returns a
-page's sentences. The paper simulates every tool and names live tools as future work; this environment is that hybrid setting:
+The policy gets the tools it was trained with (the ToolMaker's, `tools: toolmaker`), answered by a real
+search engine: `search` ranks the whole corpus with rank_bm25's `BM25Okapi`, a relation tool reads the
+entity's page and the best passages for "<entity> <relation>", `open_page` returns a page's sentences.
+The format is the simulators' (`sim/observations.py`); only the collection is real. `tools: search`
+offers `search` and `open_page` alone, the tool set of live-search agents (Search-R1, ZeroSearch).
+The paper simulates every tool and names live tools as future work; this environment is that setting:
 the policy trained on simulated tools is evaluated against a real (if small) search engine.
 
 `RetrievalActor` answers like a ToolActor (`episode(example, kb, toolset, seed)`, then `call(episode,
 name, args)` returning a JSON observation valid against the tool's `x-returns`, typed error
-observations instead of exceptions); `RetrievalSimulator` opens its episodes. Unlike the ToolActor,
-nothing depends on the example: every question searches one corpus.
+observations instead of exceptions). Unlike the ToolActor, nothing depends on the example: every
+question searches one corpus, and no evidence is held back.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,64 +29,77 @@ from ..errors import DataError
 from ..toolspec import ToolRegistry
 from .config import RetrievalEnvConfig
 from .evidence import EvidenceKB
-from .retrieval import Passage as IndexedPassage
-from .retrieval import PassageIndex
+from .observations import answer_call
+from .retrieval import Passage, PassageIndex
 from .schemas import error_observation
-from .text import loose_key, norm_key
+from .text import split_sentences
 from .toolactor import ToolState, precheck, remember
 from .toolmaker import ToolSet
 from .utility_tools import OPEN_PAGE, SEARCH
 
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-MAX_TOP_K = 10  # the bound `search` declares
 
+@dataclass(eq=False)
+class CorpusPages:
+    """A corpus as pages (passages sharing a title are one page, split into sentences)."""
 
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_RE.split(text.strip()) if s.strip()]
+    passages: list[Passage]
+    path: str
+    n_skipped: int = 0
 
-
-class CorpusIndex:
-    """Pages (title -> sentences; passages sharing a title are one page) and a BM25 index over them."""
-
-    def __init__(self, corpus: CorpusResult):
-        self.pages: dict[str, list[str]] = {}
+    @classmethod
+    def from_corpus(cls, corpus: CorpusResult) -> CorpusPages:
+        pages: dict[str, list[str]] = {}
         for p in corpus.passages:
-            self.pages.setdefault(p.title, []).extend(split_sentences(p.text) or [p.text])
-        if not self.pages:
+            pages.setdefault(p.title, []).extend(split_sentences(p.text) or [p.text])
+        if not pages:
             raise DataError(corpus.path, None, None, "the corpus holds no passages")
-        self.path = corpus.path
-        self.n_skipped = len(corpus.skipped)
-        self._index = PassageIndex([IndexedPassage(t, s) for t, s in self.pages.items()], library=True)
-        self._titles: dict[str, str] = {}
-        self._loose: dict[str, str] = {}
-        for title in self.pages:
-            self._titles.setdefault(norm_key(title), title)
-            self._loose.setdefault(loose_key(title), title)
+        return cls([Passage(t, s) for t, s in pages.items()], corpus.path, len(corpus.skipped))
+
+
+def corpus_path(name: str) -> Path:
+    """`sample` (the corpus shipped in the package) or a path; a missing file is a `DataError`."""
+    from ..data import sample_corpus_path
+
+    path = Path(sample_corpus_path()) if name == "sample" else Path(name)
+    if not path.exists():
+        raise DataError(str(path), None, None, "corpus file does not exist")
+    return path
+
+
+@lru_cache(maxsize=4)
+def corpus_pages(path: str, skip_bad: bool = False) -> CorpusPages:
+    """The pages of the corpus file at `path` (read once per process: every benchmark's simulator and
+    the retrieval environment of a run share it)."""
+    return CorpusPages.from_corpus(load_corpus(path, skip_bad=skip_bad))
+
+
+@lru_cache(maxsize=4)
+def page_index(pages: CorpusPages) -> PassageIndex:
+    """Title lookup over a corpus's pages (no BM25 index: the simulator only opens pages by title)."""
+    return PassageIndex.titles_only(pages.passages)
+
+
+class CorpusIndex(PassageIndex):
+    """The real engine: rank_bm25 over every page of a corpus."""
+
+    def __init__(self, corpus: CorpusResult | CorpusPages):
+        pages = corpus if isinstance(corpus, CorpusPages) else CorpusPages.from_corpus(corpus)
+        super().__init__(pages.passages, library=True)
+        self.path = pages.path
+        self.n_skipped = pages.n_skipped
 
     @classmethod
     def load(cls, path: str | Path, skip_bad: bool = False) -> CorpusIndex:
-        return cls(load_corpus(path, skip_bad=skip_bad))
-
-    def search(self, query: str, top_k: int, snippet_sentences: int) -> dict[str, Any]:
-        return {"query": query, "results": self._index.search(query, top_k, snippet_sentences)}
-
-    def find_page(self, title: str) -> str | None:
-        if title in self.pages:
-            return title
-        return self._titles.get(norm_key(title)) or self._loose.get(loose_key(title))
-
-    def open_page(self, title: str) -> dict[str, Any]:
-        found = self.find_page(title)
-        return {"title": found or title, "found": found is not None, "sentences": self.pages.get(found, [])}
+        return cls(corpus_pages(str(path), skip_bad))
 
 
 def retrieval_toolset() -> ToolSet:
-    """The tools the retrieval environment answers: `search` and `open_page` (the utility interfaces)."""
+    """`search` and `open_page` alone (the utility interfaces): `tools: search`."""
     return ToolSet([SEARCH, OPEN_PAGE], templated={"search", "open_page"})
 
 
 class RetrievalActor:
-    """Answers `search` / `open_page` calls from a `CorpusIndex`; drop-in for `ToolActor`."""
+    """Answers `search`, `open_page` and relation-tool calls from a `CorpusIndex`; drop-in for `ToolActor`."""
 
     def __init__(self, index: CorpusIndex, cfg: RetrievalEnvConfig | None = None):
         self.index = index
@@ -106,15 +123,14 @@ class RetrievalActor:
         early, args_json = precheck(ep, name, args, self.stats)
         if early is not None:
             return early
-        obs = self._answer(name, args)
+        if name in ("compare", "calculate"):
+            from .utility_tools import run_computed
+
+            obs = run_computed(name, args)
+        else:
+            obs = answer_call(self.index, name, args, ep.toolset.relation_of.get(name), self.cfg.results)
+        if obs is None:
+            self.stats["unsupported"] += 1
+            obs = error_observation("unsupported", f"the retrieval environment has no tool {name!r}")
         remember(ep, name, args, args_json, obs)
         return obs
-
-    def _answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        if name == "search":
-            top_k = min(int(args.get("top_k") or self.cfg.top_k), MAX_TOP_K)
-            return self.index.search(str(args["query"]), top_k, self.cfg.snippet_sentences)
-        if name == "open_page":
-            return self.index.open_page(str(args["title"]))
-        self.stats["unsupported"] += 1
-        return error_observation("unsupported", f"the retrieval environment has no tool {name!r}")

@@ -1,6 +1,7 @@
 """Replay cache of simulated observations (design §5).
 
-Key: (hash of the tool interface, canonical JSON of the arguments, example id, seed). Kept in memory
+Key: (hash of the tool interface, canonical JSON of the arguments, example id, seed), and the noise
+rate as a fifth element when the grounded simulator holds evidence back (a curriculum changes it). Kept in memory
 and, with a path, appended to a JSONL file, one fsync'd line per observation, so a killed run loses at
 most the observation being written. On load a truncated last line (a process killed mid-write) is
 dropped and cut off the file; a malformed line elsewhere is a `DataError`.
@@ -17,7 +18,7 @@ from typing import Any
 from ..errors import DataError
 from ..toolspec import canonical_json
 
-CacheKey = tuple[str, str, str, int]
+CacheKey = tuple  # (str, str, str, int) or (str, str, str, int, float)
 
 
 def tool_hash(tool: dict[str, Any]) -> str:
@@ -99,8 +100,9 @@ class SimCache:
         except (ValueError, UnicodeDecodeError):
             raise DataError(source, where, None, "not valid JSON") from None
         key = rec.get("key") if isinstance(rec, dict) else None
-        if not (isinstance(key, list) and len(key) == 4 and "obs" in rec):
+        if not (isinstance(key, list) and len(key) in (4, 5) and "obs" in rec):
             raise DataError(
                 source, where, "key", "a cache record needs 'key' [tool, args, example, seed] and 'obs'"
             )
-        self._mem[(str(key[0]), str(key[1]), str(key[2]), int(key[3]))] = rec["obs"]
+        base = (str(key[0]), str(key[1]), str(key[2]), int(key[3]))
+        self._mem[base if len(key) == 4 else (*base, float(key[4]))] = rec["obs"]

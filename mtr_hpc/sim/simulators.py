@@ -79,7 +79,8 @@ class ActorSimulator:
 
     def metrics(self) -> dict[str, float]:
         """Running totals: calls, replay-cache hits, tool-model outputs that failed validation, retried
-        requests, calls answered with an error observation, and seconds spent answering."""
+        requests, calls answered with an error observation, calls whose evidence the noise held back,
+        and seconds spent answering."""
         stats = self.actor.stats
         return {
             "calls": stats["calls"],
@@ -87,6 +88,7 @@ class ActorSimulator:
             "invalid": stats["invalid_json"] + stats["invalid_schema"],
             "retries": stats["retries"],
             "errors": sum(v for k, v in stats.items() if k.startswith("error:")),
+            "held_back": stats["held_back"],
             "latency_s": self.latency_s,
         }
 
@@ -97,12 +99,23 @@ def toolsim_metrics(before: dict[str, float], after: dict[str, float], prefix: s
 
 
 class RetrievalSimulator:
-    """`search` / `open_page` over one passage corpus for every question."""
+    """One passage corpus for every question, behind the tools of training (the ToolMaker's, built from
+    the question's evidence exactly as the simulators build them) or `search` / `open_page` alone."""
 
-    def __init__(self, corpus: CorpusIndex, cfg: RetrievalEnvConfig | None = None):
+    def __init__(
+        self, corpus: CorpusIndex, cfg: RetrievalEnvConfig | None = None, maker: ToolMaker | None = None
+    ):
         self.actor = RetrievalActor(corpus, cfg)
-        self.toolset = retrieval_toolset()
+        self.maker = maker or ToolMaker()
+        self.search_tools = retrieval_toolset()
+        self._last: tuple[QAExample, Any] | None = None
 
     def open(self, example: QAExample, seed: int) -> EpisodeSetup:
-        episode = self.actor.episode(example, None, self.toolset, seed)
-        return EpisodeSetup(example, list(self.toolset.tools), partial(self.actor.call, episode))
+        if self.actor.cfg.tools == "search":
+            toolset = self.search_tools
+        else:
+            if self._last is None or self._last[0] is not example:
+                self._last = (example, self.maker.make(example, build_kb(example)))
+            toolset = self._last[1]
+        episode = self.actor.episode(example, None, toolset, seed)
+        return EpisodeSetup(example, list(toolset.tools), partial(self.actor.call, episode))

@@ -17,6 +17,19 @@ STOPWORDS = frozenset(
 )
 
 
+_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_RE.split(text.strip()) if s.strip()]
+
+
+def states(text: str, value: str) -> bool:
+    """Whether `text` contains `value` as whole words (case and punctuation aside)."""
+    key = norm_key(value)
+    return bool(key) and f" {key} " in f" {norm_key(text)} "
+
+
 _QUOTES_RE = re.compile(r'["\u201c\u201d]')
 
 

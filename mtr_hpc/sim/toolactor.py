@@ -25,7 +25,8 @@ from ..trace.validator import registry_for
 from .config import ToolActorConfig
 from .drive import drive
 from .evidence import EvidenceKB
-from .grounded_sim import conform, first_string_arg, lookup_payload, page_payload
+from .grounded_sim import conform
+from .observations import answer_call, hold_back
 from .retrieval import DistractorPool, PassageIndex, example_corpus
 from .schemas import error_observation, is_error
 from .sim_cache import SimCache, tool_hash
@@ -88,7 +89,16 @@ class ToolActor:
             raise ConfigError("toolactor.backend", "the llm backend needs an LLM client")
         self.llm = llm
         self.cache = cache if cache is not None else SimCache(self.cfg.cache_path or None)
+        self.corpus = None
+        if self.cfg.corpus:
+            from .retrieval_env import corpus_pages, corpus_path
+
+            self.corpus = corpus_pages(str(corpus_path(self.cfg.corpus)))
+            pool = DistractorPool(self.corpus.passages)
         self.pool = pool
+        # The hold-back probability now: `cfg.noise`, or the curriculum's value at the GRPO step
+        # (`set_step`).
+        self.noise = self.cfg.noise
         self.stats: Counter[str] = Counter()
         # Tool sets and interfaces come from the ToolMaker's library, so the same objects recur across
         # episodes: registries and interface hashes are memoised by object identity (the value keeps the
@@ -99,7 +109,15 @@ class ToolActor:
         # the same round, and must get one answer, as they would from the cache a moment later.
         self._inflight: dict[tuple, asyncio.Future] = {}
 
+    def set_step(self, step: int) -> float:
+        """Follow the noise curriculum to GRPO step `step`; returns the hold-back probability."""
+        self.noise = self.cfg.noise_at(step)
+        return self.noise
+
     def episode(self, example: QAExample, kb: EvidenceKB, toolset: ToolSet, seed: int) -> ToolState:
+        if self.corpus is not None and not kb.corpus_applied:
+            kb.use_pages(self._corpus_lookup)
+            kb.corpus_applied = True
         key = tuple(id(t) for t in toolset.tools)
         hit = self._registries.get(key)
         if hit is None:
@@ -112,6 +130,12 @@ class ToolActor:
                 registry_for(tools),
             )
         return ToolState(example, kb, toolset, hit[1], seed, trace_registry=hit[2])
+
+    def _corpus_lookup(self, title: str) -> list[str] | None:
+        from .retrieval_env import page_index
+
+        page = page_index(self.corpus).find_page(title)
+        return list(page.sentences) if page is not None else None
 
     def _tool_hash(self, tool: dict) -> str:
         hit = self._hashes.get(id(tool))
@@ -128,7 +152,9 @@ class ToolActor:
         if early is not None:
             return early
         tool = ep.registry[name]
-        key = (self._tool_hash(tool), args_json, str(ep.example.id), int(ep.seed))
+        key: tuple = (self._tool_hash(tool), args_json, str(ep.example.id), int(ep.seed))
+        if self.noise > 0 and self.cfg.backend == "grounded":  # the same call answers differently
+            key = (*key, round(self.noise, 6))
         obs = self.cache.get(key)
         if obs is None:
             obs = await self._simulate_once(key, ep, name, tool, args)
@@ -193,16 +219,17 @@ class ToolActor:
 
     def _grounded(self, ep: ToolState, name: str, args: dict) -> dict[str, Any]:
         relation = ep.toolset.relation_of.get(name)
-        if relation is not None:
-            return lookup_payload(ep.kb, relation, first_string_arg(args))
-        if name == "open_page":
-            return page_payload(ep.kb, str(args.get("title", "")))
-        if name == "search":
-            query = str(args.get("query", ""))
-            top_k = int(args.get("top_k") or self.cfg.search_top_k)
-            results = self._index(ep).search(query, top_k, self.cfg.snippet_sentences)
-            return {"query": query, "results": results}
-        return error_observation("unsupported", f"the grounded simulator has no evidence for tool {name!r}")
+        held = frozenset()
+        if relation is not None or name == "search":
+            held = hold_back(self.noise, ep.seed, str(ep.example.id), name, args, ep.kb.gold_titles())
+            if held:
+                self.stats["held_back"] += 1
+        obs = answer_call(self._index(ep), name, args, relation, self.cfg.results, held)
+        if obs is None:
+            return error_observation(
+                "unsupported", f"the grounded simulator has no evidence for tool {name!r}"
+            )
+        return obs
 
     def _index(self, ep: ToolState) -> PassageIndex:
         if ep._index is None:

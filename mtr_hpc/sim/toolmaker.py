@@ -32,7 +32,7 @@ from .evidence import EvidenceKB
 from .schemas import returns_schema, with_error_shape
 from .text import snake
 from .tool_library import ToolLibrary
-from .utility_tools import UTILITY_TOOLS
+from .utility_tools import RESULTS_SCHEMA, UTILITY_TOOLS
 
 PERSON_RELATIONS = frozenset(
     "date of birth,date of death,place of birth,place of death,country of citizenship,father,mother,spouse,"
@@ -75,7 +75,8 @@ def relation_tool(relation: str, name: str | None = None) -> dict[str, Any]:
         "type": "function",
         "function": {
             "name": name or f"get_{snake(relation)}",
-            "description": f"Look up the {relation} of a {what} in an encyclopedia knowledge base.",
+            "description": f"Look up the {relation} of a {what}: its encyclopedia page and the passages "
+            "that best match, ranked.",
             "parameters": {
                 "type": "object",
                 "properties": {param: {"type": "string", "description": f"The name of the {what}."}},
@@ -84,13 +85,8 @@ def relation_tool(relation: str, name: str | None = None) -> dict[str, Any]:
             },
         },
         "x-returns": returns_schema(
-            {
-                "entity": {"type": "string"},
-                "relation": {"type": "string"},
-                "found": {"type": "boolean"},
-                "values": {"type": "array", "items": {"type": "string"}},
-            },
-            ["entity", "relation", "found", "values"],
+            {"entity": {"type": "string"}, "relation": {"type": "string"}, "results": RESULTS_SCHEMA},
+            ["entity", "relation", "results"],
         ),
     }
 
@@ -115,7 +111,7 @@ def interface_prompt(relation: str, question: str) -> list[dict]:
         "parameters": example["function"]["parameters"],
         "returns": {
             "type": "object",
-            "properties": {"values": {"type": "array", "items": {"type": "string"}}},
+            "properties": {"results": RESULTS_SCHEMA},
         },
     }
     return [

@@ -12,11 +12,21 @@ import operator as op
 import re
 from typing import Any
 
-from .config import ToolActorConfig
+from .config import ResultsConfig
 from .schemas import returns_schema
 from .text import norm_key
 
 _STR = {"type": "string"}
+# Ranked passages, the results of `search` and of every relation tool (`sim/observations.py`).
+RESULTS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"title": _STR, "snippet": _STR},
+        "required": ["title", "snippet"],
+        "additionalProperties": False,
+    },
+}
 
 SEARCH = {
     "type": "function",
@@ -31,7 +41,7 @@ SEARCH = {
                     "type": "integer",
                     "minimum": 1,
                     "maximum": 10,
-                    "description": f"How many passages to return (default {ToolActorConfig.search_top_k}).",
+                    "description": f"How many passages to return (default {ResultsConfig.top_k}).",
                 },
             },
             "required": ["query"],
@@ -41,15 +51,7 @@ SEARCH = {
     "x-returns": returns_schema(
         {
             "query": _STR,
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"title": _STR, "snippet": _STR},
-                    "required": ["title", "snippet"],
-                    "additionalProperties": False,
-                },
-            },
+            "results": RESULTS_SCHEMA,
         },
         ["query", "results"],
     ),
@@ -59,7 +61,7 @@ OPEN_PAGE = {
     "type": "function",
     "function": {
         "name": "open_page",
-        "description": "Open an encyclopedia page by its exact title and return its sentences.",
+        "description": "Open an encyclopedia page by its exact title and return its first sentences.",
         "parameters": {
             "type": "object",
             "properties": {"title": {"type": "string", "description": "The page title."}},

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..sim.text import search_query
 from ..sim.toolactor import ToolActor, ToolState
 from ..toolspec import openai_view
 from ..trace.model import Trace
 from ..trace.parser import parse_turn
 from .config import AutoAgentConfig
-from .narrate import conclusion, describe
-from .plans import make_plan
+from .narrate import conclusion, describe, find_value
+from .plans import PlannedCall, PlannedTurn, make_plan
 
 SYSTEM_PROMPT = (
     "You answer questions by reasoning step by step and calling tools. In every turn first think inside "
@@ -42,6 +43,7 @@ class TraceBuilder:
     question: str
     messages: list[dict[str, Any]] = field(default_factory=list)
     n_calls: int = 0
+    n_turns: int = 0
 
     def __post_init__(self) -> None:
         self.messages = [
@@ -52,6 +54,7 @@ class TraceBuilder:
     def call_turn(self, think: str, calls: list[tuple[str, Any]]) -> list[str]:
         """Append an assistant turn with `calls` (name, arguments); returns the call ids."""
         ids, tool_calls = [], []
+        self.n_turns += 1
         for name, args in calls:
             call_id = f"call_{self.n_calls}"
             self.n_calls += 1
@@ -103,18 +106,43 @@ class AutoAgent:
         builder = TraceBuilder(SYSTEM_PROMPT, ex.question)
         said = ""  # the first think is its intent alone: the question is the turn right above
         observations: list[dict] = []
-        for turn in plan.turns[: max(0, self.cfg.max_turns - 1)]:
+        turns = list(plan.turns)
+        recovered = missed = 0
+        while turns and builder.n_turns < max(0, self.cfg.max_turns - 1):
+            turn = turns.pop(0)
             ids = builder.call_turn(f"{said} {turn.intent}".strip(), [(c.name, c.args) for c in turn.calls])
-            said_parts = []
+            said_parts, retry = [], []
             for call_id, call in zip(ids, turn.calls, strict=True):
                 obs = await self.actor.acall(ep, call.name, call.args)
                 builder.observation(call_id, obs)
                 observations.append(obs)
-                said_parts.append(describe(call.name, call.args, obs, kb, f"{ex.question} {plan.answer}"))
+                said_parts.append(
+                    describe(call.name, call.args, obs, kb, f"{ex.question} {plan.answer}", call.expect)
+                )
+                if (
+                    call.expect
+                    and call.page
+                    and "search" in ep.toolset.names()
+                    and not find_value(obs, call.expect)
+                ):
+                    retry.append(PlannedCall("search", {"query": search_query(call.page)}, call.expect))
             said = " ".join(said_parts)
+            if retry and not turn.recovery:
+                # A real engine misses pages (and a noisy simulator holds them back): search for the
+                # page by name, as a person would, before going on.
+                missed += 1
+                names = " and ".join(c.args["query"] for c in retry)
+                turns.insert(0, PlannedTurn(f"Let me search for {names} directly.", retry, recovery=True))
+            elif turn.recovery:
+                recovered += sum(
+                    1 for o in observations[-len(turn.calls) :] if find_value(o, turn.calls[0].expect)
+                )
         answer = plan.decide(observations) if plan.decide else plan.answer
         builder.answer_turn(f"{said} {conclusion(answer)}".strip(), answer)
-        return builder, answer, "answer", {"plan": plan.notes} if plan.notes else {}
+        notes = dict(plan.notes)
+        if missed:
+            notes["recovery"] = {"missed": missed, "recovered": recovered}
+        return builder, answer, "answer", {"plan": notes} if notes else {}
 
     async def _llm(self, ep: ToolState):
         from ..llm.protocol import ChatRequest, LLMError

@@ -30,12 +30,17 @@ _DIFFERENT = re.compile(r"\b(different|differ)\b", re.I)
 class PlannedCall:
     name: str
     args: dict[str, Any]
+    # What the call should turn up (the hop's value), and the page to search for when its results
+    # miss it (a noisy or imperfect engine): the agent then searches for that page by name.
+    expect: str = ""
+    page: str = ""
 
 
 @dataclass
 class PlannedTurn:
     intent: str
     calls: list[PlannedCall]
+    recovery: bool = False  # a retry after a miss, never itself retried
 
 
 @dataclass
@@ -58,9 +63,9 @@ def _tool_for(toolset: ToolSet, relation: str) -> tuple[str, str] | None:
     return None
 
 
-def _lookup(toolset: ToolSet, entity: str, relation: str) -> PlannedCall | None:
+def _lookup(toolset: ToolSet, entity: str, relation: str, expect: str = "") -> PlannedCall | None:
     found = _tool_for(toolset, relation)
-    return PlannedCall(found[0], {found[1]: entity}) if found else None
+    return PlannedCall(found[0], {found[1]: entity}, expect, entity) if found else None
 
 
 def _chains(triples: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]] | None:
@@ -102,8 +107,8 @@ def plan_triples(example: QAExample, kb: EvidenceKB, toolset: ToolSet, task: Tas
         return None
     if len(chains) == 1:
         turns = []
-        for s, r, _ in chains[0]:
-            call = _lookup(toolset, s, r)
+        for s, r, o in chains[0]:
+            call = _lookup(toolset, s, r, o)
             if call is None:
                 return None
             turns.append(PlannedTurn(f"I need the {r} of {s}.", [call]))
@@ -116,7 +121,7 @@ def plan_triples(example: QAExample, kb: EvidenceKB, toolset: ToolSet, task: Tas
 def _plan_comparison(example: QAExample, toolset: ToolSet, task: TaskType, chains) -> Plan | None:
     turns = []
     for hop in range(len(chains[0])):
-        calls = [_lookup(toolset, c[hop][0], c[hop][1]) for c in chains]
+        calls = [_lookup(toolset, c[hop][0], c[hop][1], c[hop][2]) for c in chains]
         if None in calls:
             return None
         rel = chains[0][hop][1]
@@ -149,7 +154,7 @@ def plan_decomposition(example: QAExample, kb: EvidenceKB, toolset: ToolSet) -> 
     turns = []
     for i, step in enumerate(kb.steps):
         if step.entity is not None:
-            call = _lookup(toolset, step.entity, step.relation)
+            call = _lookup(toolset, step.entity, step.relation, step.answer)
             if call is None:
                 return None
             turns.append(PlannedTurn(f"Step {i + 1}: I need the {step.relation} of {step.entity}.", [call]))
@@ -157,7 +162,11 @@ def plan_decomposition(example: QAExample, kb: EvidenceKB, toolset: ToolSet) -> 
             turns.append(
                 PlannedTurn(
                     f"Step {i + 1}: {step.question}",
-                    [PlannedCall("search", {"query": search_query(step.question)})],
+                    [
+                        PlannedCall(
+                            "search", {"query": search_query(step.question)}, step.answer, step.title or ""
+                        )
+                    ],
                 )
             )
     if not turns:
@@ -221,8 +230,8 @@ def make_plan(example: QAExample, kb: EvidenceKB, toolset: ToolSet, task: TaskTy
         plan = plan_decomposition(example, kb, toolset)
     if plan is None and kb.triples:
         turns = []
-        for s, r, _ in kb.triples:
-            call = _lookup(toolset, s, r)
+        for s, r, o in kb.triples:
+            call = _lookup(toolset, s, r, o)
             if call is not None:
                 turns.append(PlannedTurn(f"I need the {r} of {s}.", [call]))
         plan = Plan(turns, answer=example.answer) if turns else None

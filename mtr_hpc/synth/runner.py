@@ -239,6 +239,7 @@ class ShardRunner:
             "num_shards": self.shard.count,
             **summarize((r["trace"]["benchmark"], r["keep"], r["reason"]) for r in records),
             "tools": library.report(top=10),
+            "fidelity": self._fidelity(records),
             "timings": {"wall_s": round(wall_s, 3), "synth_s": round(synth_s, 3), "new_examples": n_new},
             "input": {
                 "skipped_records": self.inputs.skipped_records,
@@ -250,6 +251,23 @@ class ShardRunner:
         atomic_write_json(self.paths.manifest, manifest)
         self.paths.journal.unlink(missing_ok=True)
         return manifest
+
+    def _fidelity(self, records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+        """What the kept traces observed, per benchmark (`sim.fidelity`; tokens are words here): the
+        same statistics eval reports for its environments, to compare training with test."""
+        from ..sim.evidence import build_kb
+        from ..sim.fidelity import observation_stats, pool
+
+        examples = dict(self.keys)
+        by_bench: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            ex = examples.get(r["key"])
+            if r["keep"] and ex is not None:
+                stats = observation_stats(
+                    r["trace"]["messages"], list(ex.answers), build_kb(ex).gold_titles()
+                )
+                by_bench.setdefault(ex.benchmark, []).append(stats)
+        return {b: {k: round(v, 4) for k, v in pool(s).items()} for b, s in sorted(by_bench.items())}
 
 
 def _reject_line(rec: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from ..rollout.env import run_episodes
 from ..rollout.episode import check_drift, drift_counts
 from ..rollout.protocol import SamplingParams
 from ..sim import open_groups
+from ..sim.evidence import build_kb
+from ..sim.fidelity import observation_stats, pool
 from ..sim.simulators import toolsim_metrics
 from .grpo_config import GRPOConfig
 
@@ -51,6 +53,8 @@ def rollout_share(engine, renderer, examples: list, simulator, cfg: GRPOConfig, 
     prompts = list(range(dp_rank, len(examples), dp))
     seed_ids = [i * g + k for i in prompts for k in range(g)]
     t = time.perf_counter()
+    actor = getattr(simulator, "actor", None)
+    noise = actor.set_step(step) if hasattr(actor, "set_step") else 0.0  # the noise curriculum
     before = simulator.metrics()
     setups = open_groups(simulator, [examples[i] for i in prompts], g, seed=cfg.train.seed)
     params = SamplingParams(
@@ -67,6 +71,7 @@ def rollout_share(engine, renderer, examples: list, simulator, cfg: GRPOConfig, 
     return {
         "records": records,
         "toolsim": toolsim_metrics(before, simulator.metrics(), "grpo/"),
+        "gauges": {"grpo/toolsim/noise": noise},
         "timings": {"timing_s/rollout": rollout_s, "timing_s/reward": time.perf_counter() - t},
     }
 
@@ -81,6 +86,9 @@ def _record(index: int, ep, renderer, cfg: GRPOConfig) -> EpisodeRecord:
         "invalid_calls": ep.invalid_calls,
         "finish": ep.finish,
         "drift": check_drift(ep, renderer).kind,
+        "fidelity": observation_stats(
+            ep.messages, list(ep.example.answers), build_kb(ep.example).gold_titles()
+        ),
     }
     slim = SimpleNamespace(token_ids=ep.token_ids, loss_mask=ep.loss_mask, engine_logprobs=ep.engine_logprobs)
     return EpisodeRecord(index, slim, score.total, row)
@@ -101,7 +109,7 @@ def gather_rollouts(share: dict | None) -> dict:
     for s in shares:
         for k, v in s["toolsim"].items():
             metrics[k] = metrics.get(k, 0) + v
-        for k, v in s["timings"].items():
+        for k, v in [*s["timings"].items(), *s.get("gauges", {}).items()]:
             metrics[k] = max(metrics.get(k, 0.0), v)
     return {
         "episodes": [r.episode for r in records],
@@ -126,4 +134,8 @@ def episode_metrics(rows: list[dict]) -> dict:
     for reason in sorted({r["finish"] for r in rows}):
         out[f"grpo/finish/{reason}"] = sum(r["finish"] == reason for r in rows) / n
     out.update(drift_counts([r["drift"] for r in rows]))
+    fid = pool([r["fidelity"] for r in rows if "fidelity" in r])
+    for key in ("answer_present", "answer_seen", "empty", "obs_tokens", "recall_hop1", "recall_hop2"):
+        if fid[key] == fid[key]:  # not nan
+            out[f"grpo/fidelity/{key}"] = fid[key]
     return out
