@@ -15,6 +15,19 @@ from .toolactor import ToolActor, ToolState
 from .toolmaker import ToolMaker
 
 
+def _timed(owner, call):
+    """`call`, adding the seconds each call takes to `owner.latency_s`."""
+
+    def timed(name: str, args: dict[str, Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return call(name, args)
+        finally:
+            owner.latency_s += time.perf_counter() - t0
+
+    return timed
+
+
 class ActorSimulator:
     """The ToolMaker writes the example's tools; the ToolActor answers each call (design §5).
 
@@ -46,7 +59,7 @@ class ActorSimulator:
                 return self.answer([(episode, name, args)])[0]
 
             return EpisodeSetup(example, list(toolset.tools), call, batch=self, state=episode)
-        return EpisodeSetup(example, list(toolset.tools), self._timed(partial(self.actor.call, episode)))
+        return EpisodeSetup(example, list(toolset.tools), _timed(self, partial(self.actor.call, episode)))
 
     def answer(self, requests: list[tuple[ToolState, str, dict[str, Any]]]) -> list[Any]:
         t0 = time.perf_counter()
@@ -66,16 +79,6 @@ class ActorSimulator:
         asyncio.run(round_())
         self.latency_s += time.perf_counter() - t0
         return out
-
-    def _timed(self, call):
-        def timed(name: str, args: dict[str, Any]) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return call(name, args)
-            finally:
-                self.latency_s += time.perf_counter() - t0
-
-        return timed
 
     def metrics(self) -> dict[str, float]:
         """Running totals: calls, replay-cache hits, tool-model outputs that failed validation, retried
@@ -108,6 +111,7 @@ class RetrievalSimulator:
         self.actor = RetrievalActor(corpus, cfg)
         self.maker = maker or ToolMaker()
         self.search_tools = retrieval_toolset()
+        self.latency_s = 0.0
         self._last: tuple[QAExample, Any] | None = None
 
     def open(self, example: QAExample, seed: int) -> EpisodeSetup:
@@ -118,4 +122,19 @@ class RetrievalSimulator:
                 self._last = (example, self.maker.make(example, build_kb(example)))
             toolset = self._last[1]
         episode = self.actor.episode(example, None, toolset, seed)
-        return EpisodeSetup(example, list(toolset.tools), partial(self.actor.call, episode))
+        return EpisodeSetup(example, list(toolset.tools), _timed(self, partial(self.actor.call, episode)))
+
+    def metrics(self) -> dict[str, float]:
+        """The running totals `ActorSimulator.metrics` gives, for a real engine: calls, error
+        observations and seconds spent searching (no cache, tool model or noise)."""
+        stats = self.actor.stats
+        errors = stats["unknown_tool"] + stats["bad_arguments"] + stats["unsupported"]
+        return {
+            "calls": stats["calls"],
+            "cache_hits": 0,
+            "invalid": 0,
+            "retries": 0,
+            "errors": errors,
+            "held_back": 0,
+            "latency_s": self.latency_s,
+        }

@@ -11,7 +11,7 @@ from ..llm.config import LLMConfig
 from ..models.config import ModelConfig
 from ..reward import RewardConfig
 from ..rollout.env import EnvConfig
-from ..sim.config import ToolActorConfig, ToolMakerConfig
+from ..sim.config import RetrievalEnvConfig, ToolActorConfig, ToolMakerConfig
 from ..tracking import WandbConfig
 from .seams.base import OptimConfig
 
@@ -117,7 +117,11 @@ class GRPOConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     toolmaker: ToolMakerConfig = field(default_factory=ToolMakerConfig)
+    # What answers the policy's calls: `simulated`, the ToolActor (MTR); `retrieval`, a real search
+    # engine over `retrieval.corpus` (the live-tool baseline ZeroSearch compares against).
+    tools: Literal["simulated", "retrieval"] = "simulated"
     toolactor: ToolActorConfig = field(default_factory=ToolActorConfig)
+    retrieval: RetrievalEnvConfig = field(default_factory=RetrievalEnvConfig)
     # The model that plays the tools when `toolactor.backend` is `llm`: in process by default (SmolLM2
     # on a CPU), or an OpenAI-compatible endpoint (`mtr serve`, `vllm serve`).
     tool_llm: LLMConfig = field(
@@ -140,6 +144,8 @@ class GRPOConfig:
                 "GRPO runs its tool model in process with transformers, or behind an endpoint: serve it "
                 "with `vllm serve` and set tool_llm.backend=openai and tool_llm.base_url",
             )
+        if self.tools == "retrieval" and not self.retrieval.corpus:
+            raise ConfigError("retrieval.corpus", "GRPO against real retrieval needs a passage corpus")
         if (
             self.toolactor.backend == "llm"
             and self.tool_llm.backend == "openai"

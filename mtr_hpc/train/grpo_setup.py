@@ -69,8 +69,8 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rolls_out: bool):
 
 
 def build_simulator(cfg: GRPOConfig, run_dir: Path, dp_rank: int = 0):
-    """The ToolMaker's tools answered by the ToolActor (grounded, or played by `cfg.tool_llm`), with a
-    replay cache in the run dir: part of the run's state, so a resumed run replays the observations it
+    """The ToolMaker's tools answered by the ToolActor (grounded, or played by `cfg.tool_llm`), or by a
+    real engine over a corpus (`tools: retrieval`). The ToolActor keeps a replay cache in the run dir: part of the run's state, so a resumed run replays the observations it
     has seen, whatever the tool model would answer now. Each data-parallel replica appends to its own
     file (`sim_cache.jsonl`, `sim_cache.dp1.jsonl`, ...) and replays every replica's, so a resumed run
     replays them whatever its number of replicas."""
@@ -79,6 +79,13 @@ def build_simulator(cfg: GRPOConfig, run_dir: Path, dp_rank: int = 0):
     from ..sim.toolactor import ToolActor
     from ..sim.toolmaker import ToolMaker
 
+    if cfg.tools == "retrieval":
+        # A real engine needs no replay cache: the same call always gets the same passages.
+        from ..sim import RetrievalSimulator
+        from ..sim.retrieval_env import CorpusIndex, corpus_path
+
+        index = CorpusIndex.load(corpus_path(cfg.retrieval.corpus), skip_bad=cfg.retrieval.skip_bad)
+        return RetrievalSimulator(index, cfg.retrieval, ToolMaker(cfg.toolmaker))
     own = run_dir / ("sim_cache.jsonl" if dp_rank == 0 else f"sim_cache.dp{dp_rank}.jsonl")
     cache = SimCache(own)
     for other in sorted(run_dir.glob("sim_cache*.jsonl")):
