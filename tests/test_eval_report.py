@@ -279,3 +279,21 @@ def test_validate_config():
             validate_config(cfg(**kw))
     # A direct-only run needs no environment.
     assert validate_config(cfg(envs=["llm"], modes=["direct"]))
+
+
+def test_models_are_compared_pairwise_with_paired_intervals():
+    examples = {"hotpotqa": [_ex(i, "Paris") for i in range(4)]}
+    preds = {
+        "base": {"q0": "Rome", "q1": "Rome", "q2": "Rome", "q3": "Rome"},
+        "sft": {"q0": "Paris", "q1": "Paris", "q2": "Rome", "q3": "Rome"},
+        "grpo": {"q0": "Paris", "q1": "Paris", "q2": "Paris", "q3": "Paris"},
+    }
+    results = build_results(list(preds), ["direct"], examples, lambda m, o, b: _records("direct", preds[m]))
+    assert find_cell(results, "sft", "direct", "hotpotqa")["em_per_question"] == [1.0, 1.0, 0.0, 0.0]
+    md = render_report(results)
+    assert "## Models compared" in md
+    assert "| grpo − base | direct | +100.0 [+100.0, +100.0] | +100.0 [+100.0, +100.0] |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| sft − base | direct |"))
+    mean, interval = row.split(" | ")[2].split(" [")
+    assert mean == "+50.0" and interval.startswith("+0.0, ") and interval.endswith("+100.0]")
+    assert "| grpo − sft | direct |" in md

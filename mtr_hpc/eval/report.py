@@ -190,22 +190,23 @@ def simulation_gap_table(results: dict[str, Any]) -> list[str]:
 
 
 def model_comparison_table(results: dict[str, Any]) -> list[str]:
-    """Every model against the first one (the baseline), per setting: the EM difference per benchmark
-    and averaged, each with its paired bootstrap 95% interval. Empty with one model."""
+    """Every model against each model listed before it (a baseline first, then each training stage),
+    per setting: the EM difference per benchmark and averaged over them, each with its paired bootstrap
+    95% interval. Empty with one model."""
     models, benches = results["models"], results["benchmarks"]
     if len(models) < 2:
         return []
     cell = {(c["model"], c["setting"], c["benchmark"]): c for c in results["cells"]}
-    base = models[0]
-    header = ["model", "setting", *benches, "mean"]
+    header = ["models", "setting", *benches, "mean"]
     rows = []
-    for m in models[1:]:
-        for setting in results["settings"]:
-            rows.append(
-                [f"{m} − {base}", setting]
-                + [fmt_interval(*_diff(cell, (m, setting), (base, setting), [b])) for b in [*benches]]
-                + [fmt_interval(*_diff(cell, (m, setting), (base, setting), benches))]
-            )
+    for j, m in enumerate(models):
+        for base in models[:j]:
+            for setting in results["settings"]:
+                rows.append(
+                    [f"{m} − {base}", setting]
+                    + [fmt_interval(*_diff(cell, (m, setting), (base, setting), [b])) for b in benches]
+                    + [fmt_interval(*_diff(cell, (m, setting), (base, setting), benches))]
+                )
     return _table(header, rows)
 
 
@@ -273,7 +274,7 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
     if versus:
         out += (
             [
-                f"## Models against {models[0]} (EM difference in points, paired bootstrap 95% interval)",
+                "## Models compared (EM difference in points, paired bootstrap 95% interval)",
                 "",
             ]
             + versus
