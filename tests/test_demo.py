@@ -173,7 +173,11 @@ def test_profiles_become_stage_values_and_unknown_ones_are_refused(tmp_path):
             EvalConfig, demo, ["models=[{name: a, path: smollm2-135m}]"], section="eval", values=full["eval"]
         )
     )
-    assert (ev.modes, ev.envs) == (["tools"], ["grounded"])
+    assert (ev.modes, ev.envs) == (["tools"], ["grounded", "retrieval"])
+    # The simulator's noise rises over the full profile's steps.
+    assert (grpo.toolactor.noise_at(0), grpo.toolactor.noise_at(12)) == (0.1, 0.3)
+    retrieval = profile_values(demo, "retrieval")
+    assert load_config(GRPOConfig, demo, section="grpo", values=retrieval["grpo"]).tools == "retrieval"
 
 
 def test_bad_stage_override_names_the_key(tmp_path):
