@@ -193,3 +193,24 @@ def test_retriever_contract(name):
     assert index.find_page("lord byron!").title == "Lord Byron"
     assert index.find_page("Paris").title == "Paris (city)"
     assert index.find_page("Atlantis") is None
+
+
+def test_shard_statistics_combine_into_the_pooled_ones():
+    from mtr_hpc.sim.fidelity import combine
+
+    ex = load_sample("2wiki")[0]
+    gold, answer = build_kb(ex).gold_titles(), ex.answers[0]
+
+    def stats(k: int) -> dict:
+        hit = {
+            "role": "tool",
+            "content": json.dumps({"query": "q", "results": [{"title": gold[0], "snippet": answer}]}),
+        }
+        miss = {"role": "tool", "content": json.dumps({"query": "q", "results": []})}
+        return observation_stats([hit] * (k % 2) + [miss] * k, [answer], gold)
+
+    a, b = [stats(k) for k in (1, 2, 3)], [stats(k) for k in (4, 5)]
+    whole, parts = pool(a + b), combine([pool(a), pool(b)])
+    for key in ("episodes", "observations", "answer_present", "answer_seen", "empty"):
+        assert parts[key] == pytest.approx(whole[key])
+    assert combine([]) == {} and whole["recall_hop3"] is None

@@ -103,6 +103,9 @@ def test_demo_config_keeps_valid_traces_for_every_benchmark_and_rerun_is_noop(re
     assert len(lines) == merged["kept"] == sum(m["kept"] for m in manifests)
     for benchmark in BENCHMARKS:
         assert merged["by_benchmark"][benchmark]["kept"] > 0, benchmark
+        # What the kept traces observed, both shards' combined.
+        fid = merged["fidelity"][benchmark]
+        assert fid["episodes"] == merged["by_benchmark"][benchmark]["kept"] and 0 < fid["answer_seen"] <= 1
     for line in lines:
         trace = trace_from_dict(json.loads(line))
         assert validate_trace(trace) == [], trace.id

@@ -220,7 +220,7 @@ def fidelity_table(results: dict[str, Any]) -> list[str]:
         if not f:
             continue
 
-        recall = [f.get(f"recall_hop{h}", float("nan")) for h in (1, 2, 3)]
+        recall = [f.get(f"recall_hop{h}") for h in (1, 2, 3)]
 
         rows.append(
             [
@@ -231,7 +231,7 @@ def fidelity_table(results: dict[str, Any]) -> list[str]:
                 _pct(f["answer_seen"]),
                 _pct(f["empty"]),
                 f"{f['obs_tokens']:.0f}",
-                *("-" if v != v else _pct(v) for v in recall),
+                *("-" if v is None else _pct(v) for v in recall),
             ]
         )
     if not rows:

@@ -62,7 +62,8 @@ def observation_stats(
 
 def pool(stats: list[dict[str, Any]]) -> dict[str, float]:
     """Rates over many episodes: answer-present share of observations, episodes that saw the answer,
-    empty observations, tokens per tool message, and the recall of the gold page of hops 1, 2 and 3+."""
+    empty observations, tokens per tool message, and the recall of the gold page of hops 1, 2 and 3+
+    (None where no episode had such a hop)."""
     obs = sum(s["obs"] for s in stats)
     msgs = sum(s["tool_messages"] for s in stats)
     out = {
@@ -80,5 +81,29 @@ def pool(stats: list[dict[str, Any]]) -> dict[str, float]:
             for i, g in enumerate(s["gold_found"])
             if (i + 1 == hop if hop < 3 else i + 1 >= 3)
         ]
-        out[f"recall_hop{hop}"] = sum(found) / len(found) if found else float("nan")
+        out[f"recall_hop{hop}"] = sum(found) / len(found) if found else None
+    return out
+
+
+_BY_OBSERVATION = ("answer_present", "empty")
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """`pool` results of disjoint episode sets (synthesis shards) as one: rates over observations
+    weighted by observations, the others by episodes (tokens per tool message and the per-hop
+    recalls are then close to, not exactly, the pooled value)."""
+    parts = [p for p in parts if p.get("episodes")]
+    if not parts:
+        return {}
+    out: dict[str, Any] = {
+        "episodes": sum(p["episodes"] for p in parts),
+        "observations": sum(p["observations"] for p in parts),
+    }
+    for key in parts[0]:
+        if key in out:
+            continue
+        weight = "observations" if key in _BY_OBSERVATION else "episodes"
+        have = [p for p in parts if p.get(key) is not None and p[weight]]
+        total = sum(p[weight] for p in have)
+        out[key] = sum(p[key] * p[weight] for p in have) / total if total else None
     return out

@@ -102,6 +102,14 @@ def _write_lines(path: Path, lines: Iterable[str]) -> None:
         fh.writelines(lines)
 
 
+def _fidelity(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The shards' observation statistics per benchmark, combined (`sim.fidelity.combine`)."""
+    from ..sim.fidelity import combine
+
+    benches = sorted({b for m in manifests for b in m.get("fidelity") or {}})
+    return {b: combine([(m.get("fidelity") or {}).get(b, {}) for m in manifests]) for b in benches}
+
+
 def merge_run(run_dir: str | Path) -> dict[str, Any]:
     """Merge every shard of `run_dir`; returns the manifest written to `run_dir/manifest.json`."""
     run = Path(run_dir)
@@ -130,6 +138,7 @@ def merge_run(run_dir: str | Path) -> dict[str, Any]:
         num_shards=len(manifests),
         duplicates_dropped={"traces": dup_traces, "rejects": dup_rejects},
         tools=library.report(),
+        fidelity=_fidelity(manifests),
         timings={
             "synth_s": round(sum(m["timings"]["synth_s"] for m in manifests), 3),
             "max_shard_wall_s": max(m["timings"]["wall_s"] for m in manifests),

@@ -267,7 +267,7 @@ class ShardRunner:
                     r["trace"]["messages"], list(ex.answers), build_kb(ex).gold_titles()
                 )
                 by_bench.setdefault(ex.benchmark, []).append(stats)
-        return {b: {k: round(v, 4) for k, v in pool(s).items()} for b, s in sorted(by_bench.items())}
+        return {b: pool(s) for b, s in sorted(by_bench.items())}
 
 
 def _reject_line(rec: dict[str, Any]) -> dict[str, Any]:

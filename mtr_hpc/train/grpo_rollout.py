@@ -136,6 +136,6 @@ def episode_metrics(rows: list[dict]) -> dict:
     out.update(drift_counts([r["drift"] for r in rows]))
     fid = pool([r["fidelity"] for r in rows if "fidelity" in r])
     for key in ("answer_present", "answer_seen", "empty", "obs_tokens", "recall_hop1", "recall_hop2"):
-        if fid[key] == fid[key]:  # not nan
+        if fid[key] is not None:
             out[f"grpo/fidelity/{key}"] = fid[key]
     return out
