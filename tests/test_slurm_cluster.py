@@ -127,7 +127,11 @@ def test_submitit_runs_a_function(
     while not job.done() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert job.result() == (42, job.job_id)
-    # submitit's own state polling (sacct) sees the job end.
+    # submitit's own state polling (sacct) sees the job end; the result file can land before the
+    # controller records the end, on a loaded machine, so poll until a deadline.
+    deadline = time.monotonic() + 60
+    while job.get_info(mode="force")["State"] != "COMPLETED" and time.monotonic() < deadline:
+        time.sleep(1)
     assert job.get_info(mode="force")["State"] == "COMPLETED"
 
 
