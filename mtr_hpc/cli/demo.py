@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument(
         "--profile",
         default="quick",
-        help="quick (default) or a profile of the config, e.g. full: a longer GRPO, sharing synth and SFT",
+        help="quick (default) or a profile of the config: full (a longer GRPO), retrieval (the same GRPO against the real engine), llm-tools; each shares synth and SFT",
     )
     p.add_argument("overrides", nargs="*", metavar="stage.key=value", help="e.g. sft.train.steps=20")
     p.set_defaults(func=run)
