@@ -33,7 +33,7 @@ def simulation_messages(
         "You simulate a tool for a question-answering agent. Given the tool's interface, its output "
         "schema and a call, reply with the tool's output: ONE JSON object valid against the output "
         "schema, nothing else. Stay consistent with earlier outputs of this episode. If the tool cannot "
-        "know the answer, say so inside the schema (e.g. found: false)."
+        "know the answer, say so inside the schema (an empty list of results, or found: false)."
     )
     parts = [
         f"Tool: {json.dumps(openai_view(tool)['function'], ensure_ascii=False)}",

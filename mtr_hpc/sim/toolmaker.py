@@ -6,6 +6,11 @@ MuSiQue's relation-style steps ("Green >> performer" -> `get_performer(entity)`)
 interface failing `toolspec` validation is re-requested `llm_retries` times, then the template is used;
 both outcomes are counted in `stats`). Every interface is validated and recorded in the `ToolLibrary`,
 whose first interface per relation is reused, so a relation maps to one tool everywhere.
+
+Departure from the paper: a lookup tool returns the entity's page and the best passages for "<entity>
+<relation>" (the search format, `sim/observations.py`), not the value, so the policy learns to read a
+value off a page, which is what a real engine gives it; the `retrieval` environment answers the same
+tools from a corpus.
 """
 
 from __future__ import annotations
