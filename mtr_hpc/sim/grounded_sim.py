@@ -14,14 +14,6 @@ from typing import Any
 from ..toolspec.spec import RETURNS_KEY
 from .schemas import error_observation
 
-
-def first_string_arg(args: dict[str, Any]) -> str:
-    for value in args.values():
-        if isinstance(value, str):
-            return value
-    return ""
-
-
 _VALUE_NAMES = ("value", "values", "result", "results", "answer", "answers", "output", "data")
 
 

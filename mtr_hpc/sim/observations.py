@@ -105,6 +105,13 @@ def hold_back(
     return frozenset(gold) if u < noise else frozenset()
 
 
+def first_string_arg(args: dict[str, Any]) -> str:
+    for value in args.values():
+        if isinstance(value, str):
+            return value
+    return ""
+
+
 def answer_call(
     index: Retriever,
     name: str,
@@ -114,8 +121,6 @@ def answer_call(
     held_back: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     """The observation of a `search`, `open_page` or relation-tool call; None for any other tool."""
-    from .grounded_sim import first_string_arg
-
     if relation is not None:
         return lookup_payload(index, first_string_arg(args), relation, fmt, held_back)
     if name == "search":

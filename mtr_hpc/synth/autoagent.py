@@ -134,9 +134,8 @@ class AutoAgent:
                 names = " and ".join(c.args["query"] for c in retry)
                 turns.insert(0, PlannedTurn(f"Let me search for {names} directly.", retry, recovery=True))
             elif turn.recovery:
-                recovered += sum(
-                    1 for o in observations[-len(turn.calls) :] if find_value(o, turn.calls[0].expect)
-                )
+                done = zip(turn.calls, observations[-len(turn.calls) :], strict=True)
+                recovered += sum(1 for c, o in done if find_value(o, c.expect))
         answer = plan.decide(observations) if plan.decide else plan.answer
         builder.answer_turn(f"{said} {conclusion(answer)}".strip(), answer)
         notes = dict(plan.notes)
