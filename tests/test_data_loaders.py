@@ -23,6 +23,7 @@ from mtr_hpc.data import (
     sample_path,
 )
 from mtr_hpc.data.source import is_hub_source
+from mtr_hpc.data.splits import select_part
 from mtr_hpc.errors import DataError, MtrError
 
 # (benchmark, file under the shared data dir, records per the data README, detected format)
@@ -156,16 +157,20 @@ def test_each_sample_loads(benchmark, repo_root):
     path = sample_path(benchmark)
     assert path.is_file() and repo_root / "mtr_hpc" / "data" / "samples" == path.parent
     examples = load_sample(benchmark)
-    expected = {"hotpotqa": 100, "musique": 100, "2wiki": 100, "bamboogle": 125}[benchmark]
+    expected = {"hotpotqa": 248, "musique": 164, "2wiki": 164, "bamboogle": 125}[benchmark]
     assert len(examples) == expected and all(e.benchmark == benchmark for e in examples)
     qtypes = Counter(e.qtype for e in examples)
     expected_types = {
-        "hotpotqa": {"bridge": 79, "comparison": 21},
-        "musique": {"2hop": 34, "3hop": 33, "4hop": 33},
-        "2wiki": {"comparison": 25, "inference": 25, "compositional": 25, "bridge_comparison": 25},
+        "hotpotqa": {"bridge": 194, "comparison": 54},
+        "musique": {"2hop": 56, "3hop": 54, "4hop": 54},
+        "2wiki": {"comparison": 41, "inference": 41, "compositional": 41, "bridge_comparison": 41},
         "bamboogle": {"2hop": 125},
     }[benchmark]
     assert qtypes == expected_types
+    # Held-out questions enough for an interval (HotpotQA: every one whose pages the sources hold).
+    held = select_part(examples, "heldout")
+    assert len(held) == {"hotpotqa": 57, "musique": 64, "2wiki": 64, "bamboogle": 33}[benchmark]
+    assert len({e.question for e in examples}) == len(examples)  # no question on both sides of the split
     evidence_key = {"hotpotqa": "paragraphs", "musique": "decomposition", "2wiki": "triples"}
     assert all(evidence_key.get(benchmark, "decomposition") in e.evidence for e in examples)
 
@@ -177,7 +182,7 @@ def test_samples_are_small_and_reproducible(shared_data, repo_root, tmp_path):
     finally:
         sys.path.remove(str(repo_root / "tools"))
     sizes = make_samples.make_samples(shared_data, tmp_path)
-    assert sum(sizes.values()) < 2_500_000
+    assert sum(sizes.values()) < 4_000_000
     for shipped in [*(sample_path(b) for b in BENCHMARKS), sample_corpus_path()]:
         assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), shipped.name
     readme = (repo_root / "mtr_hpc/data/samples/README.md").read_text()
@@ -186,7 +191,7 @@ def test_samples_are_small_and_reproducible(shared_data, repo_root, tmp_path):
 
 def test_shipped_corpus_holds_the_supporting_pages_of_2wiki_and_hotpotqa():
     corpus = load_corpus(sample_corpus_path())
-    assert corpus.format == "corpus/jsonl" and len(corpus.passages) == 7107
+    assert corpus.format == "corpus/jsonl" and len(corpus.passages) == 8549
     titles = {p.title for p in corpus.passages}
     assert len(titles) == len(corpus.passages)
     for bench in ("2wiki", "hotpotqa"):

@@ -173,7 +173,11 @@ def test_profiles_become_stage_values_and_unknown_ones_are_refused(tmp_path):
             EvalConfig, demo, ["models=[{name: a, path: smollm2-135m}]"], section="eval", values=full["eval"]
         )
     )
-    assert (ev.modes, ev.envs) == (["tools"], ["grounded", "retrieval"])
+    assert (ev.modes, ev.envs) == (["direct", "tools"], ["grounded", "retrieval"])
+    # The full profile evaluates every held-out question; the default profile 20 a benchmark.
+    assert [b.limit for b in ev.benchmarks] == [0, 0, 0, 0]
+    quick = load_config(EvalConfig, demo, ["models=[{name: a, path: smollm2-135m}]"], section="eval")
+    assert [b.limit for b in quick.benchmarks] == [20, 20, 20, 20]
     # The simulator's noise rises over the full profile's steps.
     assert (grpo.toolactor.noise_at(0), grpo.toolactor.noise_at(12)) == (0.1, 0.3)
     retrieval = profile_values(demo, "retrieval")

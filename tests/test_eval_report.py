@@ -221,6 +221,43 @@ def test_simulation_gap_table_puts_environments_side_by_side():
         ["m"], list(answers)[:2], examples, lambda m, o, b: cells[m, o, b], conventions
     )
     assert "| m | hotpotqa | 100.0 | 50.0 | -50.0 [-100.0, +0.0] |" in render_report(without_retrieval)
+    assert "Retrieval corpus coverage" not in md
+    # The corpus's coverage of each benchmark's evidence pages is said beside the table.
+    covered = build_results(
+        ["m"],
+        list(answers),
+        examples,
+        lambda m, o, b: cells[m, o, b],
+        conventions,
+        meta={"retrieval_corpus": {"path": "c", "pages": 3, "coverage": {"hotpotqa": 1.0, "mq": 0.0}}},
+    )
+    assert (
+        "**Retrieval corpus coverage** (questions whose evidence pages it holds): hotpotqa 100.0%, mq 0.0%. "
+        "Real retrieval cannot show mq the pages that answer them." in render_report(covered)
+    )
+
+
+def test_corpus_coverage_counts_questions_whose_evidence_pages_the_corpus_holds():
+    from mtr_hpc.data import load_sample
+    from mtr_hpc.data.splits import select_part
+    from mtr_hpc.sim.retrieval_env import CorpusIndex, corpus_coverage, corpus_path, evidence_pages
+
+    index = CorpusIndex.load(corpus_path("sample"))
+    held = {b: select_part(load_sample(b), "heldout") for b in ("hotpotqa", "musique", "2wiki", "bamboogle")}
+    coverage = {b: corpus_coverage(exs, index) for b, exs in held.items()}
+    # The shipped corpus holds HotpotQA's and 2Wiki's pages, none of MuSiQue's; Bamboogle names none.
+    assert coverage == {"hotpotqa": 1.0, "musique": 0.0, "2wiki": 1.0, "bamboogle": 0.0}
+    musique = load_sample("musique")[0]
+    assert evidence_pages(musique) == ["Green (Steve Hillage album)", "Miquette Giraudy"]
+    assert evidence_pages(load_sample("bamboogle")[0]) == []
+    # A page the corpus lacks uncovers its question.
+    twowiki = held["2wiki"][0]
+
+    class Without:
+        def find_page(self, title):
+            return None if title == evidence_pages(twowiki)[0] else index.find_page(title)
+
+    assert corpus_coverage([twowiki], Without()) == 0.0 and corpus_coverage([twowiki], index) == 1.0
 
 
 def test_training_curves(tmp_path):

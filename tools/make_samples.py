@@ -1,10 +1,15 @@
-"""Write the small benchmark samples shipped in `mtr_hpc/data/samples/` from the real benchmark files.
+"""Write the benchmark samples shipped in `mtr_hpc/data/samples/` from the real benchmark files.
 
 Each sample keeps its source's own format (so loading a sample exercises the real loader) and is
-deterministic: the first records of the file, taken round-robin over the question types so that every
-type is represented (HotpotQA bridge/comparison, MuSiQue hop patterns, 2Wiki's four types). The 2Wiki
-sample is drawn from the questions whose supporting pages are all in the 2Wiki passage corpus, so the
-`retrieval` environment can answer them.
+deterministic. A sample holds a number of the project's held-out questions (`data.splits`) and a number
+of its train questions, each taken from the start of the file round-robin over the question types, so that
+every type is represented (HotpotQA bridge/comparison, MuSiQue hop patterns, 2Wiki's four types). Held-out
+questions are counted, not left to the hash: evaluation needs at least 60 a benchmark for its intervals.
+
+Only questions whose supporting pages the shipped corpus holds are taken for HotpotQA and 2Wiki, so the
+`retrieval` environment can answer them: HotpotQA's are the 100 distractor-setting questions plus the
+full-wiki questions whose retrieved paragraphs include every supporting page (a question in both files is
+kept once, from the distractor file); 2Wiki's are those whose supporting pages the 2Wiki corpus holds.
 
 Also writes the passage corpus of the `retrieval` environment (`SAMPLE_CORPUS`, gzipped JSON lines of
 {title, text}): the 2Wiki corpus, then the HotpotQA sample's context paragraphs whose titles it lacks.
@@ -28,7 +33,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mtr_hpc.data.fields import record_id  # noqa: E402
 from mtr_hpc.data.loaders import SAMPLE_CORPUS, SAMPLE_FILES, SAMPLES_DIR  # noqa: E402
+from mtr_hpc.data.source import read_records  # noqa: E402
+from mtr_hpc.data.splits import is_heldout_id  # noqa: E402
 from mtr_hpc.errors import MtrError  # noqa: E402
 from mtr_hpc.io import atomic_write, atomic_write_text, read_json  # noqa: E402
 
@@ -43,13 +51,25 @@ def _musique_pattern(rec: dict[str, Any]) -> str:
     return rec["id"].split("__")[0]
 
 
-# (benchmark, source file under DATA_DIR, number of records or None for all, balance keys: outer, inner)
-# 100 records each: the held-out quarter (`data.splits`) then holds 18-25 questions per benchmark.
-SOURCES: list[tuple[str, str, int | None, tuple[Key, ...]]] = [
-    ("hotpotqa", "hotpotqa/hotpot_dev_distractor_first100.json", 100, (lambda r: r["type"],)),
-    ("musique", "musique/musique_ans_v1.0_dev_noparagraphs.json", 100, (_musique_hops, _musique_pattern)),
-    ("2wiki", "2wikimultihopqa/2wiki_dev_4000subset_evidences.json", 100, (lambda r: r["type"],)),
-    ("bamboogle", "bamboogle/bamboogle_with_decomp.json", None, ()),
+# (benchmark, source files under DATA_DIR, held-out questions, train questions (None: all), balance keys:
+# outer, inner). HotpotQA's two files hold 57 held-out questions with their pages, all taken.
+SOURCES: list[tuple[str, tuple[str, ...], int | None, int | None, tuple[Key, ...]]] = [
+    (
+        "hotpotqa",
+        ("hotpotqa/hotpot_dev_distractor_first100.json", "hotpotqa/hotpot_dev_fullwiki_500subset.jsonl"),
+        None,
+        None,
+        (lambda r: r["type"],),
+    ),
+    (
+        "musique",
+        ("musique/musique_ans_v1.0_dev_noparagraphs.json",),
+        64,
+        100,
+        (_musique_hops, _musique_pattern),
+    ),
+    ("2wiki", ("2wikimultihopqa/2wiki_dev_4000subset_evidences.json",), 64, 100, (lambda r: r["type"],)),
+    ("bamboogle", ("bamboogle/bamboogle_with_decomp.json",), None, None, ()),
 ]
 TWOWIKI_CORPUS = "2wikimultihopqa/2wiki_corpus_6119_passages.json"
 
@@ -96,6 +116,51 @@ def covered(records: list[dict[str, Any]], titles: set[str]) -> list[dict[str, A
     return [r for r in records if all(title in titles for title, _ in r["supporting_facts"])]
 
 
+def self_covered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records whose own context paragraphs include every supporting page."""
+    return [r for r in records if covered([r], {title for title, _ in r["context"]})]
+
+
+def unique_questions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first record of each question text: a question under two ids could fall on both sides of
+    the split."""
+    seen: set[str] = set()
+    kept = []
+    for rec in records:
+        if rec["question"] not in seen:
+            seen.add(rec["question"])
+            kept.append(rec)
+    return kept
+
+
+def split_counts(
+    records: list[dict[str, Any]],
+    benchmark: str,
+    heldout: int | None,
+    train: int | None,
+    keys: tuple[Key, ...],
+) -> list[dict[str, Any]]:
+    """`heldout` held-out and `train` train records (None: all of them), each part balanced over `keys`;
+    the file order is kept."""
+    parts = {True: [], False: []}
+    for index, rec in enumerate(records):
+        parts[is_heldout_id(benchmark, record_id(rec, benchmark, index))].append(index)
+    chosen: list[int] = []
+    for is_held, n in ((True, heldout), (False, train)):
+        indices = parts[is_held]
+        if n is not None:
+            picked = balanced_first([records[i] for i in indices], n, keys)
+            ids = {id(r) for r in picked}
+            indices = [i for i in indices if id(records[i]) in ids]
+        chosen.extend(indices)
+    return [records[i] for i in sorted(chosen)]
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    _, records = read_records(path)
+    return [raw.value for raw in records]
+
+
 def build_corpus(twowiki: list[dict[str, Any]], hotpot: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The 2Wiki passages, then each HotpotQA context paragraph (sentences joined) under a new title."""
     passages = [{"title": p["title"], "text": p["text"]} for p in twowiki]
@@ -124,18 +189,23 @@ def make_samples(data_dir: Path, out_dir: Path) -> dict[str, int]:
     corpus = read_json(data_dir / TWOWIKI_CORPUS)
     corpus_titles = {p["title"] for p in corpus}
     written: dict[str, list[dict[str, Any]]] = {}
-    for benchmark, rel, n, keys in SOURCES:
-        records = read_json(data_dir / rel)
-        if benchmark == "2wiki":
+    for benchmark, rels, heldout, train, keys in SOURCES:
+        records = [rec for rel in rels for rec in _read(data_dir / rel)]
+        if benchmark == "hotpotqa":
+            records = unique_questions(self_covered(records))
+        elif benchmark == "2wiki":
             records = covered(records, corpus_titles)
-        if n is not None:
-            records = balanced_first(records, n, keys)
+        records = split_counts(records, benchmark, heldout, train, keys)
         path = out_dir / SAMPLE_FILES[benchmark]
         atomic_write_text(path, dump_array(records))
         path.chmod(0o644)  # package data: the temp file of an atomic write is created owner-only
         sizes[path.name] = path.stat().st_size
         written[benchmark] = records
-        print(f"{benchmark}: {len(records)} records -> {path} ({sizes[path.name]} bytes)", file=sys.stderr)
+        held = sum(is_heldout_id(benchmark, record_id(r, benchmark, i)) for i, r in enumerate(records))
+        print(
+            f"{benchmark}: {len(records)} records, {held} held-out -> {path} ({sizes[path.name]} bytes)",
+            file=sys.stderr,
+        )
     sizes[SAMPLE_CORPUS] = write_corpus(build_corpus(corpus, written["hotpotqa"]), out_dir / SAMPLE_CORPUS)
     return sizes
 

@@ -46,7 +46,7 @@ ALIASES: dict[str, str] = {
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 SAMPLE_FILES = {
-    "hotpotqa": "hotpotqa_dev_distractor_sample.json",
+    "hotpotqa": "hotpotqa_dev_sample.json",
     "musique": "musique_ans_dev_sample.json",
     "2wiki": "2wiki_dev_evidences_sample.json",
     "bamboogle": "bamboogle_with_decomp.json",

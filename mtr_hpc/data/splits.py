@@ -17,7 +17,11 @@ DEFAULT_HELDOUT_FRACTION = 0.25
 
 
 def is_heldout(example: QAExample, fraction: float = DEFAULT_HELDOUT_FRACTION) -> bool:
-    digest = hashlib.sha256(f"{example.benchmark}:{example.id}".encode()).digest()
+    return is_heldout_id(example.benchmark, example.id, fraction)
+
+
+def is_heldout_id(benchmark: str, example_id: str, fraction: float = DEFAULT_HELDOUT_FRACTION) -> bool:
+    digest = hashlib.sha256(f"{benchmark}:{example_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 

@@ -151,6 +151,15 @@ def _evaluate_model(
     return len(jobs)
 
 
+def corpus_meta(plan: EvalPlan) -> dict[str, Any]:
+    """The retrieval corpus of a run, and per benchmark the share of questions it holds the evidence
+    pages of (MuSiQue's and Bamboogle's shipped records name pages the shipped corpus lacks)."""
+    from ..sim.retrieval_env import corpus_coverage
+
+    coverage = {b: round(corpus_coverage(exs, plan.corpus), 4) for b, exs in plan.examples.items()}
+    return {"path": plan.corpus.path, "pages": len(plan.corpus.passages), "coverage": coverage}
+
+
 def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) -> dict[str, Any]:
     """Evaluate every cell of `cfg` into `cfg.out`; returns a summary (counts, timings, output paths)."""
     from .outputs import write_outputs
@@ -174,9 +183,7 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
         plan.conventions,
         meta={
             "envs": list(cfg.envs),
-            "retrieval_corpus": None
-            if plan.corpus is None
-            else {"path": plan.corpus.path, "pages": len(plan.corpus.passages)},
+            "retrieval_corpus": None if plan.corpus is None else corpus_meta(plan),
             "generation": to_dict(cfg.generation),
             "models": {m.name: m.path for m in plan.models},
         },

@@ -251,6 +251,22 @@ def fidelity_table(results: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def coverage_note(results: dict[str, Any]) -> list[str]:
+    """A line saying, per benchmark, how many questions the retrieval corpus holds the evidence pages
+    of: where it holds none, a retrieval cell measures what the policy can do without them."""
+    coverage = ((results.get("meta") or {}).get("retrieval_corpus") or {}).get("coverage")
+    if not coverage:
+        return []
+    parts = [f"{b} {_pct(coverage[b])}%" for b in results["benchmarks"] if b in coverage]
+    missing = [b for b in results["benchmarks"] if coverage.get(b, 1.0) < 0.5]
+    line = (
+        "**Retrieval corpus coverage** (questions whose evidence pages it holds): " + ", ".join(parts) + "."
+    )
+    if missing:
+        line += f" Real retrieval cannot show {' or '.join(missing)} the pages that answer them."
+    return [line, ""]
+
+
 def render_report(results: dict[str, Any], images: list[str] | None = None) -> str:
     """Markdown: the main EM/F1 table, a behaviour table, one per-type table per benchmark, and links
     to `images` (file names relative to the report)."""
@@ -270,6 +286,7 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
     gap = simulation_gap_table(results)
     if gap:
         out += ["## Simulation gap (EM by tool environment, and the difference in points)", ""] + gap + [""]
+    out += coverage_note(results)
     versus = model_comparison_table(results)
     if versus:
         out += (

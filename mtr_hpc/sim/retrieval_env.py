@@ -16,6 +16,7 @@ question searches one corpus, and no evidence is held back.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +31,7 @@ from ..toolspec import ToolRegistry
 from .config import RetrievalEnvConfig
 from .evidence import EvidenceKB
 from .observations import answer_call
-from .retrieval import Passage, PassageIndex
+from .retrieval import Passage, PassageIndex, Retriever
 from .schemas import error_observation
 from .text import split_sentences
 from .toolactor import ToolState, precheck, remember
@@ -91,6 +92,31 @@ class CorpusIndex(PassageIndex):
     @classmethod
     def load(cls, path: str | Path, skip_bad: bool = False) -> CorpusIndex:
         return cls(corpus_pages(str(path), skip_bad))
+
+
+def evidence_pages(example: QAExample) -> list[str]:
+    """The titles of the pages that state an example's evidence, as its source names them: HotpotQA's
+    and 2Wiki's supporting facts, the paragraph each MuSiQue hop was written from (`document_id`
+    without its paragraph number). Empty when the source names none (Bamboogle)."""
+    ev = example.evidence
+    titles = [str(t) for t, _ in ev.get("supporting_facts") or []]
+    for step in ev.get("decomposition") or []:
+        doc = step.get("document_id") if isinstance(step, dict) else None
+        if isinstance(doc, str) and doc:
+            titles.append(re.sub(r"_\d+$", "", doc))
+    return list(dict.fromkeys(titles))
+
+
+def corpus_coverage(examples: list[QAExample], index: Retriever) -> float:
+    """The share of `examples` whose evidence pages the index all holds: the most a policy can answer
+    from the pages themselves (a question whose source names no pages counts as not covered)."""
+    if not examples:
+        return 0.0
+    covered = 0
+    for ex in examples:
+        titles = evidence_pages(ex)
+        covered += bool(titles) and all(index.find_page(t) is not None for t in titles)
+    return covered / len(examples)
 
 
 def retrieval_toolset() -> ToolSet:
