@@ -142,6 +142,9 @@ def split_counts(
 ) -> list[dict[str, Any]]:
     """`heldout` held-out and `train` train records (None: all of them), each part balanced over `keys`;
     the file order is kept."""
+    if (heldout, train) != (None, None) and not all(r.get("_id") or r.get("id") for r in records):
+        # An id made of the position in the file would change when records are left out.
+        raise MtrError(f"{benchmark}: records without an id can only be taken whole")
     parts = {True: [], False: []}
     for index, rec in enumerate(records):
         parts[is_heldout_id(benchmark, record_id(rec, benchmark, index))].append(index)
