@@ -118,7 +118,7 @@ def covered(records: list[dict[str, Any]], titles: set[str]) -> list[dict[str, A
 
 def self_covered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records whose own context paragraphs include every supporting page."""
-    return [r for r in records if covered([r], {title for title, _ in r["context"]})]
+    return [r for r in records if all(t in dict(r["context"]) for t, _ in r["supporting_facts"])]
 
 
 def unique_questions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -152,9 +152,9 @@ def split_counts(
     for is_held, n in ((True, heldout), (False, train)):
         indices = parts[is_held]
         if n is not None:
-            picked = balanced_first([records[i] for i in indices], n, keys)
-            ids = {id(r) for r in picked}
-            indices = [i for i in indices if id(records[i]) in ids]
+            # balanced_first keeps the order it is given: pick positions within the part.
+            part = balanced_first([{**records[i], "_pos": k} for k, i in enumerate(indices)], n, keys)
+            indices = [indices[r["_pos"]] for r in part]
         chosen.extend(indices)
     return [records[i] for i in sorted(chosen)]
 
