@@ -9,12 +9,16 @@
 #   MTR_CONTAINER_MOUNTS     pyxis --container-mounts value (e.g. /lustre:/lustre,$HOME:$HOME)
 #   MTR_DEVICE               overrides the config's `device` (cpu on CPU-only test clusters)
 #
-# Preemption: every task gets SIGUSR1 before the time limit (SIGTERM on preemption); the ranks agree, save
-# a checkpoint at the end of the current step, leave a marker file ($MTR_REQUEUE_MARKER) and exit 0, and
-# this script requeues the job, which resumes from that checkpoint (OUT/checkpoints/latest). The ranks
-# exit 0 rather than 42 because srun --kill-on-bad-exit=1 (which stops a job whose rank crashed instead of
-# leaving the others hanging in a collective) kills the other ranks as soon as the first one exits
-# non-zero, and srun then reports their SIGKILL, not 42.
+# Stopping in time: every task gets SIGUSR1 before the time limit (`--signal` of the sbatch scripts) and
+# SIGTERM on preemption, and each run also stops on its own when its next step and a checkpoint would
+# not fit before the time limit (`train.time_limit_margin_s`). The ranks agree, save a checkpoint, leave
+# a marker file ($MTR_REQUEUE_MARKER) and exit 0, and this script requeues the job, which resumes from
+# that checkpoint (OUT/checkpoints/latest). The ranks exit 0 rather than 42 because srun
+# --kill-on-bad-exit=1 (which stops a job whose rank crashed instead of leaving the others hanging in a
+# collective) kills the other ranks as soon as the first one exits non-zero, and srun then reports their
+# SIGKILL, not 42. This script survives the SIGTERM Slurm sends the whole job (a trap, and srun in the
+# background: bash runs a trap only between commands) so that it is still there to requeue; the ranks
+# ignore SIGUSR1 until Python has installed its handler, instead of dying of it.
 set -euo pipefail
 
 STAGE=${1:?usage: stage.sh STAGE CONFIG.yaml [key=value ...]}
@@ -48,15 +52,30 @@ MTR_REQUEUE_MARKER="$PWD/.mtr-requeue-${SLURM_JOB_ID}"
 export MTR_REQUEUE_MARKER
 rm -f "$MTR_REQUEUE_MARKER"
 
-rc=0
+# srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05): each rank would get one CPU.
+[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK
+
+terminated=0
+trap 'terminated=1' TERM
 srun --kill-on-bad-exit=1 "${container[@]}" bash -c '
   export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID
+  trap "" USR1
   exec "$0" -m mtr_hpc "$@"
-' "$PY" "$STAGE" --config "$CONFIG" "$@" "${extra[@]}" || rc=$?
+' "$PY" "$STAGE" --config "$CONFIG" "$@" "${extra[@]}" &
+srun_pid=$!
+rc=0
+while :; do
+  wait "$srun_pid" && rc=0 || rc=$?
+  # A trapped signal interrupts `wait` (status > 128) while srun still runs: wait again.
+  kill -0 "$srun_pid" 2>/dev/null || break
+done
 if [ -e "$MTR_REQUEUE_MARKER" ] || [ "$rc" = 42 ]; then
   rm -f "$MTR_REQUEUE_MARKER"
   echo "mtr $STAGE: checkpoint saved after a time-limit/preemption signal; requeueing job $SLURM_JOB_ID" >&2
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
+fi
+if [ "$terminated" = 1 ]; then
+  echo "mtr $STAGE: job $SLURM_JOB_ID was terminated before the ranks saved; a rerun resumes from the last checkpoint" >&2
 fi
 exit "$rc"

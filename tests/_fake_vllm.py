@@ -2,7 +2,10 @@
 
 Names and signatures follow vLLM's `entrypoints/llm.py` (`LLM.generate`, `sleep`, `wake_up`,
 `apply_model`, `reset_prefix_cache`), `engine/arg_utils.py` (`EngineArgs`), `inputs` (`TokensPrompt`)
-and `sampling_params.py` (`SamplingParams`, `StructuredOutputsParams`). Every call is logged.
+and `sampling_params.py` (`SamplingParams`, `StructuredOutputsParams`). Every call is logged. Sleep
+follows `Executor.sleep` / `wake_up` (`v1/executor/abstract.py`): sleeping puts both tags to sleep
+unless the executor is sleeping already (any tag asleep), when it does nothing; a wake of a tag that is
+not asleep does nothing either.
 """
 
 from __future__ import annotations
@@ -20,15 +23,25 @@ def install_fake_vllm(monkeypatch, log: list, reply: Callable[[list[int]], list[
     class LLM:
         def __init__(self, **kwargs):
             log.append(("LLM", kwargs))
+            self.sleeping_tags: set[str] = set()
             self.llm_engine = types.SimpleNamespace(
                 model_config=types.SimpleNamespace(get_vocab_size=lambda: 49152)
             )
 
         def sleep(self, level):
+            if self.sleeping_tags:  # "Executor is already sleeping."
+                log.append(("sleep ignored", level))
+                return
             log.append(("sleep", level))
+            self.sleeping_tags = {"weights", "kv_cache"}
 
         def wake_up(self, tags=None):
+            tags = list(tags) if tags else ["weights", "kv_cache"]
+            if not set(tags) <= self.sleeping_tags:  # "Executor is not sleeping." / "Tag ... is not in"
+                log.append(("wake_up ignored", tuple(tags)))
+                return
             log.append(("wake_up", tuple(tags)))
+            self.sleeping_tags -= set(tags)
 
         def apply_model(self, fn):
             class Model:

@@ -94,8 +94,8 @@ def test_engine_logits_equal_trainer_logits_after_sync():
     with torch.no_grad():  # a policy update: weights the engine has never seen
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"), rolls_out=True)
-    info = sync_weights(engine, hf_named_tensors(model, src), rolls_out=True)
+    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"))
+    info = sync_weights(engine, hf_named_tensors(model, src))
     assert info["timing_s/weight_sync"] > 0
     ids = [1, 520, 9531, 198, 44, 17400, 46, 6004, 2, 198]
     with torch.no_grad():
@@ -131,7 +131,25 @@ def test_nan_reward_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(grpo_rollout, "score_episode", nan_score)
     with pytest.raises(RewardNaNError, match="step 0"):
         grpo.run_grpo(_cfg(tmp_path / "nan", "export_hf=false"))
-    assert (tmp_path / "nan" / "checkpoints" / "latest").exists()
+    from mtr_hpc.train.checkpoint import latest_checkpoint, read_meta
+
+    meta = read_meta(latest_checkpoint(tmp_path / "nan" / "checkpoints"))
+    # The failed step's batch is not consumed: a resume retries it rather than skipping it.
+    assert meta["step"] == 0 and meta["position"] == {"epoch": 0, "index": 0}
+
+
+def test_fewer_prompts_than_replicas_is_refused_before_the_run_starts(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    from mtr_hpc.errors import ConfigError
+    from mtr_hpc.train import grpo
+
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 3)
+    with pytest.raises(
+        ConfigError, match=r"algo.prompts_per_step.*2 prompt\(s\) a step for 3 ranks.*at least 3"
+    ):
+        grpo.run_grpo(_cfg(tmp_path / "r", "export_hf=false"))
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_run_failure_exits_3_and_a_user_error_2(tmp_path, monkeypatch, capsys):
@@ -168,33 +186,56 @@ def _grpo_worker(rank, world, out, extra):
     grpo.rollout_share, grpo.gather_rollouts = share, gather
     grpo.run_grpo(_cfg(Path(out), "export_hf=false", *extra))
     metrics = [
-        {k: r[k] for k in ("grpo/reward/total", "grpo/loss", "grpo/grad_norm", "grpo/kl")}
+        {k: r.get(k) for k in ("grpo/reward/total", "grpo/loss", "grpo/grad_norm", "grpo/kl")}
         for r in _metrics(Path(out))
     ]
     return {"shares": shares, "steps": steps, "metrics": metrics if rank == 0 else None}
 
 
-# 3 samples a step, 2 updates: with 2 ranks, rank 1's share of the second update is empty.
+# 4 episodes a step in 3 updates (2, 1, 1 episodes): rank 1's share of the last two updates is empty.
+# With tensor parallelism the two ranks are one data-parallel replica, and both still roll out (without
+# the KL term: the reference's and the policy's sharded forwards differ in the last bits, and Adam turns
+# a 1e-8 gradient into a full-size step, while with equal rewards the single rank's gradient is 0).
 @pytest.mark.parametrize(
-    "extra", [[], ["algo.prompts_per_step=1", "algo.group_size=3"]], ids=["even", "empty-share"]
+    "extra",
+    [[], ["algo.minibatches=3"], ["model.tp=2", "algo.kl_coef=0.0"]],
+    ids=["even", "empty-slice", "tensor-parallel"],
 )
 @pytest.mark.slow
-def test_two_data_parallel_ranks_give_the_single_rank_run(tmp_path, extra):
+def test_two_ranks_give_the_single_rank_run(tmp_path, extra):
     """Each rank rolls out its share of the prompts with its own engine; the gathered episodes, rewards
     and the training that follows are the single rank's."""
     from _dist import run_distributed
 
-    (one,) = run_distributed(_grpo_worker, 1, str(tmp_path / "one"), extra, timeout=300)
+    single = [x for x in extra if not x.startswith("model.tp")]
+    (one,) = run_distributed(_grpo_worker, 1, str(tmp_path / "one"), single, timeout=300)
     two = run_distributed(_grpo_worker, 2, str(tmp_path / "two"), extra, timeout=300)
-    per_step = 4 if not extra else 3  # episodes a step
-    assert one["shares"] == [list(range(per_step))] * 2
-    if not extra:  # two prompts: one each, its group together
-        assert two[0]["shares"] == [[0, 1], [0, 1]] and two[1]["shares"] == [[2, 3], [2, 3]]
-    else:  # one prompt: rank 1 rolls out nothing
-        assert two[0]["shares"] == [[0, 1, 2]] * 2 and two[1]["shares"] == [[], []]
+    assert one["shares"] == [[0, 1, 2, 3]] * 2
+    # two prompts: one each, its group together
+    assert two[0]["shares"] == [[0, 1], [0, 1]] and two[1]["shares"] == [[2, 3], [2, 3]]
     assert two[0]["steps"] == two[1]["steps"] == one["steps"]  # the same episodes, token for token
     assert len(one["metrics"]) == len(two[0]["metrics"]) == 2
     for a, b in zip(one["metrics"], two[0]["metrics"], strict=True):
         assert b["grpo/reward/total"] == a["grpo/reward/total"]
         for key in ("grpo/loss", "grpo/grad_norm", "grpo/kl"):
-            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+            assert (a[key] is None) == (b[key] is None), key  # no KL without a KL term
+            assert b[key] == (a[key] if a[key] is None else pytest.approx(a[key], rel=1e-4, abs=1e-7)), key
+
+
+def test_a_vllm_rollout_whose_weights_leave_no_kv_cache_room_is_refused():
+    from mtr_hpc.errors import ConfigError
+    from mtr_hpc.train.grpo_setup import check_rollout_fits
+
+    gib = 2**30
+    check_rollout_fits(15 * gib, 80 * gib, 0.4)  # a 7B in bf16 in 32 GiB: fits
+    with pytest.raises(ConfigError, match=r"rollout.gpu_memory_utilization.*28.0 GiB.*tensor-parallel"):
+        check_rollout_fits(28 * gib, 80 * gib, 0.4)
+
+
+def test_checkpoint_bytes_is_the_size_of_the_weight_files(tmp_path):
+    from mtr_hpc.train.grpo_setup import checkpoint_bytes
+
+    (tmp_path / "model-00001.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "model-00002.safetensors").write_bytes(b"x" * 50)
+    (tmp_path / "config.json").write_text("{}")
+    assert checkpoint_bytes(str(tmp_path)) == 150

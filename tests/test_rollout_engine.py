@@ -437,6 +437,7 @@ def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generatin
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     # Outside a torch.distributed world (another test of this process may have started one).
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: log.append(("empty_cache",)))
     engine = VLLMRolloutEngine("smollm2-135m", sleep_level=level, bucket_bytes=16)
     assert log[0][1]["logprobs_mode"] == "processed_logprobs"
     assert "distributed_executor_backend" not in log[0][1]  # no torch.distributed world here
@@ -444,20 +445,42 @@ def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generatin
     log.clear()
     engine.sleep()
     _step(engine, [("a", torch.zeros(2)), ("b", torch.zeros(2)), ("c", torch.zeros(1))])
+    # Every wake first hands PyTorch's cached blocks back, so vLLM can map its memory.
     assert [entry for entry in log if entry[0] != "requests"] == [
         ("sleep", level),
+        ("empty_cache",),
         ("wake_up", ("weights",)),
         ("load_weights", ["a", "b"]),  # 16-byte buckets
         ("load_weights", ["c"]),
         ("reset_prefix_cache",),
+        ("empty_cache",),
         ("wake_up", ("kv_cache",)),
         ("generate", 1),
         ("generate", 1),
         ("sleep", level),
     ]
+    assert engine._llm.sleeping_tags == {"weights", "kv_cache"}
     if level == 2:
         with pytest.raises(MtrError, match="discarded"):
             engine.generate([[1]], SamplingParams(max_new_tokens=1))
+
+
+def test_a_vllm_engine_pushed_to_but_not_generating_still_sleeps(monkeypatch):
+    """A replica that only receives weights in a step (no prompts of its own) must give its memory
+    back: vLLM's executor ignores `sleep` while a tag is still asleep, so the KV cache wakes first."""
+    from mtr_hpc.rollout import VLLMRolloutEngine
+
+    log: list = []
+    install_fake_vllm(monkeypatch, log)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    engine = VLLMRolloutEngine("smollm2-135m", sleep_level=2, bucket_bytes=1 << 20)
+    engine.sleep()
+    for _ in range(2):  # two steps without a prompt: push, then sleep for the trainer's update
+        engine.update_weights([("a", torch.zeros(2))])
+        engine.sleep()
+        assert engine._llm.sleeping_tags == {"weights", "kv_cache"}, log
+        assert engine.asleep
+    assert not any(entry[0].endswith("ignored") for entry in log), log
 
 
 @pytest.mark.slow

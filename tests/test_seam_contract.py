@@ -302,3 +302,19 @@ def test_gpu_seam_decays_exactly_what_the_cpu_seam_decays():
     via_cpu_seam = one_step(CpuSeam().build_optimizer(model, cfg))
     for k, v in via_cpu_seam.items():
         assert torch.equal(via_gpu_groups[k], v), k
+
+
+@pytest.mark.parametrize("seam_name", SEAMS)
+def test_a_frozen_model_is_evaluated_only_and_gives_the_trained_models_outputs(seam_name):
+    from mtr_hpc.models.config import ModelConfig
+    from mtr_hpc.models.gpt import build_gpt
+    from mtr_hpc.train.step import sft_forward_step
+
+    seam, model, arch = _model(seam_name)
+    frozen = seam.wrap_frozen(build_gpt(arch, ModelConfig(hf="", layer_spec="sdpa"), device=seam.device))
+    seam.unwrap(frozen).load_state_dict(seam.unwrap(model).state_dict())
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    mbs = [seam.to_device(b) for b in _sft_batches(3)]
+    model.eval()
+    want = seam.forward_backward(model, sft_forward_step, mbs, forward_only=True)[:2]
+    assert seam.forward_backward(frozen, sft_forward_step, mbs, forward_only=True)[:2] == want

@@ -107,10 +107,18 @@ def test_grpo_sbatch_and_submitit(slurm_cluster, repo_root, tmp_path):
     assert _losses(out2, "grpo/reward/total") == pytest.approx(_losses(out, "grpo/reward/total"))
 
 
+# SIGUSR1 to the ranks (Slurm's time-limit warning); then the same with a SIGTERM to the batch script
+# while the ranks save, which stage.sh must outlive to requeue. (A SIGTERM that reaches srun itself makes
+# srun kill the step at once: that is why the ranks stop on the clock, before Slurm's SIGTERM.)
+@pytest.mark.parametrize(
+    "signals",
+    [[["--signal=USR1"]], [["--signal=USR1"], ["--signal=TERM", "--batch"]]],
+    ids=["usr1", "usr1-then-term-to-the-script"],
+)
 def test_preempted_sbatch_job_checkpoints_requeues_and_resumes(
-    slurm_cluster, repo_root, trace_file, tmp_path
+    slurm_cluster, repo_root, trace_file, tmp_path, signals
 ):
-    """SIGUSR1 to both ranks of a TP=2 job: they save, stage.sh requeues the job, the rerun resumes and
+    """A signal to both ranks of a TP=2 job: they save, stage.sh requeues the job, the rerun resumes and
     finishes; the losses are those of an uninterrupted run (the srun step must not end in SIGKILL)."""
     import time
 
@@ -131,7 +139,8 @@ def test_preempted_sbatch_job_checkpoints_requeues_and_resumes(
     while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
         assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no log"
         time.sleep(0.2)
-    slurm_cluster.run(["scancel", "--signal=USR1", job])
+    for args in signals:
+        slurm_cluster.run(["scancel", *args, job])
     state = slurm_cluster.wait(job, timeout=400)
     text = log.read_text()
     assert state == "COMPLETED", text[-3000:]
@@ -145,3 +154,49 @@ def test_preempted_sbatch_job_checkpoints_requeues_and_resumes(
     _sbatch(slurm_cluster, repo_root, "slurm/sft.sbatch", 2,
             ["configs/sft-tiny.yaml", f"out={reference}", *overrides], tmp_path / "r.log")  # fmt: skip
     assert _losses(out, "sft/loss")[-1] == pytest.approx(_losses(reference, "sft/loss")[-1], abs=1e-6)
+
+
+def test_a_job_with_a_one_minute_limit_stops_in_time_requeues_and_resumes(
+    slurm_cluster, repo_root, trace_file, tmp_path
+):
+    """`--time=1`: each run stops on its own before the limit (60 s of margin: after its first step),
+    saves, and is requeued; the third run finishes. No signal is needed for this."""
+    out, log = tmp_path / "limited", tmp_path / "l.log"
+    overrides = [f"data.traces=[{trace_file}]", "train.steps=3", "train.save_every=1000",
+                 "train.eval_every=1000", "train.time_limit_margin_s=55", *TINY]  # fmt: skip
+    job = slurm_cluster.sbatch(
+        [
+            "--ntasks-per-node=1", "--cpus-per-task=1", "--gpus-per-node=0", f"--output={log}", "--open-mode=append",
+            "--time=1", "--export=ALL,MTR_DEVICE=cpu,OMP_NUM_THREADS=1", "slurm/sft.sbatch",
+            "configs/sft-tiny.yaml", f"out={out}", *overrides,
+        ],
+        cwd=repo_root,
+    )  # fmt: skip
+    state = slurm_cluster.wait(job, timeout=400)
+    text = log.read_text()
+    assert state == "COMPLETED", text[-3000:]
+    assert text.count("requeueing job") == 2 and text.count("stopped after step") == 2
+    assert "Restarts=2" in slurm_cluster.run(["scontrol", "show", "job", job]).stdout
+    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
+
+
+def test_a_submitit_job_stops_in_time_and_submitit_requeues_it(
+    slurm_cluster, repo_root, trace_file, tmp_path
+):
+    """The same through `mtr launch` (submitit, `--time-min 1`): the run saves, hands submitit its
+    signal, submitit requeues the job, and the rerun finishes from the checkpoint."""
+    out = tmp_path / "submitit-limited"
+    overrides = [f"data.traces=[{trace_file}]", "train.steps=2", "train.time_limit_margin_s=55", *TINY]
+    res = subprocess.run(
+        [
+            sys.executable, "-m", "mtr_hpc", "launch", "sft", "device=cpu", *overrides,
+            "--executor", "slurm", "--config", "configs/sft-tiny.yaml", "--out", str(out),
+            "--time-min", "1", "--json",
+        ],
+        cwd=repo_root, env={**slurm_cluster.env, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    job = json.loads(res.stdout)["job_ids"][0]
+    assert "Restarts=1" in slurm_cluster.run(["scontrol", "show", "job", job]).stdout
+    assert [r["step"] for r in read_metrics(out)] == [0, 1]  # step 1 by the requeued run, resumed

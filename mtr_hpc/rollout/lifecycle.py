@@ -9,6 +9,7 @@ a sleeping engine either fault (the memory is unmapped) or are silently overwrit
     update_weights:  wake the weights  ->  load the new weights
     generate:        wake the weights (if asleep)  ->  wake the KV cache  ->  generate
     sleep:           release weights and KV cache (the weights kept or discarded, by the engine's level)
+                     -- an engine that sleeps only when fully awake first wakes what is still asleep
 
 so a caller only ever says `update_weights`, `generate` and `sleep`. An engine whose sleep discards its
 weights (vLLM level 2) refuses to generate until new weights were pushed, instead of sampling from
@@ -35,6 +36,10 @@ class ManagedEngine:
     sleep_discards_weights: bool = False
     # True when the engine can constrain decoding to `SamplingParams.json_schema`.
     supports_json_schema: bool = False
+    # True when the engine's sleep is a no-op unless everything is awake (vLLM: a wake of the weights
+    # alone leaves the executor "sleeping", and its `sleep` then returns at once), so `sleep` after a
+    # bare `update_weights` wakes the KV cache first instead of leaving the weights on the device.
+    sleeps_only_fully_awake: bool = False
 
     def __init__(self) -> None:
         self._weights_awake = True
@@ -85,6 +90,9 @@ class ManagedEngine:
         """Give the device memory back until the next `update_weights` or `generate`."""
         if self.asleep:
             return
+        if self.sleeps_only_fully_awake and not self._cache_awake:  # the weights are awake (not asleep)
+            self._wake_cache()
+            self._cache_awake = True
         self._sleep()
         self._weights_awake = self._cache_awake = False
         if self.sleep_discards_weights:

@@ -18,7 +18,12 @@ here runs on the CPU path. The engine uses vLLM's offline API (checked against v
   host copy of the weights, level 2 discards them); a push first wakes the weights
   (`wake_up(tags=["weights"])`, which restores the host copy), then loads; generation wakes the KV cache
   (`wake_up(tags=["kv_cache"])`). Weights must be awake before the KV cache: `Worker.wake_up` restores
-  level-2 buffers on the first wake, whatever its tags;
+  level-2 buffers on the first wake, whatever its tags. `Executor.sleep` (`vllm/v1/executor/abstract.py`)
+  returns at once while the executor `is_sleeping`, which stays true until every tag was woken, so a
+  sleep after a push alone wakes the KV cache first (`sleeps_only_fully_awake`). Each wake first gives
+  PyTorch's cached blocks back to the driver: `CuMemAllocator.wake_up` (`vllm/device_allocator/cumem.py`)
+  maps fresh physical memory (`create_and_map`, `cuMemCreate`) without releasing anything, while the
+  trainer's freed activations, logits and gradients are still held by PyTorch's caching allocator;
 - ranks: inside a torch.distributed world (every GRPO run) the engine is built with vLLM's
   `external_launcher` executor on EVERY rank: vLLM reuses the trainer's default process group and creates
   its own groups over the whole world (`initialize_model_parallel`: `arange(world).reshape(-1, dp, pp,
@@ -60,6 +65,7 @@ class VLLMRolloutEngine(ManagedEngine):
     """
 
     supports_json_schema = True  # through vLLM's structured outputs
+    sleeps_only_fully_awake = True  # `Executor.sleep` is a no-op while any tag is asleep
 
     def __init__(
         self,
@@ -159,10 +165,20 @@ class VLLMRolloutEngine(ManagedEngine):
         self._llm.sleep(level=self.sleep_level)
 
     def _wake_weights(self) -> None:
+        _release_cached_blocks()
         self._llm.wake_up(tags=["weights"])
 
     def _wake_cache(self) -> None:
+        _release_cached_blocks()
         self._llm.wake_up(tags=["kv_cache"])
+
+
+def _release_cached_blocks() -> None:
+    """Hand the blocks PyTorch's allocator keeps cached (the trainer's freed tensors) back to the
+    driver, so vLLM's wake can map its memory; a no-op before CUDA is initialized."""
+    import torch
+
+    torch.cuda.empty_cache()
 
 
 def _join_torch_world() -> bool:

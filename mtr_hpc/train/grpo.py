@@ -2,19 +2,21 @@
 
 One step, as the algorithm reads:
 1. roll out G episodes per prompt in the multi-turn environment and score them with the composite
-   reward, each data-parallel replica its share of the prompts;
+   reward, each rank its share of the prompts;
 2. turn rewards into group advantages;
 3. recompute the old (and reference) log-probs with the trainer;
 4. take `minibatches` clipped-policy updates;
 5. push the new weights into the engine.
 Setup, resume, logging, checkpoints and the export are the shared loop's (`train.loop`).
 
-Every data-parallel replica rolls out its share of the prompts with its own engine, and the scored
-episodes are gathered on every rank (`grpo_rollout`); every data-parallel rank trains on its slice of
-the episodes, every tensor-parallel rank joins the weight gather for the sync.
+Every rank rolls out its share of the prompts with its own engine, and the scored episodes are gathered
+on every rank (`grpo_rollout`); every data-parallel rank trains on its slice of the episodes, and every
+rank gathers the whole weights for its engine's sync.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 
@@ -24,12 +26,13 @@ from ..trace.render import ChatRenderer
 from .grpo_batch import sample_of
 from .grpo_config import GRPOConfig
 from .grpo_loss import drop_uniform_groups, group_advantages
-from .grpo_rollout import gather_rollouts, rollout_rank, rollout_share
+from .grpo_rollout import gather_rollouts, rollout_replica, rollout_share
 from .grpo_setup import (
     RewardNaNError,
     build_engine,
     build_simulator,
     check_finite_rewards,
+    check_replicas,
     load_prompts,
     sync_weights,
 )
@@ -42,31 +45,31 @@ from .sft_data import RowSampler
 def run_grpo(cfg: GRPOConfig) -> dict:
     from megatron.core import parallel_state as ps
 
-    run = TrainRun.setup("grpo", cfg)
+    run = TrainRun.setup("grpo", cfg, check=partial(check_replicas, cfg))
     tp_group = ps.get_tensor_model_parallel_group() if cfg.model.tp > 1 else None
     renderer = ChatRenderer(run.tokenizer, tools_format=read_tools_format(run.src.hf_dir))
     pad_id = run.pad_id(renderer)
     questions = load_prompts(cfg)
     run.record_trained_on(example_key(ex.benchmark, ex.id) for ex in questions)
-    rolls_out = rollout_rank()
-    simulator = build_simulator(cfg, run.run_dir, ps.get_data_parallel_rank()) if rolls_out else None
-    engine = build_engine(cfg, run.src.hf_config, run.tokenizer, rolls_out)
+    simulator = build_simulator(cfg, run.run_dir, rollout_replica()[0])
+    engine = build_engine(cfg, run.src.hf_config, run.tokenizer)
 
     reference = run.start(with_reference=cfg.algo.kl_coef > 0)
     # The engine starts from the policy's weights, whatever it loaded on its own.
-    sync_weights(engine, hf_named_tensors(run.policy, run.src), rolls_out)
+    sync_weights(engine, hf_named_tensors(run.policy, run.src))
 
     def step_fn(step: int, examples) -> dict:
         timings: dict = {}
-        # 1. Every data-parallel replica rolls out and scores its share of the prompts; every rank
-        # receives the whole step's scored episodes.
-        share = rollout_share(engine, renderer, examples, simulator, cfg, step) if rolls_out else None
-        payload = gather_rollouts(share)
+        # 1. Every rank rolls out and scores its share of the prompts, and receives the whole step's
+        # scored episodes.
+        payload = gather_rollouts(rollout_share(engine, renderer, examples, simulator, cfg, step))
+        # A rollout can take most of a step: stop here, before the update, when the job must stop.
+        run.check_stop()
         rewards = payload["rewards"]
         try:
             check_finite_rewards(rewards, step)
         except RewardNaNError:
-            run.save(step)
+            run.save_failed_step(step)
             raise
 
         # 2. Group advantages; optionally drop groups without signal.
@@ -89,7 +92,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
             )
 
         # 5. New weights into the engine.
-        timings.update(sync_weights(engine, hf_named_tensors(run.policy, run.src), rolls_out))
+        timings.update(sync_weights(engine, hf_named_tensors(run.policy, run.src)))
         return {**payload["metrics"], **train_metrics, **timings, "grpo/kept_samples": len(samples)}
 
     batches = RowSampler(questions, cfg.algo.prompts_per_step, cfg.train.seed).batches(run.position)

@@ -93,10 +93,20 @@ class GRPOTrainConfig:
     # How long a collective may wait before the job fails; the other ranks wait in one while rank 0
     # rolls out, so this bounds a step's rollout time.
     dist_timeout_min: float = 120.0
+    # Under Slurm, stop and save when the next step, a save and this margin would run past the job's time
+    # limit (0: only signals stop the run). Cover what the measured times miss: the exit and a requeue.
+    time_limit_margin_s: float = 60.0
 
     def __post_init__(self) -> None:
         check_min(
-            "train.", self, steps=1, micro_batch_rows=1, save_every=1, keep_last=0, dist_timeout_min=1e-3
+            "train.",
+            self,
+            steps=1,
+            micro_batch_rows=1,
+            save_every=1,
+            keep_last=0,
+            dist_timeout_min=1e-3,
+            time_limit_margin_s=0.0,
         )
 
 

@@ -1,10 +1,10 @@
-"""GRPO's rollout phase on every data-parallel rank: each rolls out its share of the step's prompts with
-its own engine and tool simulator, then the scored episodes are gathered on every rank.
+"""GRPO's rollout phase on every rank: each rolls out its share of the step's prompts with its own engine
+and tool simulator, then the scored episodes are gathered on every rank.
 
-The rollout ranks are the first tensor-parallel rank of the first pipeline stage of each data-parallel
-replica: one engine per replica, so a job rolls out on all of its replicas at once instead of one GPU
-generating for the whole job while the others wait. Prompt `i` of the step goes to replica
-`i mod dp`, and its G episodes stay together. Each episode keeps its index in the whole step, both in
+Every rank is a rollout replica: its engine holds the whole model (vLLM at tensor-parallel size 1, see
+`grpo_setup.build_engine`), so the tensor- and pipeline-parallel peers of a data-parallel replica roll out
+prompts of their own instead of waiting for one of them. Prompt `i` of the step goes to rank
+`i mod world`, and its G episodes stay together. Each episode keeps its index in the whole step, both in
 its sampling seeds (`run_episodes(seed_ids=...)`) and in the gathered order, so the episodes, rewards
 and advantages are those of a single-rank run with the same seeds. Metrics are computed from the
 gathered per-episode records, so they are the whole step's, whatever the number of replicas.
@@ -38,19 +38,20 @@ class EpisodeRecord:
     row: dict[str, Any]  # the episode's reward components and behaviour, for the step's means
 
 
-def rollout_rank() -> bool:
-    from megatron.core import parallel_state as ps
+def rollout_replica() -> tuple[int, int]:
+    """This rank's index among the rollout replicas, and their number: every rank of the world."""
+    import torch.distributed as dist
 
-    return ps.get_tensor_model_parallel_rank() == 0 and ps.get_pipeline_model_parallel_rank() == 0
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
 
 
 def rollout_share(engine, renderer, examples: list, simulator, cfg: GRPOConfig, step: int) -> dict:
-    """Roll out and score this replica's prompts of the step (`examples[dp_rank::dp]`)."""
-    from megatron.core import parallel_state as ps
-
-    dp_rank, dp = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    """Roll out and score this rank's prompts of the step (`examples[rank::world]`)."""
+    replica, replicas = rollout_replica()
     g = cfg.algo.group_size
-    prompts = list(range(dp_rank, len(examples), dp))
+    prompts = list(range(replica, len(examples), replicas))
     seed_ids = [i * g + k for i in prompts for k in range(g)]
     t = time.perf_counter()
     actor = getattr(simulator, "actor", None)
@@ -94,16 +95,15 @@ def _record(index: int, ep, renderer, cfg: GRPOConfig) -> EpisodeRecord:
     return EpisodeRecord(index, slim, score.total, row)
 
 
-def gather_rollouts(share: dict | None) -> dict:
-    """Every rank's share (None from ranks that do not roll out), on every rank: the step's episodes
-    and rewards in step order, and its metrics (counts summed, phase times the slowest replica's)."""
+def gather_rollouts(share: dict) -> dict:
+    """Every rank's share, on every rank: the step's episodes and rewards in step order, and its metrics
+    (counts summed, phase times the slowest replica's)."""
     import torch.distributed as dist
 
     shares = [share]
     if dist.get_world_size() > 1:
         shares = [None] * dist.get_world_size()
         dist.all_gather_object(shares, share)
-    shares = [s for s in shares if s is not None]
     records = sorted((r for s in shares for r in s["records"]), key=lambda r: r.index)
     metrics = episode_metrics([r.row for r in records])
     for s in shares:

@@ -29,13 +29,32 @@ def load_prompts(cfg: GRPOConfig) -> list:
     return examples
 
 
-def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rolls_out: bool):
-    """The rollout engine of a rollout rank (`grpo_rollout.rollout_rank`), with the policy's
-    architecture; its weights come from the first sync. Other ranks get None, except with vLLM (below).
+def check_replicas(cfg: GRPOConfig) -> None:
+    """Every rollout replica (every rank, `grpo_rollout.rollout_replica`) must get a prompt each step. A
+    replica rolls out whole prompts (a group's G episodes share its simulated tools), so with fewer
+    prompts than ranks some would idle every step, and a vLLM engine that is only woken for weight
+    pushes would be woken and put back to sleep for nothing."""
+    import torch.distributed as dist
 
-    vLLM's external launcher creates its process groups over the whole world, so with vLLM every rank
-    builds an engine (one GPU each, `tensor_parallel_size=1`). The engines of ranks that do not roll
-    out go to sleep at once, discarding their weights (level 2), and are never woken.
+    n, world = cfg.algo.prompts_per_step, dist.get_world_size()
+    if n < world:
+        raise ConfigError(
+            "algo.prompts_per_step",
+            f"{n} prompt(s) a step for {world} ranks: every rank rolls out whole prompts, so {world - n} "
+            f"would get none; set algo.prompts_per_step to at least {world} (a multiple of {world} keeps "
+            "the ranks equally busy)",
+        )
+
+
+def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
+    """This rank's rollout engine, with the policy's architecture; its weights come from the first sync.
+
+    Every rank rolls out (`grpo_rollout`), each engine holding the whole model: vLLM at tensor-parallel
+    size 1 with its external launcher, which builds vLLM's groups over the trainer's whole world
+    (`initialize_model_parallel`: `arange(world).reshape(-1, dp, pp, tp)`, one group per rank at tp 1).
+    A vLLM engine sharded over the trainer's tensor-parallel group would need the group's ranks to step
+    in lockstep, every tool observation included; not supported, so a model whose weights do not fit
+    one GPU's vLLM share is refused up front (`check_rollout_fits`).
     """
     import torch
 
@@ -45,20 +64,21 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rolls_out: bool):
     if cfg.rollout.engine == "vllm":
         from ..rollout.vllm_engine import VLLMRolloutEngine
 
-        engine = VLLMRolloutEngine(
+        if torch.cuda.is_available():
+            check_rollout_fits(
+                checkpoint_bytes(cfg.model.hf),
+                torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory,
+                cfg.rollout.gpu_memory_utilization,
+            )
+        return VLLMRolloutEngine(
             cfg.model.hf,
             dtype=cfg.rollout.dtype,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-            enable_sleep_mode=cfg.rollout.sleep_between_steps or not rolls_out,
-            sleep_level=cfg.rollout.sleep_level if rolls_out else 2,
+            enable_sleep_mode=cfg.rollout.sleep_between_steps,
+            sleep_level=cfg.rollout.sleep_level,
             seed=cfg.train.seed,
             bucket_bytes=cfg.rollout.sync_bucket_mb << 20,
         )
-        if not rolls_out:
-            engine.sleep()
-        return engine
-    if not rolls_out:
-        return None
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from ..rollout.hf_engine import DTYPES, HFRolloutEngine
@@ -68,12 +88,40 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, rolls_out: bool):
     return HFRolloutEngine(model, batch_size=cfg.rollout.batch_size, tokenizer=tokenizer)
 
 
-def build_simulator(cfg: GRPOConfig, run_dir: Path, dp_rank: int = 0):
+def checkpoint_bytes(hf_dir: str) -> int:
+    """The size of a Hugging Face checkpoint's weight files (0 when it names no local directory)."""
+    from ..models.registry import resolve_model
+
+    path = Path(resolve_model(hf_dir))
+    if not path.is_dir():
+        return 0
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in path.glob(pattern))
+
+
+# The share of vLLM's memory the weights may take: the rest holds the KV cache and activations.
+ROLLOUT_WEIGHT_SHARE = 0.8
+
+
+def check_rollout_fits(weight_bytes: int, device_bytes: int, utilization: float) -> None:
+    """Refuse a vLLM rollout whose whole-model copy leaves no room for a KV cache on one GPU."""
+    budget = device_bytes * utilization
+    if weight_bytes > ROLLOUT_WEIGHT_SHARE * budget:
+        raise ConfigError(
+            "rollout.gpu_memory_utilization",
+            f"the policy's weights ({weight_bytes / 2**30:.1f} GiB) leave no room for a KV cache in vLLM's "
+            f"share of one GPU ({utilization} x {device_bytes / 2**30:.0f} GiB): every rank rolls out with "
+            "a whole copy of the model (vLLM tensor-parallel rollout is not supported); raise "
+            "rollout.gpu_memory_utilization, or train a model whose weights fit one GPU",
+        )
+
+
+def build_simulator(cfg: GRPOConfig, run_dir: Path, replica: int = 0):
     """The ToolMaker's tools answered by the ToolActor (grounded, or played by `cfg.tool_llm`), or by a
-    real engine over a corpus (`tools: retrieval`). The ToolActor keeps a replay cache in the run dir: part of the run's state, so a resumed run replays the observations it
-    has seen, whatever the tool model would answer now. Each data-parallel replica appends to its own
-    file (`sim_cache.jsonl`, `sim_cache.dp1.jsonl`, ...) and replays every replica's, so a resumed run
-    replays them whatever its number of replicas."""
+    real engine over a corpus (`tools: retrieval`). The ToolActor keeps a replay cache in the run dir:
+    part of the run's state, so a resumed run replays the observations it has seen, whatever the tool
+    model would answer now. Each rollout replica appends to its own file (`sim_cache.jsonl`,
+    `sim_cache.r1.jsonl`, ...) and replays every replica's, so a resumed run replays them whatever its
+    number of replicas."""
     from ..sim import ActorSimulator
     from ..sim.sim_cache import SimCache
     from ..sim.toolactor import ToolActor
@@ -86,7 +134,7 @@ def build_simulator(cfg: GRPOConfig, run_dir: Path, dp_rank: int = 0):
 
         index = CorpusIndex.load(corpus_path(cfg.retrieval.corpus), skip_bad=cfg.retrieval.skip_bad)
         return RetrievalSimulator(index, cfg.retrieval, ToolMaker(cfg.toolmaker))
-    own = run_dir / ("sim_cache.jsonl" if dp_rank == 0 else f"sim_cache.dp{dp_rank}.jsonl")
+    own = run_dir / ("sim_cache.jsonl" if replica == 0 else f"sim_cache.r{replica}.jsonl")
     cache = SimCache(own)
     for other in sorted(run_dir.glob("sim_cache*.jsonl")):
         if other != own:
@@ -96,16 +144,11 @@ def build_simulator(cfg: GRPOConfig, run_dir: Path, dp_rank: int = 0):
     return ActorSimulator(ToolMaker(cfg.toolmaker), actor)
 
 
-def sync_weights(engine, named_tensors, rolls_out: bool) -> dict:
-    """Push (HF name, tensor) pairs into this rank's engine; every rank iterates (the tensors are
-    gathered over tensor- and pipeline-parallel groups), ranks without an engine drop what they get."""
+def sync_weights(engine, named_tensors) -> dict:
+    """Push (HF name, tensor) pairs into this rank's engine; every rank takes part in the gathers over
+    tensor- and pipeline-parallel groups that produce the whole tensors."""
     t0 = time.perf_counter()
-    if rolls_out:
-        info = engine.update_weights(named_tensors)
-    else:
-        info = {"bytes": 0}
-        for _ in named_tensors:
-            pass
+    info = engine.update_weights(named_tensors)
     seconds = time.perf_counter() - t0
     gb = info.get("bytes", 0) / 1e9
     return {"timing_s/weight_sync": seconds, "grpo/weight_sync_gb_per_s": gb / seconds if seconds else 0.0}

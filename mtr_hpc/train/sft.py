@@ -29,7 +29,7 @@ from .step import sft_forward_step, sft_loss_positions_step
 
 
 def run_sft(cfg: SFTConfig) -> dict:
-    run = TrainRun.setup("sft", cfg, check_dp=partial(_check_batch, cfg))
+    run = TrainRun.setup("sft", cfg, check=partial(_check_batch, cfg))
     thd = uses_thd(cfg.model.layer_spec, cfg.train.micro_batch_rows)
 
     # Data: traces -> token ids + loss masks -> packed rows.
@@ -136,8 +136,11 @@ def expand_trace_paths(specs: list[str]) -> list[Path]:
     return files
 
 
-def _check_batch(cfg: SFTConfig, dp: int) -> None:
+def _check_batch(cfg: SFTConfig) -> None:
     """The batch checks that need the data-parallel size (the others run when the config loads)."""
+    from megatron.core import parallel_state as ps
+
+    dp = ps.get_data_parallel_world_size()
     g, m = cfg.train.global_batch_rows, cfg.train.micro_batch_rows
     if g % dp:
         raise ConfigError("train.global_batch_rows", f"{g} is not divisible by the data-parallel size {dp}")

@@ -41,10 +41,21 @@ class SFTTrainConfig:
     keep_last: int = 2
     seed: int = 1234
     dist_timeout_min: float = 30.0  # how long a collective may wait before the job fails
+    # Under Slurm, stop and save when the next step, a save and this margin would run past the job's time
+    # limit (0: only signals stop the run). Cover what the measured times miss: the exit and a requeue.
+    time_limit_margin_s: float = 60.0
 
     def __post_init__(self) -> None:
         check_min("train.", self, steps=1, global_batch_rows=1, micro_batch_rows=1, eval_every=1)
-        check_min("train.", self, eval_rows=0, save_every=1, keep_last=0, dist_timeout_min=1e-3)
+        check_min(
+            "train.",
+            self,
+            eval_rows=0,
+            save_every=1,
+            keep_last=0,
+            dist_timeout_min=1e-3,
+            time_limit_margin_s=0.0,
+        )
         if self.global_batch_rows % self.micro_batch_rows:
             raise ConfigError(
                 "train.micro_batch_rows",

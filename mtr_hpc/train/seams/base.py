@@ -58,6 +58,11 @@ class DeviceSeam(Protocol):
 
     def wrap_model(self, model): ...
 
+    def wrap_frozen(self, model):
+        """A model that is only evaluated (GRPO's reference policy), in the trained model's precision and
+        output dtype, without data-parallel wrapping or gradients."""
+        ...
+
     def build_optimizer(self, model, cfg: OptimConfig): ...
 
     def forward_backward(

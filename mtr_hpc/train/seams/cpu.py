@@ -34,6 +34,9 @@ class CpuSeam:
             raise ConfigError("model.pp", "pipeline parallelism needs the GPU seam (Megatron schedules)")
         return model
 
+    def wrap_frozen(self, model):
+        return self.wrap_model(model).eval().requires_grad_(False)
+
     def unwrap(self, model):
         return model
 

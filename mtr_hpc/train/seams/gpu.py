@@ -71,6 +71,19 @@ class GpuSeam:
         config.grad_sync_func = ddp.start_grad_sync
         return ddp
 
+    def wrap_frozen(self, model):
+        """Like the trained model, less DDP: Megatron's torch norms build fp32 weights whatever the
+        config's dtype (`transformer/torch_norm.py` `WrappedTorchNorm.__new__` passes no dtype), and only
+        `Float16Module` casts the whole module to bf16/fp16 and its last stage's logits back to fp32
+        (`transformer/module.py` `Float16Module.__init__` / `forward`, megatron-core 0.16.1 and 0.19).
+        A bare model would run fp32 norms into bf16 linears and give the KL term bf16 logits."""
+        from megatron.core.transformer.module import Float16Module
+
+        model = model.cuda()
+        if self.dtype != "fp32":
+            model = Float16Module(model.config, model)
+        return model.eval().requires_grad_(False)
+
     def unwrap(self, model):
         while hasattr(model, "module"):
             model = model.module
