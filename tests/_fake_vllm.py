@@ -3,7 +3,7 @@
 Names and signatures follow vLLM's `entrypoints/llm.py` (`LLM.generate`, `sleep`, `wake_up`,
 `apply_model`, `reset_prefix_cache`), `engine/arg_utils.py` (`EngineArgs`), `inputs` (`TokensPrompt`)
 and `sampling_params.py` (`SamplingParams`, `StructuredOutputsParams`). Every call is logged. Sleep
-follows `Executor.sleep` / `wake_up` (`v1/executor/abstract.py`): sleeping puts both tags to sleep
+follows vLLM 0.10.2's `Executor.sleep` / `wake_up` (`executor/executor_base.py`): sleeping puts both tags to sleep
 unless the executor is sleeping already (any tag asleep), when it does nothing; a wake of a tag that is
 not asleep does nothing either.
 """

@@ -80,9 +80,11 @@ def test_an_sft_run_stops_before_the_time_limit_and_resumes_exactly(
     assert stopped["preempted"]
     assert "stopped after step 1 (the job's time limit is near" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "cut" / "checkpoints").glob("step_*")] == ["step_000001"]
+    assert not (tmp_path / "cut" / "manifest.json").exists()  # a manifest marks a finished run
     monkeypatch.setattr(preempt, "slurm_seconds_left", lambda: None)
     resumed = run_sft(cfg(tmp_path / "cut"))
     assert not resumed["preempted"] and full["steps"] == resumed["steps"] == 3
+    assert (tmp_path / "cut" / "manifest.json").exists()
     losses = {k: [(r["step"], r["sft/loss"]) for r in read_metrics(tmp_path / k)] for k in ("full", "cut")}
     assert losses["cut"] == losses["full"]
 
@@ -126,3 +128,12 @@ def test_a_grpo_step_stops_between_rollout_and_update_and_is_taken_again(tmp_pat
     for a, b in zip(full, cut, strict=True):
         for key in ("grpo/reward/total", "grpo/loss", "grpo/response_length"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_a_submitit_warning_at_or_before_the_start_is_refused(tmp_path):
+    from mtr_hpc.errors import ConfigError
+    from mtr_hpc.launch.submitit_launch import LaunchOptions, make_executor
+
+    with pytest.raises(ConfigError, match=r"--signal-delay-s.*below the time limit \(1 min\)"):
+        make_executor(LaunchOptions(time_min=1, signal_delay_s=90), tmp_path, "sft")
+    make_executor(LaunchOptions(time_min=1, signal_delay_s=30), tmp_path, "sft")  # accepted

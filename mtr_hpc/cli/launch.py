@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--num-shards", type=int, default=None, help="array tasks (default: config num_shards)")
     p.add_argument("--partition", default=None)
     p.add_argument("--time-min", type=int, default=60, help="time limit of each task, minutes")
+    p.add_argument(
+        "--signal-delay-s", type=int, default=90, help="submitit's SIGUSR2 this long before the time limit"
+    )
     p.add_argument("--cpus-per-task", type=int, default=1)
     p.add_argument("--nodes", type=int, default=1, help="nodes of a distributed stage (sft, grpo)")
     p.add_argument("--tasks-per-node", type=int, default=1, help="ranks per node of a distributed stage")
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         folder=args.folder,
         partition=args.partition,
         time_min=args.time_min,
+        signal_delay_s=args.signal_delay_s,
         cpus_per_task=args.cpus_per_task,
         nodes=args.nodes,
         tasks_per_node=args.tasks_per_node,

@@ -32,6 +32,8 @@ class LaunchOptions:
     folder: str = ""  # submitit's logs and pickles; default <out>/submitit
     partition: str | None = None
     time_min: int = 60
+    # submitit's warning (SIGUSR2) this many seconds before the time limit; it must come before it.
+    signal_delay_s: int = 90
     cpus_per_task: int = 1
     nodes: int = 1
     tasks_per_node: int = 1  # distributed stages: ranks per node (one per GPU)
@@ -72,10 +74,17 @@ def make_executor(opts: LaunchOptions, folder: Path, name: str):
         return ex
     if opts.executor != "slurm":
         raise ConfigError("--executor", f"must be slurm or local, got {opts.executor!r}")
+    if not 0 < opts.signal_delay_s < opts.time_min * 60:
+        raise ConfigError(
+            "--signal-delay-s",
+            f"{opts.signal_delay_s} s must be above 0 and below the time limit ({opts.time_min} min): a warning "
+            "at or before the job's start would requeue it before it has done anything, over and over",
+        )
     ex = submitit.SlurmExecutor(folder=str(folder))
     params: dict[str, Any] = {
         "job_name": opts.job_name or f"mtr-{name}",
         "time": opts.time_min,
+        "signal_delay_s": opts.signal_delay_s,
         "cpus_per_task": opts.cpus_per_task,
         "nodes": opts.nodes,
         "ntasks_per_node": opts.tasks_per_node,

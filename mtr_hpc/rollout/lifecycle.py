@@ -36,9 +36,9 @@ class ManagedEngine:
     sleep_discards_weights: bool = False
     # True when the engine can constrain decoding to `SamplingParams.json_schema`.
     supports_json_schema: bool = False
-    # True when the engine's sleep is a no-op unless everything is awake (vLLM: a wake of the weights
-    # alone leaves the executor "sleeping", and its `sleep` then returns at once), so `sleep` after a
-    # bare `update_weights` wakes the KV cache first instead of leaving the weights on the device.
+    # True when the engine's sleep is a no-op unless everything is awake (vLLM 0.10.2: a wake of the
+    # weights alone leaves the executor "sleeping", and its `sleep` then returns at once), so `sleep`
+    # after a bare `update_weights` wakes the KV cache first instead of leaving the weights on the device.
     sleeps_only_fully_awake: bool = False
 
     def __init__(self) -> None:

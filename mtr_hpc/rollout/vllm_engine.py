@@ -18,17 +18,23 @@ here runs on the CPU path. The engine uses vLLM's offline API (checked against v
   host copy of the weights, level 2 discards them); a push first wakes the weights
   (`wake_up(tags=["weights"])`, which restores the host copy), then loads; generation wakes the KV cache
   (`wake_up(tags=["kv_cache"])`). Weights must be awake before the KV cache: `Worker.wake_up` restores
-  level-2 buffers on the first wake, whatever its tags. `Executor.sleep` (`vllm/v1/executor/abstract.py`)
-  returns at once while the executor `is_sleeping`, which stays true until every tag was woken, so a
-  sleep after a push alone wakes the KV cache first (`sleeps_only_fully_awake`). Each wake first gives
-  PyTorch's cached blocks back to the driver: `CuMemAllocator.wake_up` (`vllm/device_allocator/cumem.py`)
+  level-2 buffers on the first wake, whatever its tags. In vLLM 0.10.2 `Executor.sleep`
+  (`vllm/executor/executor_base.py`) returns at once while the executor `is_sleeping`, which stays true
+  until every tag was woken, so a sleep after a push alone wakes the KV cache first
+  (`sleeps_only_fully_awake`; later releases, e.g. 0.34's `vllm/v1/executor/abstract.py`, refuse only
+  while the weights sleep, and the extra wake costs a map and an unmap). Each wake first gives PyTorch's
+  cached blocks back to the driver: 0.10.2's `CuMemAllocator.wake_up` (`vllm/device_allocator/cumem.py`)
   maps fresh physical memory (`create_and_map`, `cuMemCreate`) without releasing anything, while the
-  trainer's freed activations, logits and gradients are still held by PyTorch's caching allocator;
+  trainer's freed activations, logits and gradients are still held by PyTorch's caching allocator (0.34
+  empties the cache itself). vLLM 0.10.2's allocator refuses `PYTORCH_CUDA_ALLOC_CONF=expandable_segments`;
 - ranks: inside a torch.distributed world (every GRPO run) the engine is built with vLLM's
   `external_launcher` executor on EVERY rank: vLLM reuses the trainer's default process group and creates
   its own groups over the whole world (`initialize_model_parallel`: `arange(world).reshape(-1, dp, pp,
   tp)`), which only completes when all ranks take part. With `tensor_parallel_size=1` each rank holds an
-  independent engine.
+  independent engine: every vLLM group has one rank, and nothing after construction uses the world group
+  (the data-parallel sync is skipped at size 1, `gpu_model_runner.py`), so the ranks generate different
+  prompts for different numbers of steps (read in 0.10.2 and 0.34). Construction is collective
+  (`determine_available_memory` takes the minimum over the world), so every rank builds at the same point.
 
 Logprobs follow the protocol (temperature-scaled, before truncation) through
 `logprobs_mode="processed_logprobs"` (vLLM >= 0.10.2; older releases return raw temperature-1
@@ -65,7 +71,7 @@ class VLLMRolloutEngine(ManagedEngine):
     """
 
     supports_json_schema = True  # through vLLM's structured outputs
-    sleeps_only_fully_awake = True  # `Executor.sleep` is a no-op while any tag is asleep
+    sleeps_only_fully_awake = True  # vLLM 0.10.2's `Executor.sleep` is a no-op while any tag is asleep
 
     def __init__(
         self,

@@ -239,7 +239,8 @@ class TrainRun:
         )
 
     def finish(self, metrics: dict, preempted: bool, tools_format: str, **summary: Any) -> dict:
-        """Export the model (unless preempted or `export_hf=false`), write the manifest; the summary."""
+        """Export the model (unless preempted or `export_hf=false`), write the manifest (which marks a
+        finished run: not when preempted); the summary."""
         hf_dir = None
         if self.cfg.export_hf and not preempted:
             hf_dir = export_hf(self.policy, self.src, self.tokenizer, self.run_dir / "hf", tools_format)
@@ -253,5 +254,6 @@ class TrainRun:
         if self.logger is not None:
             self.logger.summary(metrics)
             self.logger.close()
-            write_manifest(self.run_dir, self.stage, **out)
+            if not preempted:
+                write_manifest(self.run_dir, self.stage, **out)
         return out
