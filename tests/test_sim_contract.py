@@ -8,7 +8,6 @@ import pytest
 from mtr_hpc.data import load_sample
 from mtr_hpc.llm.fake import EchoClient
 from mtr_hpc.sim import ActorSimulator, EpisodeSetup, RetrievalSimulator, ToolSimulator, open_groups
-from mtr_hpc.sim.retrieval_env import CorpusIndex
 from mtr_hpc.synth import DistractorPool, ToolActor, ToolActorConfig, ToolMaker, build_kb
 from mtr_hpc.toolspec import ToolRegistry, validate_toolset
 
@@ -26,9 +25,10 @@ def _llm() -> ToolSimulator:
 
 
 def _retrieval() -> ToolSimulator:
-    from mtr_hpc.data import load_corpus, sample_corpus_path
+    from mtr_hpc.retrievers import open_retriever
+    from mtr_hpc.sim.config import RetrievalEnvConfig
 
-    return RetrievalSimulator(CorpusIndex(load_corpus(sample_corpus_path())))
+    return RetrievalSimulator(open_retriever(RetrievalEnvConfig(corpus="sample")))
 
 
 SIMULATORS = {"grounded": _grounded, "llm": _llm, "retrieval": _retrieval}

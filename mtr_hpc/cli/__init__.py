@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "eval",
     "convert",
     "serve",
+    "index",
+    "serve_retriever",
     "demo",
     "launch",
 )

@@ -125,8 +125,6 @@ def validate_config(cfg: EvalConfig) -> EvalConfig:
     if "tools" in cfg.modes:
         if not cfg.envs:
             raise ConfigError("envs", f"tools mode needs at least one of {ENVS}")
-        if "retrieval" in cfg.envs and not cfg.retrieval.corpus:
-            raise ConfigError("retrieval.corpus", "the retrieval environment needs a passage corpus file")
         if "llm" in cfg.envs and cfg.llm.backend == "openai" and not cfg.llm.base_url:
             raise ConfigError("llm.base_url", "the llm environment needs the ToolActor endpoint's base_url")
     g = cfg.generation

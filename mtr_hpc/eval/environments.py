@@ -13,8 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..data.example import QAExample
+from ..retrievers import SearchEngine
 from ..sim import ActorSimulator, RetrievalSimulator, ToolSimulator
-from ..sim.retrieval_env import CorpusIndex
 from .config import EvalConfig
 
 
@@ -22,7 +22,7 @@ def build_simulator(
     kind: str,
     cfg: EvalConfig,
     examples: list[QAExample],
-    corpus: CorpusIndex | None = None,
+    corpus: SearchEngine | None = None,
     tool_llm: Any = None,
 ) -> ToolSimulator:
     """The simulator of environment `kind` for the questions of one benchmark (`examples`); `tool_llm`
@@ -34,7 +34,7 @@ def build_simulator(
 
     if kind == "retrieval":
         if corpus is None:
-            raise ValueError("the retrieval environment needs a CorpusIndex")
+            raise ValueError("the retrieval environment needs a search engine")
         return RetrievalSimulator(corpus, cfg.retrieval)
     if kind == "grounded":
         pool = DistractorPool.from_kbs([build_kb(ex) for ex in examples])

@@ -42,6 +42,8 @@ RESUMABLE_KEYS = (
     "allow_train_overlap",
     "modes",
     "envs",
+    # Where the engine is reached and how it is asked, not what it answers.
+    *(f"retrieval.{k}" for k in ("url", "timeout_s", "max_retries", "threads", "batch_rounds")),
 )
 
 EngineFactory = Callable[[str, EvalConfig], tuple[Any, Any]]
@@ -157,7 +159,7 @@ def corpus_meta(plan: EvalPlan) -> dict[str, Any]:
     from ..sim.retrieval_env import corpus_coverage
 
     coverage = {b: round(corpus_coverage(exs, plan.corpus), 4) for b, exs in plan.examples.items()}
-    return {"path": plan.corpus.path, "pages": len(plan.corpus.passages), "coverage": coverage}
+    return {"path": plan.corpus.path, "passages": getattr(plan.corpus, "n_docs", None), "coverage": coverage}
 
 
 def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) -> dict[str, Any]:

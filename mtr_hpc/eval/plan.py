@@ -17,7 +17,7 @@ from ..data.loaders import canonical_benchmark
 from ..data.splits import select_part
 from ..data.trained_on import trained_keys
 from ..errors import ConfigError, DataError, MtrError
-from ..sim.retrieval_env import CorpusIndex
+from ..retrievers import SearchEngine, open_retriever
 from .config import BenchmarkSpec, EvalConfig, validate_config
 from .models import ModelSource, check_model
 
@@ -28,7 +28,7 @@ class EvalPlan:
     models: list[ModelSource]
     examples: dict[str, list[QAExample]]  # benchmark name (as configured) -> questions
     conventions: dict[str, str]  # benchmark name -> canonical benchmark (scoring convention)
-    corpus: CorpusIndex | None
+    corpus: SearchEngine | None
     # benchmark name -> {training run dir: questions of the benchmark that run trained on}
     train_overlap: dict[str, dict[str, int]]
 
@@ -66,10 +66,11 @@ def build_plan(cfg: EvalConfig) -> EvalPlan:
     overlap = train_overlap(cfg, models, examples)
     corpus = None
     if "tools" in cfg.modes and "retrieval" in cfg.envs:
-        path = sample_corpus_path() if cfg.retrieval.corpus == "sample" else Path(cfg.retrieval.corpus)
-        if not path.is_file():
-            raise ConfigError("retrieval.corpus", f"corpus file {path} does not exist")
-        corpus = CorpusIndex.load(path, skip_bad=cfg.retrieval.skip_bad)
+        if cfg.retrieval.backend == "bm25":
+            path = sample_corpus_path() if cfg.retrieval.corpus == "sample" else Path(cfg.retrieval.corpus)
+            if not path.exists():
+                raise ConfigError("retrieval.corpus", f"{path}: no such corpus file or index directory")
+        corpus = open_retriever(cfg.retrieval)
     return EvalPlan(cfg, models, examples, conventions, corpus, overlap)
 
 

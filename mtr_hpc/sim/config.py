@@ -91,11 +91,21 @@ class ToolActorConfig:
 
 @dataclass
 class RetrievalEnvConfig:
-    """The `retrieval` environment: BM25 over a local passage corpus (JSON/JSONL of {title, text}, or
-    gzipped). `sample` is the corpus shipped in the package: the 2WikiMultiHopQA passages and the HotpotQA
-    sample's context paragraphs (MuSiQue and Bamboogle have none in it)."""
+    """The `retrieval` environment: a real search engine behind the policy's tools.
 
+    `backend: bm25` searches `corpus` on this machine: a corpus file (JSON lines of {title, text} or
+    FlashRAG's {id, contents}, gzipped or not; indexed into the cache on first use, `mtr index build`
+    ahead of time), an index directory `mtr index build` wrote, or `sample`, the corpus shipped in the
+    package (the 2WikiMultiHopQA passages and the HotpotQA sample's context paragraphs; MuSiQue and
+    Bamboogle have none in it). `backend: http` asks a retrieval server at `url` in Search-R1's
+    protocol (`mtr serve-retriever`, or Search-R1's e5 + faiss or BM25 server)."""
+
+    backend: Literal["bm25", "http"] = "bm25"
     corpus: str = "sample"
+    url: str = ""
+    # http: seconds one request may take, and retries of a failed one (connection, timeout, 429, 5xx).
+    timeout_s: float = 30.0
+    max_retries: int = 3
     # `toolmaker`: the tools of training (the ToolMaker's, relation tools read real pages); `search`:
     # `search` and `open_page` alone, as live-search agents have.
     tools: Literal["toolmaker", "search"] = "toolmaker"
@@ -103,3 +113,31 @@ class RetrievalEnvConfig:
     results: ResultsConfig = field(default_factory=ResultsConfig)
     # Malformed corpus records are an error unless this is set (then they are skipped and counted).
     skip_bad: bool = False
+    # `always`: the searches of a turn round go to the engine together (one batch, one request to a
+    # server), and episodes advance in rounds rather than each as soon as its turn is sampled; `never`:
+    # each call on its own; `auto`: rounds for a server (a request per call would cost a round trip
+    # each), single calls for a local index (a search takes about a millisecond, and continuous
+    # batching keeps the policy's engine fuller).
+    batch_rounds: Literal["auto", "always", "never"] = "auto"
+    # Threads of a local index's batched search; 0: every core.
+    threads: int = 0
+
+    @property
+    def batches_rounds(self) -> bool:
+        return self.batch_rounds == "always" or (self.batch_rounds == "auto" and self.backend == "http")
+
+    def __post_init__(self) -> None:
+        from ..config import check_min
+        from ..errors import ConfigError
+
+        check_min("retrieval.", self, max_retries=0, threads=0)
+        if self.backend == "http" and not self.url:
+            raise ConfigError("retrieval.url", "backend http needs the retrieval server's url")
+        if self.backend == "bm25" and not self.corpus:
+            raise ConfigError("retrieval.corpus", "backend bm25 needs a corpus file or an index directory")
+        if self.batch_rounds not in ("auto", "always", "never"):
+            raise ConfigError(
+                "retrieval.batch_rounds", f"expected auto, always or never, got {self.batch_rounds!r}"
+            )
+        if self.timeout_s <= 0:
+            raise ConfigError("retrieval.timeout_s", f"must be positive, got {self.timeout_s}")

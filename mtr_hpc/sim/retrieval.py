@@ -2,9 +2,10 @@
 
 Two collections use it. The grounded simulator indexes one example's own pages (context paragraphs, fact
 and sub-answer passages, or the corpus pages of its supporting titles) plus seeded distractor passages,
-so a search returns the evidence among plausible noise. The `retrieval` environment indexes a whole
-passage corpus (`library=True`: rank_bm25 itself). Both answer through `sim/observations.py`, so the
-policy reads the same format and length from each; only the collection differs.
+so a search returns the evidence among plausible noise. The `retrieval` environment searches a whole
+corpus with an on-disk index or a server (`mtr_hpc.retrievers`), with the same BM25 scores. Both answer
+through `sim/observations.py`, so the policy reads the same format and length from each; only the
+collection differs.
 
 Every episode has its own collection, but its passages recur (the same pages in every seed's episode,
 the same distractor pool for a whole run), so the tokens of passages are memoised by text.
@@ -50,6 +51,33 @@ class Retriever(Protocol):
         ...
 
 
+class Prefetched:
+    """A search engine's answers to one turn round's queries, fetched in one batch per `top_k`
+    (`rank_many`), answering `rank` from them; a call they cannot answer (an exclusion that leaves too
+    few) goes to the engine."""
+
+    def __init__(self, engine, wanted: dict[int, list[str]]):
+        self.engine = engine
+        self.results: dict[tuple[str, int], list[Passage]] = {}
+        for k, queries in wanted.items():
+            unique = list(dict.fromkeys(queries))
+            for q, passages in zip(unique, engine.rank_many(unique, k), strict=True):
+                self.results[(q, k)] = passages
+
+    def rank(self, query: str, top_k: int, exclude: Iterable[str] = ()) -> list[Passage]:
+        skip = set(exclude)
+        for (q, k), passages in self.results.items():
+            if q != query or k < top_k:
+                continue
+            kept = [p for p in passages if p.title not in skip][:top_k]
+            if len(kept) == top_k or len(passages) < k:
+                return kept
+        return self.engine.rank(query, top_k, skip)
+
+    def find_page(self, title: str) -> Passage | None:
+        return self.engine.find_page(title)
+
+
 class DistractorPool:
     """Passages of many examples (or of a corpus); each example draws its distractors with its own seed."""
 
@@ -76,22 +104,14 @@ class DistractorPool:
 
 
 class PassageIndex:
-    """BM25 over passages, with page lookup by title. `library=True` ranks with rank_bm25 itself (a
-    real corpus, thousands of passages); the default uses `bm25.Okapi`, the same scores without
-    rank_bm25's per-index setup, which dominates for the ten-odd passages of one synthesis episode."""
+    """BM25 over a few passages in memory (one synthesis episode's collection, with `bm25.Okapi`: the
+    scores of rank_bm25 without its per-index setup), with page lookup by title. A whole corpus is
+    searched by an on-disk index instead (`mtr_hpc.retrievers`)."""
 
-    def __init__(self, passages: list[Passage], library: bool = False, ranked: bool = True):
+    def __init__(self, passages: list[Passage], ranked: bool = True):
         self.passages = passages
         texts = [p.title + " " + " ".join(p.sentences) for p in passages] if ranked else []
-        self._bm25 = self._lib = None
-        if not ranked:
-            pass
-        elif passages and library:
-            from rank_bm25 import BM25Okapi
-
-            self._lib = BM25Okapi([tokens(t) or ["_"] for t in texts])
-        elif passages:
-            self._bm25 = Okapi([_document(t) for t in texts])
+        self._bm25 = Okapi([_document(t) for t in texts]) if ranked and passages else None
         self._titles: dict[str, int] = {}
         self._loose: dict[str, int] = {}
         for i, p in enumerate(passages):
@@ -105,10 +125,8 @@ class PassageIndex:
 
     def scores(self, query: str) -> list[float]:
         q = tokens(query)
-        if not q or (self._bm25 is None and self._lib is None):
+        if not q or self._bm25 is None:
             return [0.0] * len(self.passages)
-        if self._lib is not None:
-            return self._lib.get_scores(q).tolist()
         return self._bm25.scores(q)
 
     def rank(self, query: str, top_k: int, exclude: Iterable[str] = ()) -> list[Passage]:

@@ -1,8 +1,9 @@
 """The `retrieval` environment: real tools over a local passage corpus, in place of simulated ones.
 
 The policy gets the tools it was trained with (the ToolMaker's, `tools: toolmaker`), answered by a real
-search engine: `search` ranks the whole corpus with rank_bm25's `BM25Okapi`, a relation tool reads the
-entity's page and the best passages for "<entity> <relation>", `open_page` returns a page's sentences.
+search engine (`mtr_hpc.retrievers`: an on-disk BM25 index, or a retrieval server): `search` ranks the
+whole corpus, a relation tool reads the entity's page and the best passages for "<entity> <relation>",
+`open_page` returns a page's sentences.
 The format is the simulators' (`sim/observations.py`); only the collection is real. `tools: search`
 offers `search` and `open_page` alone, the tool set of live-search agents (Search-R1, ZeroSearch).
 The paper simulates every tool and names live tools as future work; this environment is that setting:
@@ -28,9 +29,9 @@ from ..data.corpus import CorpusResult
 from ..data.example import QAExample
 from ..errors import DataError
 from ..toolspec import ToolRegistry
-from .config import RetrievalEnvConfig
+from .config import ResultsConfig, RetrievalEnvConfig
 from .evidence import EvidenceKB
-from .observations import answer_call
+from .observations import answer_call, first_string_arg, lookup_query
 from .retrieval import Passage, PassageIndex, Retriever
 from .schemas import error_observation
 from .text import split_sentences
@@ -59,12 +60,9 @@ class CorpusPages:
 
 def corpus_path(name: str) -> Path:
     """`sample` (the corpus shipped in the package) or a path; a missing file is a `DataError`."""
-    from ..data import sample_corpus_path
+    from ..retrievers.open import corpus_path as path_of
 
-    path = Path(sample_corpus_path()) if name == "sample" else Path(name)
-    if not path.exists():
-        raise DataError(str(path), None, None, "corpus file does not exist")
-    return path
+    return path_of(name)
 
 
 @lru_cache(maxsize=4)
@@ -78,20 +76,6 @@ def corpus_pages(path: str, skip_bad: bool = False) -> CorpusPages:
 def page_index(pages: CorpusPages) -> PassageIndex:
     """Title lookup over a corpus's pages (no BM25 index: the simulator only opens pages by title)."""
     return PassageIndex.titles_only(pages.passages)
-
-
-class CorpusIndex(PassageIndex):
-    """The real engine: rank_bm25 over every page of a corpus."""
-
-    def __init__(self, corpus: CorpusResult | CorpusPages):
-        pages = corpus if isinstance(corpus, CorpusPages) else CorpusPages.from_corpus(corpus)
-        super().__init__(pages.passages, library=True)
-        self.path = pages.path
-        self.n_skipped = pages.n_skipped
-
-    @classmethod
-    def load(cls, path: str | Path, skip_bad: bool = False) -> CorpusIndex:
-        return cls(corpus_pages(str(path), skip_bad))
 
 
 def evidence_pages(example: QAExample) -> list[str]:
@@ -119,15 +103,32 @@ def corpus_coverage(examples: list[QAExample], index: Retriever) -> float:
     return covered / len(examples)
 
 
+def round_query(
+    toolset: ToolSet, name: str, args: dict[str, Any], fmt: ResultsConfig
+) -> tuple[str, int] | None:
+    """(query, top_k) a call will search, for fetching a round's searches in one batch; None for a
+    call that searches nothing (`open_page`, `compare`, ...)."""
+    relation = toolset.relation_of.get(name)
+    if relation is not None:
+        return lookup_query(first_string_arg(args), relation), fmt.top_k
+    if name == "search":
+        try:
+            top_k = min(int(args.get("top_k") or fmt.top_k), 10)
+        except (TypeError, ValueError):
+            return None
+        return str(args.get("query", "")), top_k
+    return None
+
+
 def retrieval_toolset() -> ToolSet:
     """`search` and `open_page` alone (the utility interfaces): `tools: search`."""
     return ToolSet([SEARCH, OPEN_PAGE], templated={"search", "open_page"})
 
 
 class RetrievalActor:
-    """Answers `search`, `open_page` and relation-tool calls from a `CorpusIndex`; drop-in for `ToolActor`."""
+    """Answers `search`, `open_page` and relation-tool calls from a search engine; drop-in for `ToolActor`."""
 
-    def __init__(self, index: CorpusIndex, cfg: RetrievalEnvConfig | None = None):
+    def __init__(self, index: Retriever, cfg: RetrievalEnvConfig | None = None):
         self.index = index
         self.cfg = cfg or RetrievalEnvConfig()
         self.stats: Counter[str] = Counter()
@@ -145,7 +146,8 @@ class RetrievalActor:
     async def acall(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
         return self.call(ep, name, args)
 
-    def call(self, ep: ToolState, name: str, args: Any) -> dict[str, Any]:
+    def call(self, ep: ToolState, name: str, args: Any, index: Retriever | None = None) -> dict[str, Any]:
+        """The observation of one call; `index` stands in for the engine (a round's prefetched results)."""
         early, args_json = precheck(ep, name, args, self.stats)
         if early is not None:
             return early
@@ -154,7 +156,8 @@ class RetrievalActor:
 
             obs = run_computed(name, args)
         else:
-            obs = answer_call(self.index, name, args, ep.toolset.relation_of.get(name), self.cfg.results)
+            relation = ep.toolset.relation_of.get(name)
+            obs = answer_call(index or self.index, name, args, relation, self.cfg.results)
         if obs is None:
             self.stats["unsupported"] += 1
             obs = error_observation("unsupported", f"the retrieval environment has no tool {name!r}")

@@ -10,7 +10,8 @@ from typing import Any
 from ..data.example import QAExample
 from .evidence import build_kb
 from .protocol import EpisodeSetup
-from .retrieval_env import CorpusIndex, RetrievalActor, RetrievalEnvConfig, retrieval_toolset
+from .retrieval import Prefetched, Retriever
+from .retrieval_env import RetrievalActor, RetrievalEnvConfig, retrieval_toolset, round_query
 from .toolactor import ToolActor, ToolState
 from .toolmaker import ToolMaker
 
@@ -102,11 +103,14 @@ def toolsim_metrics(before: dict[str, float], after: dict[str, float], prefix: s
 
 
 class RetrievalSimulator:
-    """One passage corpus for every question, behind the tools of training (the ToolMaker's, built from
-    the question's evidence exactly as the simulators build them) or `search` / `open_page` alone."""
+    """One search engine for every question, behind the tools of training (the ToolMaker's, built from
+    the question's evidence exactly as the simulators build them) or `search` / `open_page` alone.
+
+    With `batch_rounds` it is also the episodes' `ToolBatch`: the searches of a turn round go to the
+    engine in one batch (one request to a server), then each call is answered from them."""
 
     def __init__(
-        self, corpus: CorpusIndex, cfg: RetrievalEnvConfig | None = None, maker: ToolMaker | None = None
+        self, corpus: Retriever, cfg: RetrievalEnvConfig | None = None, maker: ToolMaker | None = None
     ):
         self.actor = RetrievalActor(corpus, cfg)
         self.maker = maker or ToolMaker()
@@ -122,7 +126,26 @@ class RetrievalSimulator:
                 self._last = (example, self.maker.make(example, build_kb(example)))
             toolset = self._last[1]
         episode = self.actor.episode(example, None, toolset, seed)
+        if self.actor.cfg.batches_rounds and hasattr(self.actor.index, "rank_many"):
+
+            def call(name: str, args: dict[str, Any]) -> Any:
+                return self.answer([(episode, name, args)])[0]
+
+            return EpisodeSetup(example, list(toolset.tools), call, batch=self, state=episode)
         return EpisodeSetup(example, list(toolset.tools), _timed(self, partial(self.actor.call, episode)))
+
+    def answer(self, requests: list[tuple[ToolState, str, dict[str, Any]]]) -> list[Any]:
+        t0 = time.perf_counter()
+        fmt = self.actor.cfg.results
+        wanted: dict[int, list[str]] = {}
+        for ep, name, args in requests:
+            query = round_query(ep.toolset, name, args, fmt) if isinstance(args, dict) else None
+            if query is not None:
+                wanted.setdefault(query[1], []).append(query[0])
+        index = Prefetched(self.actor.index, wanted)
+        out = [self.actor.call(ep, name, args, index) for ep, name, args in requests]
+        self.latency_s += time.perf_counter() - t0
+        return out
 
     def metrics(self) -> dict[str, float]:
         """The running totals `ActorSimulator.metrics` gives, for a real engine: calls, error

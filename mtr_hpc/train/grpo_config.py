@@ -154,8 +154,6 @@ class GRPOConfig:
                 "GRPO runs its tool model in process with transformers, or behind an endpoint: serve it "
                 "with `vllm serve` and set tool_llm.backend=openai and tool_llm.base_url",
             )
-        if self.tools == "retrieval" and not self.retrieval.corpus:
-            raise ConfigError("retrieval.corpus", "GRPO against real retrieval needs a passage corpus")
         if (
             self.toolactor.backend == "llm"
             and self.tool_llm.backend == "openai"

@@ -129,11 +129,10 @@ def build_simulator(cfg: GRPOConfig, run_dir: Path, replica: int = 0):
 
     if cfg.tools == "retrieval":
         # A real engine needs no replay cache: the same call always gets the same passages.
+        from ..retrievers import open_retriever
         from ..sim import RetrievalSimulator
-        from ..sim.retrieval_env import CorpusIndex, corpus_path
 
-        index = CorpusIndex.load(corpus_path(cfg.retrieval.corpus), skip_bad=cfg.retrieval.skip_bad)
-        return RetrievalSimulator(index, cfg.retrieval, ToolMaker(cfg.toolmaker))
+        return RetrievalSimulator(open_retriever(cfg.retrieval), cfg.retrieval, ToolMaker(cfg.toolmaker))
     own = run_dir / ("sim_cache.jsonl" if replica == 0 else f"sim_cache.r{replica}.jsonl")
     cache = SimCache(own)
     for other in sorted(run_dir.glob("sim_cache*.jsonl")):

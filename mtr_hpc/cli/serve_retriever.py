@@ -1,0 +1,49 @@
+"""`mtr serve-retriever`: a search engine over HTTP in Search-R1's protocol (see `retrievers.server`)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve-retriever",
+        help="serve an index over HTTP (Search-R1's POST /retrieve) for retrieval.backend=http",
+        description="Serve an index directory (or a corpus file, indexed into the cache once): "
+        "POST /retrieve {queries, topk, return_scores}, POST /page {title}, GET /health.",
+    )
+    p.add_argument("index", help="index directory (`mtr index build`), a corpus file, or `sample`")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other nodes")
+    p.add_argument("--port", type=int, default=8010, help="0 picks a free port (printed on stderr)")
+    p.add_argument("--topk", type=int, default=3, help="passages per query when a request names none")
+    p.add_argument("--threads", type=int, default=0, help="search threads (0: every core)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..retrievers.open import open_retriever
+    from ..retrievers.server import RetrieverServeConfig, RetrieverServer
+    from ..sim.config import RetrievalEnvConfig
+
+    engine = open_retriever(RetrievalEnvConfig(corpus=args.index, threads=args.threads))
+    engine.search_many(["warm up"], 1)  # compile numba's search before the first request
+    server = RetrieverServer(engine, RetrieverServeConfig(args.host, args.port, args.topk))
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    print(
+        f"serving {engine.path} ({getattr(engine, 'n_docs', '?'):,} passages) at {server.url}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
