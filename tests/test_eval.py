@@ -195,6 +195,39 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
             assert scored["by_type"] == cell["by_type"]
 
 
+def test_the_retrieval_environment_reads_an_index_directory_or_a_server_alike(
+    tmp_path, tiny_model, tokenizer, corpus
+):
+    """The same episodes against the corpus file (indexed into the cache), an index directory built
+    ahead, and that index behind `mtr serve-retriever`'s server (a turn round's searches in one request)."""
+    from mtr_hpc.retrievers.bm25_index import BM25Index, build_index
+    from mtr_hpc.retrievers.server import RetrieverServeConfig, RetrieverServer
+
+    bench = [{"name": "hotpotqa", "limit": N_PER_BENCH}]
+    answers = {ex.question: ex.answers[0] for ex in load_sample("hotpotqa")}
+    build_index(corpus, tmp_path / "ix", progress=False)
+    server = RetrieverServer(BM25Index(tmp_path / "ix"), RetrieverServeConfig(port=0)).start()
+    observed = {}
+    try:
+        for name, retrieval in (
+            ("file", {"corpus": str(corpus)}),
+            ("dir", {"corpus": str(tmp_path / "ix")}),
+            ("http", {"backend": "http", "url": server.url}),
+        ):
+            engine = ScriptedEngine(tokenizer, answers)
+            cfg = make_cfg(
+                tmp_path / name, tiny_model, bench, envs=["retrieval"], modes=["tools"], retrieval=retrieval
+            )
+            run_eval(cfg, engine_factory=lambda path, c, e=engine: (e, tokenizer))
+            preds = [json.loads(x) for x in (tmp_path / name / "predictions.jsonl").read_text().splitlines()]
+            observed[name] = [[m["content"] for m in r["messages"] if m["role"] == "tool"] for r in preds]
+        assert server.requests >= 1
+    finally:
+        server.close()
+    assert observed["file"] == observed["dir"] == observed["http"]
+    assert all(len(obs) == 1 for obs in observed["http"])
+
+
 def test_three_environments_side_by_side_with_tools_played_over_http(tmp_path, tiny_model, tokenizer, corpus):
     """grounded, llm (the tool model behind `mtr serve` on 127.0.0.1) and retrieval in one run, and
     the report's simulation-gap table over them."""

@@ -384,3 +384,86 @@ def test_cli_builds_searches_and_serves(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def _tiny_encoder(folder: Path, texts: list[str]) -> Path:
+    """A randomly initialised BERT encoder (e5's architecture, tiny) with a WordPiece tokenizer trained
+    on `texts`: no hub needed."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(cfg).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_dense_index_embeds_searches_and_serves(tmp_path):
+    import numpy as np
+
+    from mtr_hpc.retrievers import open_retriever
+    from mtr_hpc.retrievers.dense import DenseBuildConfig, DenseIndex, Encoder, build_dense_index, contents
+
+    texts = [contents(t, x) for t, x in RECORDS]
+    encoder = _tiny_encoder(tmp_path / "enc", texts)
+    corpus = write_corpus(tmp_path / "c.jsonl", RECORDS, flashrag=True)
+    # No prefixes, so a passage's own contents, as a query, must find it first at cosine 1.
+    cfg = DenseBuildConfig(str(encoder), batch_size=3, query_prefix="", passage_prefix="")
+    meta = build_dense_index(corpus, tmp_path / "dix", cfg, progress=False)
+    assert meta["docs"] == len(RECORDS) and meta["dim"] == 32
+    index = open_retriever(RetrievalEnvConfig(backend="dense", corpus=str(tmp_path / "dix")))
+    assert isinstance(index, DenseIndex)
+    hits = index.search_many(texts, 1)
+    assert [h[0].doc["text"] for h in hits] == [x for _, x in RECORDS]
+    assert all(abs(h[0].score - 1.0) < 1e-4 for h in hits)
+    # faiss's top 3 are numpy's exact inner products of the normalized mean-pooled embeddings.
+    enc = Encoder(str(encoder))
+    passages, query = enc.encode(texts), enc.encode(["who designed the engine"])
+    assert np.allclose(np.linalg.norm(passages, axis=1), 1.0, atol=1e-5)
+    exact = (passages @ query[0]).astype(float)
+    got = index.search_many(["who designed the engine"], 3)[0]
+    assert [h.doc["text"] for h in got] == [RECORDS[i][1] for i in np.argsort(-exact, kind="stable")[:3]]
+    assert np.allclose([h.score for h in got], np.sort(exact)[::-1][:3], atol=1e-5)
+    assert len(index.find_docs("Ada Lovelace")) == 2 and index.find_page("Atlantis") is None
+    with pytest.raises(ConfigError, match="retrieval.backend=dense"):
+        open_retriever(RetrievalEnvConfig(backend="bm25", corpus=str(tmp_path / "dix")))
+    server = RetrieverServer(index, RetrieverServeConfig(port=0)).start()
+    try:
+        remote = HttpRetriever(server.url, timeout_s=10).search_many(["who designed the engine"], 3)[0]
+        assert [h.doc for h in remote] == [h.doc for h in got]
+    finally:
+        server.close()
+
+
+def test_dense_without_faiss_is_a_clear_error(tmp_path, monkeypatch):
+    from mtr_hpc.errors import MissingDependencyError
+    from mtr_hpc.retrievers.dense import DenseBuildConfig, build_dense_index
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    corpus = write_corpus(tmp_path / "c.jsonl", RECORDS)
+    with pytest.raises(MissingDependencyError, match="faiss"):
+        build_dense_index(corpus, tmp_path / "dix", DenseBuildConfig("enc"), progress=False)
+    with pytest.raises(ConfigError, match="encoder"):
+        DenseBuildConfig()

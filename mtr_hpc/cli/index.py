@@ -26,8 +26,17 @@ def register(subparsers) -> None:
     b.add_argument(
         "--shard-docs", type=int, default=1_000_000, help="passages per shard (bounds build memory)"
     )
-    b.add_argument("--k1", type=float, default=1.5)
-    b.add_argument("--b", type=float, default=0.75)
+    b.add_argument("--k1", type=float, default=1.5, help="BM25's k1")
+    b.add_argument("--b", type=float, default=0.75, help="BM25's b")
+    b.add_argument(
+        "--kind", choices=("bm25", "dense"), default="bm25", help="dense: encoder embeddings in faiss"
+    )
+    b.add_argument(
+        "--encoder", default="", help="dense: a local encoder directory (e.g. intfloat/e5-base-v2)"
+    )
+    b.add_argument("--device", default="cpu", help="dense: where the encoder runs (cuda on a GPU node)")
+    b.add_argument("--batch-size", type=int, default=64, help="dense: passages embedded together")
+    b.add_argument("--max-length", type=int, default=256, help="dense: tokens of a passage the encoder reads")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=build)
     s = sub.add_parser("search", help="print the best passages of a query")
@@ -35,6 +44,7 @@ def register(subparsers) -> None:
     s.add_argument("query", nargs="+", help="the query (several are searched in one batch)")
     s.add_argument("-k", "--top-k", type=int, default=3)
     s.add_argument("--json", action="store_true", help="one JSON line per query")
+    s.add_argument("--encoder", default="", help="dense: the encoder, when it moved since the build")
     s.set_defaults(func=search)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
@@ -43,29 +53,33 @@ def build(args: argparse.Namespace) -> int:
     from ..retrievers.bm25_index import IndexBuildConfig, build_index
     from ..retrievers.open import corpus_path
 
-    cfg = IndexBuildConfig(k1=args.k1, b=args.b, shard_docs=args.shard_docs, skip_bad=args.skip_bad)
-    meta = build_index(
-        corpus_path(args.corpus),
-        args.out,
-        cfg,
-        force=args.force,
-        progress=not args.no_progress,
-        log=lambda m: print(m, file=sys.stderr),
-    )
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    corpus, progress = corpus_path(args.corpus), not args.no_progress
+    if args.kind == "dense":
+        from ..retrievers.dense import DenseBuildConfig, build_dense_index
+
+        dcfg = DenseBuildConfig(
+            args.encoder, args.batch_size, args.max_length, args.device, skip_bad=args.skip_bad
+        )
+        meta = build_dense_index(corpus, args.out, dcfg, force=args.force, progress=progress, log=log)
+        layout = "a flat faiss index"
+    else:
+        cfg = IndexBuildConfig(k1=args.k1, b=args.b, shard_docs=args.shard_docs, skip_bad=args.skip_bad)
+        meta = build_index(corpus, args.out, cfg, force=args.force, progress=progress, log=log)
+        layout = f"{len(meta['shards'])} shard(s)"
     skipped = f", {meta['skipped']:,} malformed records skipped" if meta["skipped"] else ""
-    print(
-        f"indexed {meta['docs']:,} passages in {len(meta['shards'])} shard(s), {meta['build_s']} s{skipped}: {args.out}"
-    )
+    print(f"indexed {meta['docs']:,} passages in {layout}, {meta['build_s']} s{skipped}: {args.out}")
     return 0
 
 
 def search(args: argparse.Namespace) -> int:
     import json
 
-    from ..retrievers.open import open_retriever
-    from ..sim.config import RetrievalEnvConfig
+    from ..retrievers.open import open_path
 
-    engine = open_retriever(RetrievalEnvConfig(corpus=args.index))
+    engine = open_path(args.index, encoder=args.encoder)
     for query, hits in zip(args.query, engine.search_many(args.query, args.top_k), strict=True):
         if args.json:
             print(json.dumps({"query": query, "hits": [{**h.doc, "score": h.score} for h in hits]}))

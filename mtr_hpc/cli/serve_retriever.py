@@ -19,15 +19,16 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8010, help="0 picks a free port (printed on stderr)")
     p.add_argument("--topk", type=int, default=3, help="passages per query when a request names none")
     p.add_argument("--threads", type=int, default=0, help="search threads (0: every core)")
+    p.add_argument("--encoder", default="", help="dense: the encoder, when it moved since the build")
+    p.add_argument("--device", default="cpu", help="dense: where the query encoder runs")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..retrievers.open import open_retriever
+    from ..retrievers.open import open_path
     from ..retrievers.server import RetrieverServeConfig, RetrieverServer
-    from ..sim.config import RetrievalEnvConfig
 
-    engine = open_retriever(RetrievalEnvConfig(corpus=args.index, threads=args.threads))
+    engine = open_path(args.index, threads=args.threads, encoder=args.encoder, device=args.device)
     engine.search_many(["warm up"], 1)  # compile numba's search before the first request
     server = RetrieverServer(engine, RetrieverServeConfig(args.host, args.port, args.topk))
 

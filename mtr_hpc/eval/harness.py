@@ -43,7 +43,10 @@ RESUMABLE_KEYS = (
     "modes",
     "envs",
     # Where the engine is reached and how it is asked, not what it answers.
-    *(f"retrieval.{k}" for k in ("url", "timeout_s", "max_retries", "threads", "batch_rounds")),
+    *(
+        f"retrieval.{k}"
+        for k in ("url", "timeout_s", "max_retries", "threads", "batch_rounds", "encoder", "device")
+    ),
 )
 
 EngineFactory = Callable[[str, EvalConfig], tuple[Any, Any]]

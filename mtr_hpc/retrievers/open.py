@@ -9,7 +9,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..sim.config import RetrievalEnvConfig
 from .base import SearchEngine
 
@@ -53,20 +53,49 @@ def cached_index(corpus: Path, skip_bad: bool = False, threads: int = 0) -> Sear
     return BM25Index(out, threads=threads)
 
 
+def index_kind(path: Path) -> str:
+    """`bm25` or `dense`, from an index directory's meta.json; empty for anything else."""
+    try:
+        fmt = json.loads((path / "meta.json").read_text()).get("format", "")
+    except (OSError, ValueError):
+        return ""
+    return str(fmt).removeprefix("mtr-").split("/")[0]
+
+
 @lru_cache(maxsize=4)
 def _open(
-    backend: str, corpus: str, url: str, timeout_s: float, retries: int, skip_bad: bool, threads: int
+    backend: str,
+    corpus: str,
+    url: str,
+    timeout_s: float,
+    retries: int,
+    skip_bad: bool,
+    threads: int,
+    encoder: str,
+    device: str,
 ) -> SearchEngine:
     if backend == "http":
         from ..llm.openai_http import RetryPolicy
         from .http import HttpRetriever
 
         return HttpRetriever(url, timeout_s, RetryPolicy(max_retries=retries))
-    from .bm25_index import BM25Index, is_index_dir
+    from .bm25_index import BM25Index
 
     path = corpus_path(corpus)
+    kind = index_kind(path) if path.is_dir() else ""
+    if kind and kind != backend:
+        raise ConfigError("retrieval.backend", f"{path} is a {kind} index; set retrieval.backend={kind}")
+    if backend == "dense":
+        from .dense import DenseIndex
+
+        if not kind:
+            raise ConfigError(
+                "retrieval.corpus",
+                f"backend dense needs an index of `mtr index build --kind dense`, not {path}",
+            )
+        return DenseIndex(path, encoder, device)
     if path.is_dir():
-        if not is_index_dir(path):
+        if not kind:
             raise DataError(
                 path,
                 None,
@@ -80,4 +109,23 @@ def _open(
 def open_retriever(cfg: RetrievalEnvConfig) -> SearchEngine:
     """The engine of `cfg`: one per process for the same settings (every benchmark's environment and
     every GRPO step share it)."""
-    return _open(cfg.backend, cfg.corpus, cfg.url, cfg.timeout_s, cfg.max_retries, cfg.skip_bad, cfg.threads)
+    return _open(
+        cfg.backend,
+        cfg.corpus,
+        cfg.url,
+        cfg.timeout_s,
+        cfg.max_retries,
+        cfg.skip_bad,
+        cfg.threads,
+        cfg.encoder,
+        cfg.device,
+    )
+
+
+def open_path(name: str, threads: int = 0, encoder: str = "", device: str = "cpu") -> SearchEngine:
+    """The engine of an index directory of either kind, or of a corpus file (BM25, indexed into the
+    cache once): what `mtr index search` and `mtr serve-retriever` open."""
+    path = corpus_path(name)
+    backend = (index_kind(path) or "bm25") if path.is_dir() else "bm25"
+    cfg = RetrievalEnvConfig(backend=backend, corpus=name, threads=threads, encoder=encoder, device=device)
+    return open_retriever(cfg)

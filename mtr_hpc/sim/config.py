@@ -97,12 +97,16 @@ class RetrievalEnvConfig:
     FlashRAG's {id, contents}, gzipped or not; indexed into the cache on first use, `mtr index build`
     ahead of time), an index directory `mtr index build` wrote, or `sample`, the corpus shipped in the
     package (the 2WikiMultiHopQA passages and the HotpotQA sample's context paragraphs; MuSiQue and
-    Bamboogle have none in it). `backend: http` asks a retrieval server at `url` in Search-R1's
-    protocol (`mtr serve-retriever`, or Search-R1's e5 + faiss or BM25 server)."""
+    Bamboogle have none in it). `backend: dense` searches a dense index directory (`mtr index build
+    --kind dense`: e5 embeddings in faiss), embedding queries with `encoder` (default: the one it was
+    built with) on `device`. `backend: http` asks a retrieval server at `url` in Search-R1's protocol
+    (`mtr serve-retriever`, or Search-R1's e5 + faiss or BM25 server)."""
 
-    backend: Literal["bm25", "http"] = "bm25"
+    backend: Literal["bm25", "dense", "http"] = "bm25"
     corpus: str = "sample"
     url: str = ""
+    encoder: str = ""
+    device: str = "cpu"
     # http: seconds one request may take, and retries of a failed one (connection, timeout, 429, 5xx).
     timeout_s: float = 30.0
     max_retries: int = 3
@@ -133,8 +137,12 @@ class RetrievalEnvConfig:
         check_min("retrieval.", self, max_retries=0, threads=0)
         if self.backend == "http" and not self.url:
             raise ConfigError("retrieval.url", "backend http needs the retrieval server's url")
-        if self.backend == "bm25" and not self.corpus:
-            raise ConfigError("retrieval.corpus", "backend bm25 needs a corpus file or an index directory")
+        if self.backend not in ("bm25", "dense", "http"):
+            raise ConfigError("retrieval.backend", f"expected bm25, dense or http, got {self.backend!r}")
+        if self.backend != "http" and not self.corpus:
+            raise ConfigError(
+                "retrieval.corpus", f"backend {self.backend} needs a corpus file or an index directory"
+            )
         if self.batch_rounds not in ("auto", "always", "never"):
             raise ConfigError(
                 "retrieval.batch_rounds", f"expected auto, always or never, got {self.batch_rounds!r}"

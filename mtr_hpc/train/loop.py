@@ -46,7 +46,7 @@ from .sft_data import DataPosition
 # Config keys a run may change between a run and its resume.
 RESUMABLE_KEYS = (
     "train.steps", "train.dist_timeout_min", "train.time_limit_margin_s", "resume", "export_hf", "wandb",
-    *(f"retrieval.{k}" for k in ("url", "timeout_s", "max_retries", "threads", "batch_rounds")),
+    *(f"retrieval.{k}" for k in ("url", "timeout_s", "max_retries", "threads", "batch_rounds", "encoder", "device")),
 )  # fmt: skip
 
 
