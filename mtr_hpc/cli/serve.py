@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 
 
 def register(subparsers) -> None:
@@ -56,19 +54,7 @@ def run(args: argparse.Namespace) -> int:
     )
     server = LLMServer(cfg)
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
+    from ._serve import serve_until_stopped
 
-    signal.signal(signal.SIGTERM, _terminate)
-    print(
-        f"mtr serve: {cfg.backend} backend, model '{cfg.model_id}', listening on {server.url}",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("mtr serve: stopped", file=sys.stderr)
-    finally:
-        server.httpd.server_close()
-    return 0
+    banner = f"mtr serve: {cfg.backend} backend, model '{cfg.model_id}', listening on {server.url}"
+    return serve_until_stopped(server, banner, "serve")

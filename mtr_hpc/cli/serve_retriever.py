@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 
 
 def register(subparsers) -> None:
@@ -32,19 +30,8 @@ def run(args: argparse.Namespace) -> int:
     engine.search_many(["warm up"], 1)  # compile numba's search before the first request
     server = RetrieverServer(engine, RetrieverServeConfig(args.host, args.port, args.topk))
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
+    from ._serve import serve_until_stopped
 
-    signal.signal(signal.SIGTERM, _terminate)
-    print(
-        f"serving {engine.path} ({getattr(engine, 'n_docs', '?'):,} passages) at {server.url}",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.httpd.server_close()
-    return 0
+    n = getattr(engine, "n_docs", None)
+    banner = f"serving {engine.path} ({'?' if n is None else f'{n:,}'} passages) at {server.url}"
+    return serve_until_stopped(server, banner, "serve-retriever")

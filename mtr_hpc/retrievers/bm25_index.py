@@ -124,12 +124,7 @@ def build_index(
     corpus identity changed) unless `cfg.skip_bad`.
     """
     cfg = cfg or IndexBuildConfig()
-    corpus, out = Path(corpus), Path(out)
-    if not corpus.is_file():
-        raise DataError(corpus, None, None, "corpus file does not exist")
-    if out.exists() and not force:
-        raise IndexExistsError(f"{out} already exists; pass --force to rebuild it")
-    work = out.with_name(out.name + ".partial")
+    corpus, out, work = build_paths(corpus, out, force)
     plan = {"corpus": _corpus_identity(corpus), "build": asdict(cfg), "tokenizer": TOKENIZER}
     shards = _resume(work, plan)
     if shards and log:
@@ -173,6 +168,17 @@ def build_index(
         shutil.rmtree(out)
     os.replace(work, out)
     return meta
+
+
+def build_paths(corpus: str | Path, out: str | Path, force: bool) -> tuple[Path, Path, Path]:
+    """(corpus, out, the partial build's directory) of a build, after checking the corpus exists and
+    `out` may be written."""
+    corpus, out = Path(corpus), Path(out)
+    if not corpus.is_file():
+        raise DataError(corpus, None, None, "corpus file does not exist")
+    if out.exists() and not force:
+        raise IndexExistsError(f"{out} already exists; pass --force to rebuild it")
+    return corpus, out, out.with_name(out.name + ".partial")
 
 
 def _resume(work: Path, plan: dict[str, Any]) -> list[dict[str, Any]]:

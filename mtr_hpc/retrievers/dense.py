@@ -31,7 +31,7 @@ from ..data.corpus import iter_passages
 from ..errors import ConfigError, DataError, require
 from ..sim.retrieval import Passage
 from .base import Hit, SearchEngine, page_of
-from .bm25_index import IndexExistsError, _bar, _corpus_identity
+from .bm25_index import _bar, _corpus_identity, build_paths
 from .docstore import DocStore, DocWriter
 
 FORMAT = "mtr-dense/1"
@@ -102,12 +102,7 @@ def build_dense_index(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     faiss = _faiss()
-    corpus, out = Path(corpus), Path(out)
-    if not corpus.is_file():
-        raise DataError(corpus, None, None, "corpus file does not exist")
-    if out.exists() and not force:
-        raise IndexExistsError(f"{out} already exists; pass --force to rebuild it")
-    work = out.with_name(out.name + ".partial")
+    corpus, out, work = build_paths(corpus, out, force)
     if work.exists():
         shutil.rmtree(work)
     (work / "shard-000").mkdir(parents=True)
