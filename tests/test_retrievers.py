@@ -172,8 +172,8 @@ def test_a_bad_corpus_leaves_the_existing_index_alone(tmp_path):
 
 
 def test_ranks_as_rank_bm25_on_the_shipped_corpus():
-    """The fidelity the demo's numbers rest on: the same top-3 pages as rank_bm25 (the earlier engine)
-    for at least 95 % of the benchmarks' questions."""
+    """The fidelity the demo's numbers rest on: the same top-3 pages as rank_bm25 (the earlier engine),
+    in the same order, for at least 98 % of the benchmarks' questions (100 % when measured)."""
     import numpy as np
     from rank_bm25 import BM25Okapi
 
@@ -187,11 +187,11 @@ def test_ranks_as_rank_bm25_on_the_shipped_corpus():
     qs = [search_query(ex.question) for b in ("hotpotqa", "2wiki", "musique") for ex in load_sample(b)[:100]]
     got = index.search_many(qs, 3)
     same = sum(
-        {passages[i].title for i in np.argsort(-lib.get_scores(tokens(q)), kind="stable")[:3]}
-        == {h.doc["title"] for h in hits}
+        [passages[i].title for i in np.argsort(-lib.get_scores(tokens(q)), kind="stable")[:3]]
+        == [h.doc["title"] for h in hits]
         for q, hits in zip(qs, got, strict=True)
     )
-    assert same / len(qs) >= 0.95, same / len(qs)
+    assert same / len(qs) >= 0.98, same / len(qs)
 
 
 @pytest.fixture
