@@ -162,6 +162,21 @@ def test_grpo_can_train_against_the_real_engine(tmp_path):
     ]
     with pytest.raises(ConfigError, match="retrieval.corpus"):
         GRPOConfig(tools="retrieval", retrieval=RetrievalEnvConfig(corpus=""))
+    # Against a retrieval server: the same observation, and a turn round's calls go in one request.
+    from mtr_hpc.retrievers import open_retriever
+    from mtr_hpc.retrievers.server import RetrieverServeConfig, RetrieverServer
+
+    server = RetrieverServer(open_retriever(RetrievalEnvConfig()), RetrieverServeConfig(port=0)).start()
+    try:
+        remote = build_simulator(
+            GRPOConfig(tools="retrieval", retrieval=RetrievalEnvConfig(backend="http", url=server.url)),
+            tmp_path,
+        )
+        rsetup = remote.open(ex, seed=0)
+        assert rsetup.batch is remote
+        assert rsetup.call("search", {"query": ex.question}) == setup.call("search", {"query": ex.question})
+    finally:
+        server.close()
 
 
 PAGES = [

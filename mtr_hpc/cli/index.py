@@ -70,7 +70,8 @@ def build(args: argparse.Namespace) -> int:
         meta = build_index(corpus, args.out, cfg, force=args.force, progress=progress, log=log)
         layout = f"{len(meta['shards'])} shard(s)"
     skipped = f", {meta['skipped']:,} malformed records skipped" if meta["skipped"] else ""
-    print(f"indexed {meta['docs']:,} passages in {layout}, {meta['build_s']} s{skipped}: {args.out}")
+    noun = "passage" if meta["docs"] == 1 else "passages"
+    print(f"indexed {meta['docs']:,} {noun} in {layout}, {meta['build_s']} s{skipped}: {args.out}")
     return 0
 
 

@@ -128,9 +128,11 @@ def iter_passages(
                 continue
             where = f"line {lineno}"
             try:
-                value = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                err = DataError(path, where, None, f"not valid JSON ({getattr(exc, 'msg', exc)})")
+                value = json.loads(line.rstrip(b"\r\n"))
+            except json.JSONDecodeError as exc:
+                err = DataError(path, where, None, f"not valid JSON: {exc.msg} (column {exc.colno})")
+            except UnicodeDecodeError as exc:
+                err = DataError(path, where, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
             else:
                 try:
                     yield passage_of(value)
@@ -148,17 +150,18 @@ def iter_passages(
 
 
 def _first_char(path: Path) -> str:
+    """The file's first character that is not blank (a byte order mark aside), or "" when none."""
     try:
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8-sig") as fh:
+        with opener(path, "rb") as fh:
             while True:
                 chunk = fh.read(4096)
                 if not chunk:
                     return ""
-                stripped = chunk.lstrip()
+                stripped = chunk.removeprefix(b"\xef\xbb\xbf").lstrip()
                 if stripped:
-                    return stripped[0]
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+                    return chr(stripped[0])
+    except (OSError, EOFError, zlib.error) as exc:
         kind = "gzip file" if path.suffix == ".gz" else "corpus file"
         raise DataError(path, None, None, f"not a readable {kind} ({exc})") from None
 
