@@ -467,3 +467,89 @@ def test_dense_without_faiss_is_a_clear_error(tmp_path, monkeypatch):
         build_dense_index(corpus, tmp_path / "dix", DenseBuildConfig("enc"), progress=False)
     with pytest.raises(ConfigError, match="encoder"):
         DenseBuildConfig()
+
+
+def test_exact_titles_win_across_shards_and_a_split_page_comes_back_whole(tmp_path):
+    recs = [("Paris (band)", "A band."), ("X0", "x"), ("X1", "x"), ("X2", "x"), ("Paris", "The city, one."),
+            ("Paris", "The city, two.")]  # fmt: skip
+    index = index_of(recs, tmp_path, cfg=IndexBuildConfig(shard_docs=5))
+    assert len(index.meta["shards"]) == 2
+    assert [d["text"] for d in index.find_docs("Paris")] == ["The city, one.", "The city, two."]
+    assert [d["title"] for d in index.find_docs("paris")] == ["Paris", "Paris"]
+    assert index.find_page("Paris (band)").sentences == ["A band."]
+
+
+def test_ties_at_the_cut_go_to_the_earlier_passages(tmp_path):
+    recs = [(f"T{i}", "apple pie") for i in range(30)] + [(f"F{i}", f"filler {i} words") for i in range(40)]
+    index = index_of(recs, tmp_path)
+    assert [h.doc["title"] for h in index.search_many(["apple"], 3)[0]] == ["T0", "T1", "T2"]
+    assert [p.title for p in index.rank("apple", 2, {"T0"})] == ["T1", "T2"]
+
+
+def test_a_lone_surrogate_is_a_bad_record_not_a_crash(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"title": "A", "text": "a b"}\n{"title": "B\\ud800", "text": "x"}\n')
+    with pytest.raises(DataError, match=r"line 2: field 'title' holds a lone surrogate"):
+        build_index(path, tmp_path / "ix", progress=False)
+    meta = build_index(path, tmp_path / "ix", IndexBuildConfig(skip_bad=True), progress=False)
+    assert (meta["docs"], meta["skipped"]) == (1, 1)
+
+
+def test_the_client_recovers_from_a_garbled_answer_and_engine_failures_are_retryable():
+    import socketserver
+
+    answers = [b"GARBAGE\r\n\r\n"]
+
+    class Raw(socketserver.StreamRequestHandler):
+        def handle(self):
+            while True:
+                line = self.rfile.readline()
+                if not line:
+                    return
+                length = 0
+                while line not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                    line = self.rfile.readline()
+                self.rfile.read(length)
+                if answers:
+                    self.wfile.write(answers.pop())
+                    return
+                body = json.dumps(
+                    {"result": [[{"document": {"id": "1", "contents": '"T"\nx'}, "score": 1}]]}
+                ).encode()
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Raw)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = HttpRetriever(
+            f"http://127.0.0.1:{srv.server_address[1]}",
+            timeout_s=5,
+            retry=RetryPolicy(max_retries=2, backoff_base_s=0.01),
+        )
+        assert client.search_many(["q"], 1)[0][0].doc["title"] == "T"  # retried on a fresh connection
+        assert client.search_many(["q"], 1)[0][0].doc["title"] == "T"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+    class Broken(BM25Index):
+        def __init__(self):
+            self.max_k, self.path = 10, "broken"
+
+        def search_many(self, queries, top_k):
+            raise ValueError("the engine broke")
+
+    server = RetrieverServer(Broken(), RetrieverServeConfig(port=0)).start()
+    try:
+        client = HttpRetriever(server.url, timeout_s=5, retry=RetryPolicy(max_retries=1, backoff_base_s=0.01))
+        with pytest.raises(RetrieverError, match=r"http_500.*the engine broke.*after 2 attempts"):
+            client.search_many(["q"], 1)
+        conn = __import__("http.client").client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        conn.putrequest("POST", "/retrieve")
+        conn.putheader("Content-Length", "many")
+        conn.endheaders()
+        assert conn.getresponse().status == 400
+    finally:
+        server.close()

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..retrievers.server import RetrieverServeConfig, RetrieverServer
 
     engine = open_path(args.index, threads=args.threads, encoder=args.encoder, device=args.device)
-    engine.search_many(["warm up"], 1)  # compile numba's search before the first request
+    engine.warm_up()  # compile the search before the first request
     server = RetrieverServer(engine, RetrieverServeConfig(args.host, args.port, args.topk))
 
     from ._serve import serve_until_stopped

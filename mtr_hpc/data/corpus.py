@@ -61,9 +61,20 @@ def passage_of(value: Any) -> Passage:
     pid = value.get("id", "")
     pid = str(pid) if pid is not None else ""
     if "contents" in value and "text" not in value:
-        title, text = split_contents(req_str(value, "contents"))
+        title, text = split_contents(_utf8(req_str(value, "contents"), "contents"))
         return Passage(title=title, text=text, id=pid)
-    return Passage(title=req_str(value, "title"), text=req_str(value, "text"), id=pid)
+    title, text = _utf8(req_str(value, "title"), "title"), _utf8(req_str(value, "text"), "text")
+    return Passage(title=title, text=text, id=_utf8(pid, "id"))
+
+
+def _utf8(value: str, name: str) -> str:
+    """`value`, unless JSON's `\\ud800`-style escapes left it holding a lone surrogate, which no file
+    can store (an index would fail writing it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError(name, "holds a lone surrogate escape, not text") from None
+    return value
 
 
 def _error(path: str, where: str, exc: FieldError) -> DataError:

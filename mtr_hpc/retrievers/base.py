@@ -38,6 +38,9 @@ class SearchEngine:
     def search_many(self, queries: list[str], top_k: int) -> list[list[Hit]]:
         raise NotImplementedError
 
+    def warm_up(self) -> None:
+        """Whatever the first searches would pay for (compilation), paid now."""
+
     def find_page(self, title: str) -> Passage | None:
         raise NotImplementedError
 

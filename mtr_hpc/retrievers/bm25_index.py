@@ -3,14 +3,15 @@
 Engine: bm25s (BM25 as a precomputed sparse matrix, saved as `.npy` files and memory-mapped; scored
 with numba when it is installed). It was chosen over tantivy and Pyserini, measured in
 `tools/bench_retrieval.py` and argued in the README: with the project's tokens (`sim.text.tokens`) and
-Okapi's k1 = 1.5, b = 0.75 it ranks as rank_bm25, the engine the demo's numbers were measured with,
-while tantivy's fixed Lucene scoring (k1 = 1.2, another idf) agreed on the top 3 for 80 % of the
+Okapi's k1 = 1.5, b = 0.75 it ranks as rank_bm25, the engine the demo's numbers were measured with
+(one departure: a word in over half of a shard's passages weighs 0 here, 0.25 x the mean idf there,
+which matters in corpora of a few passages only), while tantivy's fixed Lucene scoring (k1 = 1.2, another idf) agreed on the top 3 for 80 % of the
 shipped corpus's queries. Pyserini needs a JVM; a user with its published wiki-18 index reaches it
 through a Search-R1 retrieval server (`retrieval.backend: http`).
 
 Layout of an index directory: `meta.json` (format, corpus, parameters, counts) and one folder per shard
 (`shard-000/`: `bm25/` the bm25s matrices and vocabulary, plus the shard's `DocStore`). A shard holds
-`shard_docs` passages (two million by default, about 2.5 GB of build memory); each shard scores with
+`shard_docs` passages (a million by default, about 3 GB of build memory); each shard scores with
 its own term statistics, as Elasticsearch's default search does, and queries merge the shards' top k
 by score. A build writes into `<out>.partial` and renames it when done: an interrupted build leaves
 no half index, and rerunning the same command resumes after the last finished shard.
@@ -33,7 +34,7 @@ from ..errors import ConfigError, DataError, MtrError
 from ..sim.retrieval import Passage
 from ..sim.text import tokens
 from .base import Hit, SearchEngine, page_of
-from .docstore import DocStore, DocWriter
+from .docstore import DocStore, DocWriter, find_title
 
 FORMAT = "mtr-bm25/1"
 TOKENIZER = "mtr-tokens/1"  # `sim.text.tokens`: lowercase alphanumeric words without stopwords
@@ -150,8 +151,12 @@ def build_index(
                 _save_plan(work, plan, shards)
         if shard is not None:
             shards.append(shard.finish(records - done))
+            shard = None
+            _save_plan(work, plan, shards)
     finally:
         bar.close()
+        if shard is not None:  # stopped mid-shard: the shard is redone on resume
+            shard.docs.close()
     if not shards:
         raise DataError(corpus, None, None, "the corpus holds no passages")
     meta = {
@@ -163,10 +168,15 @@ def build_index(
         "build_s": round(time.perf_counter() - t0, 1),
     }
     (work / "meta.json").write_text(json.dumps(meta, indent=1))
-    (work / "plan.json").unlink(missing_ok=True)
+    # The old index goes aside, not away, until the new one is in place; plan.json stays until then,
+    # so a build stopped here resumes with nothing left to do but the rename.
+    old = out.with_name(out.name + ".old")
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
     os.replace(work, out)
+    (out / "plan.json").unlink(missing_ok=True)
+    shutil.rmtree(old, ignore_errors=True)
     return meta
 
 
@@ -266,6 +276,17 @@ class _ShardBuilder:
         return {"name": self.folder.name, "docs": self.n_docs, "records": records, "vocab": len(self.vocab)}
 
 
+def _thread_count(threads: int, backend: str) -> int:
+    """Search threads: `threads`, or the job's cores (not the node's) for 0; never more than numba
+    was started with (`NUMBA_NUM_THREADS`), which it refuses."""
+    n = threads or len(os.sched_getaffinity(0))
+    if backend == "numba":
+        import numba
+
+        n = min(n, int(numba.config.NUMBA_NUM_THREADS))
+    return max(1, n)
+
+
 class BM25Index(SearchEngine):
     """A built index, searched in batches (a `Retriever`). `threads` 0: every core."""
 
@@ -279,14 +300,27 @@ class BM25Index(SearchEngine):
             raise DataError(
                 folder, None, "format", f"expected {FORMAT!r}, got {meta.get('format')!r}; rebuild it"
             )
+        if meta.get("tokenizer") != TOKENIZER:
+            raise DataError(
+                folder,
+                None,
+                "tokenizer",
+                f"built with {meta.get('tokenizer')!r}, searched with {TOKENIZER!r}; rebuild it",
+            )
         bm25s, backend = _bm25s(), _backend(int(meta.get("docs", 0)))
-        self.folder, self.meta, self.threads = folder, meta, threads
+        self.folder, self.meta = folder, meta
+        self.threads = _thread_count(threads, backend)
         self.path = meta["corpus"]["path"]
         self.n_skipped = int(meta.get("skipped", 0))
         self._shards = []
         for s in meta["shards"]:
-            model = bm25s.BM25.load(folder / s["name"] / "bm25", mmap=True, backend=backend)
-            self._shards.append((model, DocStore(folder / s["name"])))
+            try:
+                model = bm25s.BM25.load(folder / s["name"] / "bm25", mmap=True, backend=backend)
+                self._shards.append((model, DocStore(folder / s["name"])))
+            except (OSError, ValueError, KeyError) as exc:
+                raise DataError(
+                    folder / s["name"], None, None, f"a shard of the index is damaged ({exc})"
+                ) from None
         self.n_docs = sum(len(store) for _, store in self._shards)
         self.max_k = self.n_docs
 
@@ -301,7 +335,7 @@ class BM25Index(SearchEngine):
             return [[] for _ in queries]
         toks = [tokens(q) for q in queries]
         pooled: list[list[tuple[float, int, int]]] = [[] for _ in queries]
-        threads = self.threads or len(os.sched_getaffinity(0))  # the job's cores, not the node's
+        threads = self.threads
         for si, (model, store) in enumerate(self._shards):
             # A few more than asked: bm25s picks among passages tied at the cut in no set order, and
             # ties go to the earlier passage here, as in rank_bm25.
@@ -314,8 +348,11 @@ class BM25Index(SearchEngine):
                 [ids[i] for i in live], k=k, show_progress=False, n_threads=threads if len(live) > 1 else 0
             )
             for row, qi in enumerate(live):
+                d_row, s_row = docs[row], scores[row]
+                if k < len(store) and s_row[-1] > 0 and s_row[-1] == s_row[min(top_k, k) - 1]:
+                    d_row, s_row = self._widen(model, len(store), ids[qi], top_k, k)
                 pooled[qi].extend(
-                    (float(sc), si, int(d)) for d, sc in zip(docs[row], scores[row], strict=True) if sc > 0
+                    (float(sc), si, int(d)) for d, sc in zip(d_row, s_row, strict=True) if sc > 0
                 )
         out = []
         for hits in pooled:
@@ -323,6 +360,16 @@ class BM25Index(SearchEngine):
             hits = hits[:top_k] + self._first(top_k - len(hits), {(si, d) for _, si, d in hits})
             out.append([Hit(self._shards[si][1].get_many([d])[0], sc) for sc, si, d in hits])
         return out
+
+    @staticmethod
+    def _widen(model, n_docs: int, qids: list[int], top_k: int, k: int):
+        """One query's hits, asking for more until the passages tied with its `top_k`-th all come
+        back (so the earliest of them can be kept)."""
+        while True:
+            k = min(k * 4, n_docs)
+            docs, scores = model.retrieve([qids], k=k, show_progress=False, n_threads=0)
+            if k == n_docs or scores[0][-1] != scores[0][top_k - 1]:
+                return docs[0], scores[0]
 
     def _first(self, n: int, taken: set[tuple[int, int]]) -> list[tuple[float, int, int]]:
         """The first `n` passages of the corpus not in `taken`, with score 0."""
@@ -335,15 +382,17 @@ class BM25Index(SearchEngine):
                     out.append((0.0, si, d))
         return out
 
+    def warm_up(self) -> None:
+        """Compile numba's search, one query alone and a batch (two kernels), with words the index
+        holds: the titles of its first passages."""
+        store = self._shards[0][1]
+        titles = [d["title"] for d in store.get_many(list(range(min(2, len(store)))))]
+        self.search_many(titles[:1], 1)
+        self.search_many(titles * 2, 1)
+
     def find_docs(self, title: str) -> list[dict[str, str]]:
         """Every passage titled `title` (case, punctuation and parentheticals aside), corpus order."""
-        if not title.strip():
-            return []
-        for _, store in self._shards:
-            docs = store.find_title(title)
-            if docs:
-                return docs
-        return []
+        return find_title([store for _, store in self._shards], title) if title.strip() else []
 
     def find_page(self, title: str) -> Passage | None:
         """A page: its passages as one passage of their sentences."""

@@ -77,21 +77,29 @@ class DocStore:
                 out.append(json.loads(fh.read(end - start)))
         return out
 
+    def docs_with_key(self, name: str, key: str) -> list[dict]:
+        """The documents whose title's `name` key (`norm` or `loose`) is `key`, in corpus order."""
+        keys, h = self._keys[name], np.uint64(key_hash(key))
+        lo, hi = int(np.searchsorted(keys, h, "left")), int(np.searchsorted(keys, h, "right"))
+        if lo == hi:
+            return []
+        fn = norm_key if name == "norm" else loose_key
+        ids = sorted(int(i) for i in self._docs[name][lo:hi])
+        return [d for d in self.get_many(ids) if fn(d["title"]) == key]
+
     def find_title(self, title: str) -> list[dict]:
-        """The documents titled `title` (by `norm_key`, else by `loose_key`), in corpus order."""
-        for name, key in (("norm", norm_key(title)), ("loose", loose_key(title))):
-            if not key:
-                continue
-            keys, h = self._keys[name], np.uint64(key_hash(key))
-            lo, hi = int(np.searchsorted(keys, h, "left")), int(np.searchsorted(keys, h, "right"))
-            if lo == hi:
-                continue
-            fn = norm_key if name == "norm" else loose_key
-            docs = [
-                d
-                for d in self.get_many(sorted(int(i) for i in self._docs[name][lo:hi]))
-                if fn(d["title"]) == key
-            ]
-            if docs:  # one page: a loose key may name several ("X (film)", "X (novel)")
-                return [d for d in docs if d["title"] == docs[0]["title"]]
-        return []
+        return find_title([self], title)
+
+
+def find_title(stores: list[DocStore], title: str) -> list[dict]:
+    """The passages of the page titled `title` across `stores` (an index's shards, in order): an exact
+    match (`norm_key`) anywhere before a loose one (`loose_key`), and of a loose key naming several
+    pages ("X (film)", "X (novel)") the first; a page split across shards comes back whole."""
+    for name, fn in (("norm", norm_key), ("loose", loose_key)):
+        key = fn(title)
+        if not key:
+            continue
+        docs = [d for store in stores for d in store.docs_with_key(name, key)]
+        if docs:
+            return [d for d in docs if d["title"] == docs[0]["title"]]
+    return []

@@ -35,7 +35,7 @@ from .base import Hit, SearchEngine, page_of
 
 class RetrieverError(RunFailure):
     def __init__(self, kind: str, message: str, retryable: bool = False):
-        self.kind, self.retryable = kind, retryable
+        self.kind, self.detail, self.retryable = kind, message, retryable
         super().__init__(f"retriever {kind}: {message}")
 
 
@@ -64,7 +64,11 @@ def parse_result(data: Any, n: int, where: str) -> list[list[Hit]]:
         row = []
         for h in hits:
             if isinstance(h, dict) and "document" in h:
-                row.append(Hit(parse_doc(h["document"], where), float(h.get("score") or 0.0)))
+                try:
+                    score = float(h.get("score") or 0.0)
+                except (TypeError, ValueError):
+                    raise RetrieverError("bad_response", f"{where}: a score is not a number") from None
+                row.append(Hit(parse_doc(h["document"], where), score))
             else:
                 row.append(Hit(parse_doc(h, where), 0.0))
         out.append(row)
@@ -86,6 +90,14 @@ class HttpRetriever(SearchEngine):
         self._has_page_route: bool | None = None
         self.requests = 0
 
+    def _drop(self) -> None:
+        """Close this thread's connection: after any failure its state is unknown (a response read
+        halfway leaves `http.client` refusing every later request on it)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
     def _conn(self, fresh: bool = False) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None or fresh:
@@ -106,18 +118,19 @@ class HttpRetriever(SearchEngine):
                 resp = conn.getresponse()
                 return resp.status, resp.read()
             except TimeoutError as exc:
-                self._conn(fresh=True)
+                self._drop()
                 raise RetrieverError(
-                    "timeout", f"{self.url}{route}: no answer within {self.timeout_s}s", retryable=True
+                    "timeout",
+                    f"{self.url}{route}: a read or write waited over {self.timeout_s}s",
+                    retryable=True,
                 ) from exc
-            except (http.client.HTTPException, ConnectionError) as exc:
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop()
                 if attempt == 0 and isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError):
                     continue
                 raise RetrieverError(
                     "connection", f"{self.url}{route}: {type(exc).__name__}: {exc}", retryable=True
                 ) from None
-            except OSError as exc:
-                raise RetrieverError("connection", f"{self.url}{route}: {exc}", retryable=True) from None
         raise RetrieverError("connection", f"{self.url}{route}: the server closed the connection", True)
 
     def post(self, route: str, body: dict[str, Any]) -> Any:
@@ -144,7 +157,9 @@ class HttpRetriever(SearchEngine):
             except RetrieverError as exc:
                 if not exc.retryable or attempt >= self.retry.max_retries:
                     if exc.retryable:
-                        raise RetrieverError(exc.kind, f"{exc} (after {attempt + 1} attempts)") from None
+                        raise RetrieverError(
+                            exc.kind, f"{exc.detail} (after {attempt + 1} attempts)"
+                        ) from None
                     raise
                 time.sleep(self.retry.delay(attempt, self._rng))
                 attempt += 1
@@ -166,7 +181,8 @@ class HttpRetriever(SearchEngine):
             data = self.post("/page", {"title": title})
             self._has_page_route = data is not None
             if data is not None:
-                docs = parse_result({"result": [data.get("result", [])]}, 1, f"{self.url}/page")[0]
+                result = data.get("result") if isinstance(data, dict) else None
+                docs = parse_result({"result": [result]}, 1, f"{self.url}/page")[0]
                 return page_of([h.doc for h in docs])
         hits = self.search_many([title], min(10, self.max_k))[0]
         for fn in (norm_key, loose_key):

@@ -109,7 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"no route {self.path}"})
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            self._send(400, {"error": "Content-Length is not a number"})
+            return
         raw = self.rfile.read(length)
         route = {"/retrieve": self.app.retrieve, "/page": self.app.page}.get(self.path)
         if route is None:
@@ -117,9 +122,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = json.loads(raw)
-            self.app.requests += 1
-            self._send(200, route(body))
-        except (ValueError, _BadRequest) as exc:
+        except ValueError as exc:
+            self._send(400, {"error": f"the body is not JSON: {exc}"})
+            return
+        self.app.requests += 1
+        try:
+            payload = route(body)
+        except _BadRequest as exc:
             self._send(400, {"error": str(exc)})
+            return
         except Exception as exc:  # a search that fails is the server's fault, not the request's
             self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+            return
+        self._send(200, payload)

@@ -107,7 +107,8 @@ class RetrievalEnvConfig:
     url: str = ""
     encoder: str = ""
     device: str = "cpu"
-    # http: seconds one request may take, and retries of a failed one (connection, timeout, 429, 5xx).
+    # http: seconds the server may stay silent (connecting, or between reads), and retries of a failed
+    # request (connection, timeout, 429, 5xx).
     timeout_s: float = 30.0
     max_retries: int = 3
     # `toolmaker`: the tools of training (the ToolMaker's, relation tools read real pages); `search`:
