@@ -501,6 +501,8 @@ def test_the_client_recovers_from_a_garbled_answer_and_engine_failures_are_retry
     answers = [b"GARBAGE\r\n\r\n"]
 
     class Raw(socketserver.StreamRequestHandler):
+        timeout = 10  # the client keeps its connection open: end the handler after a while
+
         def handle(self):
             while True:
                 line = self.rfile.readline()
@@ -521,6 +523,7 @@ def test_the_client_recovers_from_a_garbled_answer_and_engine_failures_are_retry
                 self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
     srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Raw)
+    srv.daemon_threads, srv.block_on_close = True, False  # never wait on a kept-alive connection
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         client = HttpRetriever(

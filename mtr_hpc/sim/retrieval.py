@@ -58,17 +58,16 @@ class Prefetched:
 
     def __init__(self, engine, wanted: dict[int, list[str]]):
         self.engine = engine
-        self.results: dict[tuple[str, int], list[Passage]] = {}
-        for k, queries in wanted.items():
+        self.results: dict[str, tuple[int, list[Passage]]] = {}  # query -> (k fetched, passages)
+        for k, queries in sorted(wanted.items()):
             unique = list(dict.fromkeys(queries))
             for q, passages in zip(unique, engine.rank_many(unique, k), strict=True):
-                self.results[(q, k)] = passages
+                self.results[q] = (k, passages)  # the largest k of a query wins
 
     def rank(self, query: str, top_k: int, exclude: Iterable[str] = ()) -> list[Passage]:
         skip = set(exclude)
-        for (q, k), passages in self.results.items():
-            if q != query or k < top_k:
-                continue
+        k, passages = self.results.get(query, (0, []))
+        if k >= top_k:
             kept = [p for p in passages if p.title not in skip][:top_k]
             if len(kept) == top_k or len(passages) < k:
                 return kept
