@@ -231,6 +231,30 @@ def test_turn_limit(renderer):
     assert not score_episode(ep.messages, ep.tools, EXAMPLE).valid
 
 
+def test_repeated_calls_end_the_episode_when_configured(renderer):
+    same = call_text(renderer, "again", "Arthur's Magazine")
+    other = call_text(renderer, "now the other", "First for Women")
+    # A, B, A (a repeat, answered), A (a second repeat: the end).
+    script = [same, other, same, same, answer_text("x", "y")]
+    answered = []
+    s = EpisodeSetup(EXAMPLE, [LOOKUP], lambda n, a: answered.append(a["entity"]) or fake_call(n, a))
+    (ep,) = run_episodes(ScriptedEngine(renderer, [script]), renderer, [s], SamplingParams(),
+                         EnvConfig(max_turns=6, max_repeats=1))  # fmt: skip
+    assert (ep.finish, ep.turns, ep.tool_calls) == ("repeated_call", 4, 4)
+    assert answered == ["Arthur's Magazine", "First for Women", "Arthur's Magazine"]
+    assert ep.messages[-1]["role"] == "assistant"  # the ending turn's calls are not run
+    # Off (the default, as GRPO rolls out): the same script runs on to its answer.
+    (ep,) = run_episodes(ScriptedEngine(renderer, [script]), renderer, [setup()], SamplingParams(),
+                         EnvConfig(max_turns=6))  # fmt: skip
+    assert (ep.finish, ep.turns) == ("answer", 5)
+    # Other arguments are another call, whatever the order of the keys.
+    (ep,) = run_episodes(ScriptedEngine(renderer, [[same, other, answer_text("x", "y")]]), renderer, [setup()],
+                         SamplingParams(), EnvConfig(max_repeats=0))  # fmt: skip
+    assert ep.finish == "answer"
+    with pytest.raises(ConfigError, match="env.max_repeats"):
+        EnvConfig(max_repeats=-1).validate()
+
+
 def test_token_budget_cuts_the_turn(renderer):
     script = two_call_script(renderer)
     probe = run_episodes(ScriptedEngine(renderer, [list(script)]), renderer, [setup()], SamplingParams())[0]

@@ -195,6 +195,51 @@ def test_scripted_engine_scores_one_and_matches_mtr_score(tmp_path, tiny_model, 
             assert scored["by_type"] == cell["by_type"]
 
 
+class Babbler(ScriptedEngine):
+    """Never writes a turn that parses (an untrained model), in either mode."""
+
+    def _reply(self, prompt: str) -> str:
+        return "I think the answer is probably somewhere."
+
+
+def test_a_model_whose_turns_never_parse_is_probed_and_the_rest_marked_not_run(
+    tmp_path, tiny_model, tokenizer
+):
+    from mtr_hpc.data import sample_path
+
+    gold = {b: gold_file(tmp_path, sample_path(b), N_PER_BENCH) for b in ("hotpotqa", "bamboogle")}
+    answers = {ex.question: ex.answers[0] for b in gold for ex in load_sample(b)}
+    benches = [{"name": b, "source": str(p)} for b, p in gold.items()]
+    gen = {"max_turns": 2, "max_new_tokens": 8, "max_tokens": 2048, "probe": 2}
+    engine = Babbler(tokenizer, answers)
+    cfg = make_cfg(tmp_path / "run", tiny_model, benches, generation=gen, batch_size=8)
+    summary = run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
+    assert summary["answered"] == 2 * 2 * N_PER_BENCH
+    preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    tools = [r for r in preds if r["mode"] == "tools"]
+    ran = [r for r in tools if r["finish"] != "not_run"]
+    # The probe: one question of each benchmark, in one engine call after the direct one.
+    assert sorted(r["benchmark"] for r in ran) == ["bamboogle", "hotpotqa"] and engine.calls == 2
+    assert all(r["finish"] == "parse_error" for r in ran)
+    assert all(r["finish"] == "not_run" and "probe" in r["error"] for r in tools if r not in ran)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    cell = find_cell(results, "tiny", "tools/grounded", "hotpotqa")
+    assert (cell["em"], cell["not_run"], cell["answered"]) == (0.0, N_PER_BENCH - 1, 1)
+    assert len(cell["em_per_question"]) == N_PER_BENCH
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "0.0 / 0.0 †" in report and "were not run and score 0" in report
+    assert find_cell(results, "tiny", "direct", "hotpotqa")["not_run"] == 0  # direct is never probed
+
+    # A model whose probe parses runs every question, the probe's included once.
+    engine = ScriptedEngine(tokenizer, answers)
+    cfg = make_cfg(tmp_path / "ok", tiny_model, benches, generation=gen, envs=["grounded"], batch_size=8)
+    run_eval(cfg, engine_factory=lambda path, c: (engine, tokenizer))
+    results = json.loads((tmp_path / "ok" / "results.json").read_text())
+    assert all(c["not_run"] == 0 and c["answered"] == N_PER_BENCH for c in results["cells"])
+    preds = [json.loads(line) for line in (tmp_path / "ok" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 * 2 * N_PER_BENCH and all(r["finish"] == "answer" for r in preds)
+
+
 def test_the_retrieval_environment_reads_an_index_directory_or_a_server_alike(
     tmp_path, tiny_model, tokenizer, corpus
 ):

@@ -57,6 +57,21 @@ class GenerationConfig:
     # False: a refused call (undeclared tool, invalid arguments) gets an error observation and the
     # episode goes on, as it would against a live API; True ends it there, as GRPO rollouts do.
     end_on_invalid_call: bool = False
+    # A turn that only repeats calls the episode already made reads the same observations again: after
+    # this many such turns, the next ends the episode (`repeated_call` in the behaviour table); null
+    # lets it run to `max_turns`.
+    max_repeats: int | None = 1
+    # Before a tools setting of a model runs in full, the first turns of this many of its questions: a
+    # model none of whose turns parses (an untrained one) gets the rest of the cell marked as not run
+    # instead of running every question to the same failure. 0 runs everything.
+    probe: int = 8
+
+    def __post_init__(self) -> None:
+        from ..config import check_min
+
+        check_min("generation.", self, max_turns=1, max_new_tokens=1, max_tokens=1, probe=0)
+        if self.max_repeats is not None:
+            check_min("generation.", self, max_repeats=0)
 
 
 @dataclass
@@ -76,7 +91,8 @@ class EvalConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     batch_size: int = 8  # requests the engine decodes at once (the transformers engine's slots)
     device: str = "cpu"
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # auto: the machine's (bf16 on a CPU with avx512_bf16 or AMX, fp32 on other CPUs; `mtr_hpc.precision`).
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     # SFT / GRPO run directories whose metrics.jsonl is plotted as training curves. Their questions (and
     # those of the runs behind every evaluated model) must not be evaluated on: see `allow_train_overlap`.
     training_runs: list[str] = field(default_factory=list)

@@ -13,12 +13,14 @@ results.json, report.md, the plots, `eval/*` metrics (metrics.jsonl and W&B) and
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import to_dict
+from ..precision import resolve_dtype
 from ..rundir import prepare_run_dir, write_manifest
 from ..sim import ToolSimulator
 from ..trace.chat_format import read_tools_format
@@ -26,7 +28,7 @@ from .config import EvalConfig, setting_label, settings
 from .environments import build_simulator
 from .journal import PredictionJournal
 from .models import ModelSource, hf_dir_for
-from .modes import TOOLS_SYSTEM_PROMPT, Job, run_direct, run_tools
+from .modes import TOOLS_SYSTEM_PROMPT, Job, base_record, run_direct, run_tools
 from .plan import EvalPlan, build_plan
 from .report import build_results
 
@@ -103,6 +105,7 @@ class _Runner:
                 max_turn_tokens=g.max_new_tokens,
                 system_prompt=TOOLS_SYSTEM_PROMPT,
                 end_on_invalid_call=g.end_on_invalid_call,
+                max_repeats=g.max_repeats,
             )
         return self._env_cfg
 
@@ -152,8 +155,48 @@ def _evaluate_model(
             setting_jobs = [j for j in jobs if (j.mode, j.env) == (mode, env)]
             if setting_jobs:
                 bar.set_postfix(setting=setting_label(mode, env), refresh=False)
-                runner.run(setting_jobs, record)
+                run_setting(runner, setting_jobs, record, plan.cfg.generation.probe)
     return len(jobs)
+
+
+def run_setting(runner: _Runner, jobs: list[Job], record: Callable, probe: int) -> None:
+    """A setting's questions; a tools setting first runs a probe of `probe` of them (spread over the
+    benchmarks), and when no probe episode's turn parses, the others are recorded as not run."""
+    if jobs[0].mode != "tools" or not 0 < probe < len(jobs):
+        runner.run(jobs, record)
+        return
+    first, rest = probe_split(jobs, probe)
+    if any(parsed(rec) for rec in runner.run(first, record)):
+        runner.run(rest, record)
+        return
+    why = f"probe: no turn of the first {len(first)} questions of this setting parsed; not run"
+    for job in rest:
+        record(not_run_record(job, why))
+
+
+def probe_split(jobs: list[Job], k: int) -> tuple[list[Job], list[Job]]:
+    """`k` jobs taken in turn from each benchmark's, and the others (each in their order)."""
+    by_bench: dict[str, list[Job]] = {}
+    for j in jobs:
+        by_bench.setdefault(j.benchmark, []).append(j)
+    first: list[Job] = []
+    for i in range(max(map(len, by_bench.values()))):
+        first += [js[i] for js in by_bench.values() if i < len(js)]
+    first = first[:k]
+    chosen = {id(j) for j in first}
+    return first, [j for j in jobs if id(j) not in chosen]
+
+
+def parsed(rec: dict[str, Any]) -> bool:
+    """Whether any turn of a tools episode parsed: it answered, or made a call."""
+    return rec.get("finish") == "answer" or int(rec.get("tool_calls", 0)) > 0
+
+
+def not_run_record(job: Job, why: str) -> dict[str, Any]:
+    rec = base_record(job)
+    rec.update(prediction="", messages=[], turns=0, tool_calls=0, invalid_calls=0, finish="not_run",
+               format_valid=False, n_generated=0, error=why)  # fmt: skip
+    return rec
 
 
 def corpus_meta(plan: EvalPlan) -> dict[str, Any]:
@@ -171,6 +214,8 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
 
     t0 = time.time()
     plan = build_plan(cfg)
+    precision = resolve_dtype(cfg.dtype, cfg.device)
+    print(f"eval: {precision.describe()}", file=sys.stderr)
     run_dir = prepare_run_dir(cfg.out, cfg, ignore_keys=RESUMABLE_KEYS)
     journal = PredictionJournal(run_dir / "predictions.jsonl")
     resumed = len(journal)
@@ -191,6 +236,7 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
             "retrieval_corpus": None if plan.corpus is None else corpus_meta(plan),
             "generation": to_dict(cfg.generation),
             "models": {m.name: m.path for m in plan.models},
+            "precision": precision.to_dict(),
         },
     )
     results["train_overlap"] = plan.train_overlap
@@ -201,6 +247,7 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
         "resumed": resumed,
         "questions": len(journal),
         "seconds": round(time.time() - t0, 2),
+        "precision": precision.to_dict(),
         "outputs": [str(p) for p in paths],
     }
     write_manifest(run_dir, "eval", **summary)

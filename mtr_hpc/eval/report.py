@@ -29,12 +29,15 @@ class CellResult:
     f1: float
     by_type: dict[str, dict[str, float]] = field(default_factory=dict)
     missing: int = 0
-    answered: int = 0  # questions with a record; the behaviour columns are means over these
+    answered: int = 0  # questions with a record that ran; the behaviour columns are means over these
     format_valid_rate: float = 0.0
     mean_turns: float = 0.0
     mean_tool_calls: float = 0.0
     invalid_call_rate: float = 0.0
     finish: dict[str, int] = field(default_factory=dict)
+    # Questions not run because a probe of the setting found that the model's turns never parse
+    # (`harness.run_setting`); they score 0 and the tables mark the cell.
+    not_run: int = 0
     # Per question, in the order of the benchmark's examples (a missing record scores 0): the paired
     # intervals of the report resample these.
     em_per_question: list[float] = field(default_factory=list)
@@ -56,6 +59,8 @@ def score_cell(
     report = score_predictions(
         examples, {i: str(r.get("prediction") or "") for i, r in by_id.items()}, convention or benchmark
     )
+    not_run = sum(r.get("finish") == "not_run" for r in done)
+    done = [r for r in done if r.get("finish") != "not_run"]  # the behaviour columns: episodes that ran
     k = max(len(done), 1)
     bench_of = convention or benchmark
     em_q = [
@@ -82,6 +87,7 @@ def score_cell(
         mean_tool_calls=calls / k,
         invalid_call_rate=invalid / calls if calls else 0.0,
         finish=dict(sorted(Counter(str(r.get("finish")) for r in done).items())),
+        not_run=not_run,
         em_per_question=em_q,
         fidelity=pool(fid) if fid else {},
     )
@@ -138,11 +144,32 @@ def em_f1_table(results: dict[str, Any]) -> list[str]:
     header = ["model", "setting"] + [f"{b} EM / F1" for b in benches]
     rows = [
         [m, setting]
-        + [f"{_pct(cell[m, setting, b]['em'])} / {_pct(cell[m, setting, b]['f1'])}" for b in benches]
+        + [
+            f"{_pct(cell[m, setting, b]['em'])} / {_pct(cell[m, setting, b]['f1'])}"
+            + (NOT_RUN_MARK if cell[m, setting, b].get("not_run") else "")
+            for b in benches
+        ]
         for m in results["models"]
         for setting in results["settings"]
     ]
     return _table(header, rows)
+
+
+NOT_RUN_MARK = " †"
+
+
+def not_run_note(results: dict[str, Any]) -> list[str]:
+    """The footnote of the cells a probe cut short (`harness.run_setting`)."""
+    cut = [c for c in results["cells"] if c.get("not_run")]
+    if not cut:
+        return []
+    where = sorted({f"{c['model']} {c['setting']}" for c in cut})
+    n = sum(c["not_run"] for c in cut)
+    return [
+        f"{NOT_RUN_MARK.strip()} No turn of the probe questions parsed ({', '.join(where)}): the other "
+        f"{n} questions of those cells were not run and score 0 (`generation.probe: 0` runs them all).",
+        "",
+    ]
 
 
 def _diff(
@@ -282,7 +309,7 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
                 f"in the training data of {run} (scored anyway: `allow_train_overlap`).",
                 "",
             ]
-    out += ["## EM / F1", ""] + em_f1_table(results) + [""]
+    out += ["## EM / F1", ""] + em_f1_table(results) + [""] + not_run_note(results)
     gap = simulation_gap_table(results)
     if gap:
         out += ["## Simulation gap (EM by tool environment, and the difference in points)", ""] + gap + [""]
@@ -301,7 +328,8 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
     if fidelity:
         out += ["## Tool environment fidelity (what the policy observed)", ""] + fidelity + [""]
     out += ["## Behaviour (all benchmarks pooled per row, over answered questions)", ""]
-    header = ["model", "setting", "format valid %", "mean turns", "tool calls / q", "invalid calls %"]
+    header = ["model", "setting", "format valid %", "mean turns", "tool calls / q", "invalid calls %",
+              "ended repeating a call %", "not run"]  # fmt: skip
     rows = []
     for m in models:
         for setting in settings:
@@ -309,6 +337,7 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
             n = sum(c["answered"] for c in cs) or 1
             calls = sum(c["mean_tool_calls"] * c["answered"] for c in cs)
             invalid = sum(c["invalid_call_rate"] * c["mean_tool_calls"] * c["answered"] for c in cs)
+            repeated = sum(c["finish"].get("repeated_call", 0) for c in cs)
             rows.append(
                 [
                     m,
@@ -317,6 +346,8 @@ def render_report(results: dict[str, Any], images: list[str] | None = None) -> s
                     f"{sum(c['mean_turns'] * c['answered'] for c in cs) / n:.2f}",
                     f"{calls / n:.2f}",
                     _pct(invalid / calls) if calls else "-",
+                    _pct(repeated / n) if setting != "direct" else "-",
+                    str(sum(c.get("not_run", 0) for c in cs)),
                 ]
             )
     out += _table(header, rows) + [""]

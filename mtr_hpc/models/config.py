@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..precision import check_choice
 
 LAYER_SPECS = ("sdpa", "local", "te")
-DTYPES = ("fp32", "bf16", "fp16")
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 
@@ -27,7 +27,7 @@ class ModelConfig:
     layer_spec: str = "sdpa"  # sdpa | local | te
     tp: int = 1
     pp: int = 1
-    dtype: str = "fp32"  # fp32 | bf16 | fp16
+    dtype: str = "fp32"  # auto | fp32 | bf16 | fp16 (auto: the machine's, see `mtr_hpc.precision`)
     fp8: str | None = None  # None | e4m3 | hybrid (te spec only)
     make_vocab_size_divisible_by: int = 128
     seq_length: int = 2048
@@ -43,8 +43,7 @@ class ModelConfig:
             raise ConfigError(
                 "model.layer_spec", f"'{self.layer_spec}' is not one of {', '.join(LAYER_SPECS)}{renamed}"
             )
-        if self.dtype not in DTYPES:
-            raise ConfigError("model.dtype", f"'{self.dtype}' is not one of {', '.join(DTYPES)}")
+        check_choice("model.dtype", self.dtype)
         for key in ("tp", "pp", "make_vocab_size_divisible_by", "seq_length"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.{key}", f"must be >= 1, got {getattr(self, key)}")

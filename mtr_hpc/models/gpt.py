@@ -22,6 +22,7 @@ from megatron.core.models.common.language_module.language_module import Language
 from megatron.core.models.gpt.gpt_model import GPTModel
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from ..errors import ConfigError
 from .config import Arch, ModelConfig, padded_vocab_size
 from .spec import layer_spec
 
@@ -29,6 +30,9 @@ _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.fl
 
 
 def torch_dtype(name: str) -> torch.dtype:
+    if name not in _TORCH_DTYPES:
+        # `auto` is resolved by the stage (`precision.resolve_dtype`) before a model is built.
+        raise ConfigError("model.dtype", f"'{name}' must be resolved to one of fp32, bf16, fp16 first")
     return _TORCH_DTYPES[name]
 
 

@@ -16,6 +16,9 @@ and ends the episode at:
   (`parse_error`; `Episode.error` says which);
 - a turn cut by `max_turn_tokens` (`engine_length`) or by the episode budget (`max_tokens`);
 - `max_turns` assistant turns without an answer (`max_turns`); the last turn's calls are not run;
+- with `max_repeats` set, a turn that only repeats calls the episode already made (same tool, same
+  arguments) after `max_repeats` such turns were answered (`repeated_call`): against deterministic tools
+  it would read the same observations again, and a policy that loops so runs to `max_turns` otherwise;
 - observations that would leave no room for another sampled token (`max_tokens`; not appended).
 
 Otherwise each call goes to the episode's simulator and `render_observations(tool messages)` is
@@ -52,12 +55,16 @@ class EnvConfig:
     # None: the system prompt of the synthesized traces, so GRPO prompts look like the SFT data.
     system_prompt: str | None = None
     end_on_invalid_call: bool = True
+    # Turns that only repeat earlier calls answered before the next one ends the episode (None: never).
+    max_repeats: int | None = None
 
     def validate(self) -> EnvConfig:
         for key in ("max_turns", "max_tokens", "max_turn_tokens"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"env.{key}", f"must be an integer >= 1, got {value!r}")
+        if self.max_repeats is not None and (not isinstance(self.max_repeats, int) or self.max_repeats < 0):
+            raise ConfigError("env.max_repeats", f"must be null or an integer >= 0, got {self.max_repeats!r}")
         return self
 
 
@@ -99,6 +106,8 @@ class _Runner:
             len(prompt),
         )
         self._pending: list[tuple[str, ToolCall]] = []  # the current turn's calls to answer
+        self._made: set[str] = set()  # every call made so far, as `_call_key`
+        self._repeats = 0  # answered turns that only repeated earlier calls
         if self.room() < 1:
             self.ep.finish = "max_tokens"
 
@@ -196,6 +205,12 @@ class _Runner:
             return self.end("parse_error", problems[0])
         if ep.turns >= self.cfg.max_turns:
             return self.end("max_turns")
+        keys = {_call_key(c) for c in calls}
+        if keys <= self._made and self.cfg.max_repeats is not None:
+            if self._repeats >= self.cfg.max_repeats:
+                return self.end("repeated_call")
+            self._repeats += 1
+        self._made |= keys
         self._pending = list(zip(ids, calls, strict=True))
 
     def _call_problem(self, call: ToolCall) -> str | None:
@@ -203,6 +218,10 @@ class _Runner:
             return f"undeclared_tool: '{call.name:.80}' is not one of the episode's tools"
         errors = self.registry.validate_arguments(call.name, call.arguments)
         return f"invalid_arguments: {call.name}: {errors[0]}" if errors else None
+
+
+def _call_key(call: ToolCall) -> str:
+    return json.dumps([call.name, call.arguments], sort_keys=True, ensure_ascii=False)
 
 
 def _turn_params(base: SamplingParams, runner: _Runner, eot: int) -> SamplingParams:

@@ -26,7 +26,7 @@ from ..data.example import QAExample
 from ..errors import DataError
 from ..trace.model import Message, ToolSpec, Trace
 
-FINISH_REASONS = ("answer", "max_turns", "max_tokens", "parse_error", "engine_length")
+FINISH_REASONS = ("answer", "max_turns", "max_tokens", "parse_error", "engine_length", "repeated_call")
 DRIFT_KINDS = ("format", "tokenization", "unrenderable", "structure")
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..errors import MtrError, RunFailure
+from ..precision import CHOICES, Precision, resolve_dtype
 from .json_constraint import JsonConstraint, JsonTokenTables, apply_constraints
 from .kv_cache import PrefixCache, kv_shape, layer_tensors, slot_cache
 from .lifecycle import ManagedEngine
@@ -61,8 +62,8 @@ class HFRolloutEngine(ManagedEngine):
         eos_token_ids: list[int] | None = None,
         prefix_cache_gb: float = 2.0,
     ):
-        if dtype not in DTYPES and dtype != "auto":
-            raise MtrError(f"dtype must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
+        if dtype not in CHOICES:
+            raise MtrError(f"dtype must be one of {', '.join(CHOICES)}, got {dtype!r}")
         if batch_size < 1:
             raise MtrError(f"batch_size must be >= 1, got {batch_size}")
         super().__init__()
@@ -73,12 +74,16 @@ class HFRolloutEngine(ManagedEngine):
             from ..models.registry import resolve_model
 
             path = resolve_model(model)
-            # `auto`: the checkpoint's own precision.
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES.get(dtype, "auto")).to(device)
+            # `auto`: the machine's precision (bf16 on a CPU with avx512_bf16 or AMX, see `precision`).
+            self.precision = resolve_dtype(dtype, device)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[self.precision.dtype]).to(device)
             tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
+        if not hasattr(self, "precision"):
+            own = {v: k for k, v in DTYPES.items()}.get(next(model.parameters()).dtype, "fp32")
+            self.precision = Precision(dtype, own, self.device.type, "the model's own weights")
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_token_ids = set(eos_token_ids if eos_token_ids is not None else _model_eos_ids(model))
         self._params = dict(model.named_parameters(remove_duplicate=False))

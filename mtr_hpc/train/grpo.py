@@ -16,6 +16,7 @@ rank gathers the whole weights for its engine's sync.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 
 import torch
@@ -34,6 +35,7 @@ from .grpo_setup import (
     check_finite_rewards,
     check_replicas,
     load_prompts,
+    rollout_precision,
     sync_weights,
 )
 from .grpo_update import policy_update
@@ -52,7 +54,10 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     questions = load_prompts(cfg)
     run.record_trained_on(example_key(ex.benchmark, ex.id) for ex in questions)
     simulator = build_simulator(cfg, run.run_dir, rollout_replica()[0])
-    engine = build_engine(cfg, run.src.hf_config, run.tokenizer)
+    precision = rollout_precision(cfg)
+    if run.rank0:
+        print(f"grpo: rollout {precision.describe()}", file=sys.stderr)
+    engine = build_engine(cfg, run.src.hf_config, run.tokenizer, precision.dtype)
 
     reference = run.start(with_reference=cfg.algo.kl_coef > 0)
     # The engine starts from the policy's weights, whatever it loaded on its own.
@@ -97,7 +102,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
 
     batches = RowSampler(questions, cfg.algo.prompts_per_step, cfg.train.seed).batches(run.position)
     metrics, preempted = run.loop(batches, step_fn, _postfix)
-    return run.finish(metrics, preempted, renderer.tools_format)
+    return run.finish(metrics, preempted, renderer.tools_format, rollout_precision=precision.to_dict())
 
 
 def _postfix(m: dict) -> dict[str, str]:

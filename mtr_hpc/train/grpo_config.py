@@ -65,7 +65,7 @@ class GRPOAlgoConfig:
 @dataclass
 class RolloutConfig:
     engine: Literal["hf", "vllm"] = "hf"
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: the machine's (`mtr_hpc.precision`)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = 16  # HF engine: sequences decoded together
     gpu_memory_utilization: float = 0.4  # vLLM, colocated with the trainer

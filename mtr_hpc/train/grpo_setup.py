@@ -8,6 +8,7 @@ from pathlib import Path
 from ..data import load_benchmark, load_sample
 from ..data.splits import require_training_part, select_part
 from ..errors import ConfigError, RunFailure
+from ..precision import Precision, resolve_dtype, torch_dtype
 from .grpo_config import GRPOConfig
 
 
@@ -46,7 +47,20 @@ def check_replicas(cfg: GRPOConfig) -> None:
         )
 
 
-def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
+def rollout_precision(cfg: GRPOConfig) -> Precision:
+    """The rollout engine's precision: `rollout.dtype` on `rollout.device` (`auto` follows the machine)."""
+    return resolve_dtype(cfg.rollout.dtype, rollout_device(cfg), key="rollout.dtype")
+
+
+def rollout_device(cfg: GRPOConfig) -> str:
+    import torch
+
+    if cfg.rollout.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.rollout.device
+
+
+def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, dtype: str | None = None):
     """This rank's rollout engine, with the policy's architecture; its weights come from the first sync.
 
     Every rank rolls out (`grpo_rollout`), each engine holding the whole model: vLLM at tensor-parallel
@@ -58,9 +72,8 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
     """
     import torch
 
-    device = cfg.rollout.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = rollout_device(cfg)
+    dtype = dtype or rollout_precision(cfg).dtype
     if cfg.rollout.engine == "vllm":
         from ..rollout.vllm_engine import VLLMRolloutEngine
 
@@ -72,7 +85,7 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
             )
         return VLLMRolloutEngine(
             cfg.model.hf,
-            dtype=cfg.rollout.dtype,
+            dtype=dtype,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
             enable_sleep_mode=cfg.rollout.sleep_between_steps,
             sleep_level=cfg.rollout.sleep_level,
@@ -81,10 +94,10 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer):
         )
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ..rollout.hf_engine import DTYPES, HFRolloutEngine
+    from ..rollout.hf_engine import HFRolloutEngine
 
     config = AutoConfig.for_model(**{k: v for k, v in hf_config.items() if k != "quantization_config"})
-    model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.rollout.dtype]).to(device)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype)).to(device)
     return HFRolloutEngine(model, batch_size=cfg.rollout.batch_size, tokenizer=tokenizer)
 
 

@@ -1,7 +1,8 @@
 """The training scaffolding that SFT and GRPO share: set up once, loop over steps, finish.
 
 `TrainRun.setup(stage, cfg)` does what both stages do before training:
-- starts the parallel groups and picks the device seam;
+- starts the parallel groups, picks the device seam and the precision (`model.dtype: auto` follows the
+  machine: `mtr_hpc.precision`; the choice is printed and goes in the manifest);
 - prepares the run directory;
 - resolves the policy's source model and loads its tokenizer.
 
@@ -24,6 +25,7 @@ position, so its metrics are those of an uninterrupted run. Both stages' configs
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,12 +37,13 @@ from ..config import to_dict
 from ..data.trained_on import write_trained_on
 from ..models.parallel import init_parallel
 from ..models.registry import load_tokenizer
+from ..precision import Precision, resolve_dtype
 from ..rundir import prepare_run_dir, write_manifest
 from ..tracking import MetricsLogger
 from . import checkpoint as ckpt
 from .model_io import PolicySource, build_policy, export_hf, policy_source
 from .preempt import JobDeadline, PreemptionFlag
-from .seams import get_seam
+from .seams import get_seam, seam_device
 from .sft_data import DataPosition
 
 # Config keys a run may change between a run and its resume.
@@ -68,6 +71,7 @@ class TrainRun:
     rank0: bool
     dp_rank: int
     dp_size: int
+    precision: Precision
     model: Any = None
     optimizer: Any = None
     logger: MetricsLogger | None = None
@@ -91,8 +95,10 @@ class TrainRun:
         if check is not None:
             check()
         rank0 = dist.get_rank() == 0
+        device = seam_device(cfg.device)
+        precision = resolve_dtype(cfg.model.dtype, device, key="model.dtype")
         seam = get_seam(
-            cfg.device, dtype=cfg.model.dtype, use_distributed_optimizer=cfg.optim.use_distributed_optimizer
+            device, dtype=precision.dtype, use_distributed_optimizer=cfg.optim.use_distributed_optimizer
         )
         run_dir = Path(cfg.out)
         if rank0:
@@ -101,7 +107,9 @@ class TrainRun:
         src = policy_source(cfg.model)
         tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.hf)
         dp = (ps.get_data_parallel_rank(), ps.get_data_parallel_world_size())
-        return cls(stage, cfg, seam, run_dir, src, tokenizer, rank0, *dp)
+        if rank0:
+            print(f"{stage}: {precision.describe()}", file=sys.stderr)
+        return cls(stage, cfg, seam, run_dir, src, tokenizer, rank0, *dp, precision)
 
     def pad_id(self, renderer) -> int:
         pad = self.tokenizer.pad_token_id
@@ -114,7 +122,8 @@ class TrainRun:
 
     def new_policy(self):
         """A fresh model of this rank: the source's weights (`init=pretrained`) or random ones."""
-        return build_policy(self.cfg.model, self.src, self.cfg.init, self.seam.device)
+        model_cfg = dataclasses.replace(self.cfg.model, dtype=self.seam.params_dtype)
+        return build_policy(model_cfg, self.src, self.cfg.init, self.seam.device)
 
     def start(self, with_reference: bool = False):
         """Model and optimizer, resumed from the newest checkpoint; the metrics logger. With
@@ -247,6 +256,7 @@ class TrainRun:
             hf_dir = export_hf(self.policy, self.src, self.tokenizer, self.run_dir / "hf", tools_format)
         out = {
             "steps": self.cfg.train.steps,
+            "precision": self.precision.to_dict(),
             **summary,
             "final": metrics,
             "hf_dir": str(hf_dir) if hf_dir else None,

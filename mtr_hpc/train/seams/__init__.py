@@ -11,12 +11,18 @@ from __future__ import annotations
 from .base import DeviceSeam, OptimConfig
 
 
-def get_seam(device: str, **kwargs) -> DeviceSeam:
-    """`device` is cpu | gpu | auto (gpu when CUDA is available)."""
+def seam_device(device: str) -> str:
+    """cpu | gpu for a configured `device` (cpu | gpu | auto: gpu when CUDA is available)."""
     import torch
 
     if device == "auto":
-        device = "gpu" if torch.cuda.is_available() else "cpu"
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def get_seam(device: str, **kwargs) -> DeviceSeam:
+    """`device` is cpu | gpu | auto (gpu when CUDA is available)."""
+    device = seam_device(device)
     if device == "gpu":
         from .gpu import GpuSeam
 
@@ -30,4 +36,4 @@ def get_seam(device: str, **kwargs) -> DeviceSeam:
     raise ConfigError("device", f"'{device}' is not one of cpu, gpu, auto")
 
 
-__all__ = ["DeviceSeam", "OptimConfig", "get_seam"]
+__all__ = ["DeviceSeam", "OptimConfig", "get_seam", "seam_device"]

@@ -55,6 +55,8 @@ class OptimConfig:
 class DeviceSeam(Protocol):
     name: str
     device: str  # where the models it trains are built: cpu | cuda
+    dtype: str  # the precision it computes in: fp32 | bf16 | fp16
+    params_dtype: str  # the dtype its models are built in (fp32 under the CPU seam's bf16 autocast)
 
     def wrap_model(self, model): ...
 

@@ -2,12 +2,19 @@
 
 Departures from the GPU seam, all numerically equivalent: gradients are all-reduced over the
 data-parallel group by hand (one flattened buffer) instead of Megatron DDP's buckets; the optimizer is
-torch AdamW instead of Megatron's (distributed) optimizer; microbatches run in a plain loop (no pipeline
-parallelism on CPU); checkpoints are one torch file per rank.
+torch's fused AdamW instead of Megatron's (distributed) optimizer; microbatches run in a plain loop (no
+pipeline parallelism on CPU); checkpoints are one torch file per rank.
+
+Precision: `dtype="bf16"` trains under `torch.autocast("cpu", bfloat16)` over fp32 weights, where the GPU
+seam holds bf16 weights with fp32 main parameters in its optimizer. Both keep fp32 master weights and
+optimizer state; here the gradients are fp32 too, and checkpoints are the same files as in fp32.
+Forward-only passes (GRPO's log-probs and reference policy) run under the same autocast as training, so
+the trainer scores tokens in the precision it trains in.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +31,18 @@ class CpuSeam:
     name = "cpu"
     device = "cpu"  # where models for this seam are built
 
-    def __init__(self, **_: Any):
-        pass
+    def __init__(self, dtype: str = "fp32", **_: Any):
+        if dtype not in ("fp32", "bf16"):
+            raise ConfigError(
+                "model.dtype", f"'{dtype}' on a CPU: train in fp32 or bf16 (fp16 needs a GPU's loss scaling)"
+            )
+        self.dtype = dtype
+        self.params_dtype = "fp32"  # bf16 is autocast over fp32 weights
+
+    def _precision(self):
+        if self.dtype == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def wrap_model(self, model):
         from megatron.core import parallel_state as ps
@@ -50,8 +67,10 @@ class CpuSeam:
             {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+        # Fused: one kernel over every parameter, where the per-parameter loop took about a tenth of
+        # a 135M model's step on 2 cores.
         return torch.optim.AdamW(
-            groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, foreach=False
+            groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True
         )
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +83,7 @@ class CpuSeam:
         it = iter(microbatches)
         reports, recorded = [], []
         step = recording(forward_step, recorded)
-        with torch.no_grad() if forward_only else torch.enable_grad():
+        with torch.no_grad() if forward_only else torch.enable_grad(), self._precision():
             for _ in microbatches:
                 output, loss_func = step(it, model)
                 loss_sum, _, report = loss_func(output)
@@ -113,10 +132,8 @@ class CpuSeam:
             optimizer.zero_grad(set_to_none=True)
             return norm, True
         if clip_grad > 0 and norm > clip_grad:
-            coef = clip_grad / (norm + 1e-6)
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(coef)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            torch._foreach_mul_(grads, clip_grad / (norm + 1e-6))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm, False
@@ -156,10 +173,14 @@ def grad_norm(model) -> float:
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
 
-    sq = torch.zeros((), dtype=torch.float64)
-    for p in model.parameters():
-        if p.grad is not None and param_is_not_tensor_parallel_duplicate(p):
-            sq += p.grad.detach().double().pow(2).sum()
+    grads = [
+        p.grad.detach()
+        for p in model.parameters()
+        if p.grad is not None and param_is_not_tensor_parallel_duplicate(p)
+    ]
+    # Each parameter's norm in its own dtype (one fused pass), their squares summed in float64.
+    norms = torch._foreach_norm(grads) if grads else []
+    sq = torch.stack(norms).double().pow(2).sum() if norms else torch.zeros((), dtype=torch.float64)
     if ps.get_tensor_model_parallel_world_size() > 1:
         dist.all_reduce(sq, group=ps.get_tensor_model_parallel_group())
     return sq.sqrt().item()

@@ -43,6 +43,7 @@ class GpuSeam:
         if dtype not in ("fp32", "bf16", "fp16"):
             raise ConfigError("model.dtype", f"'{dtype}' is not one of fp32, bf16, fp16")
         self.dtype = dtype
+        self.params_dtype = dtype  # Megatron's bf16/fp16: half-precision weights, fp32 main params
         self.use_distributed_optimizer = use_distributed_optimizer
         self.weight_decay = 0.0
 
