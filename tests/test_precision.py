@@ -88,7 +88,7 @@ def test_cpu_training_in_bf16_is_autocast_over_fp32_master_weights():
         torch.manual_seed(0)
         model = seam.wrap_model(build_gpt(arch, ModelConfig(hf="", layer_spec="sdpa"), device="cpu"))
         seen = []
-        hook = model.output_layer.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+        hook = model.output_layer.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o[0].dtype))
         loss, tokens, _ = seam.forward_backward(model, sft_forward_step, batch)
         hook.remove()
         grads = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
@@ -120,7 +120,9 @@ def test_the_engine_holds_the_weights_auto_picks(monkeypatch, tmp_path, flags, w
 
 
 @pytest.mark.parametrize(("flags", "want"), [(AVX512_BF16, "bf16"), (AVX2, "fp32")])
-def test_sft_with_auto_records_its_choice_and_trains_fp32_weights(monkeypatch, tmp_path, shared_data, flags, want):
+def test_sft_with_auto_records_its_choice_and_trains_fp32_weights(
+    monkeypatch, tmp_path, shared_data, flags, want
+):
     from mtr_hpc.train.sft import run_sft
 
     monkeypatch.setattr(precision, "cpu_flags", lambda path="/proc/cpuinfo": frozenset(flags))
