@@ -140,3 +140,34 @@ def test_sft_with_auto_records_its_choice_and_trains_fp32_weights(
     assert manifest["precision"]["requested"] == "auto"
     hf = json.loads((tmp_path / "run" / "hf" / "config.json").read_text())
     assert hf.get("torch_dtype", hf.get("dtype")) == "float32"  # master weights, in both cases
+
+
+@pytest.mark.parametrize(("flags", "want"), [(AVX512_BF16, torch.bfloat16), (AVX2, torch.float32)])
+def test_grpo_rollout_engine_auto_holds_the_weights_it_picks_and_syncs_into_them(monkeypatch, flags, want):
+    from mtr_hpc.models.parallel import init_parallel
+    from mtr_hpc.models.registry import load_tokenizer
+    from mtr_hpc.train.grpo_config import GRPOConfig
+    from mtr_hpc.train.grpo_setup import build_engine, rollout_precision, sync_weights
+    from mtr_hpc.train.model_io import build_policy, hf_named_tensors, policy_source
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda path="/proc/cpuinfo": frozenset(flags))
+    cfg = load_config(
+        GRPOConfig,
+        REPO / "configs" / "grpo-tiny.yaml",
+        ["out=unused", f"model.hf={REPO / 'configs/models/tiny-llama'}", "rollout.dtype=auto"],
+    )
+    chosen = rollout_precision(cfg)
+    assert (chosen.requested, precision.torch_dtype(chosen.dtype)) == ("auto", want)
+    init_parallel(1, 1, seed=3)
+    src = policy_source(cfg.model)
+    model = build_policy(cfg.model, src, "random")
+    engine = build_engine(cfg, src.hf_config, load_tokenizer("smollm2-135m"), chosen.dtype)
+    sync_weights(engine, hf_named_tensors(model, src))  # fp32 trainer weights cast into the engine's
+    assert {p.dtype for p in engine.model.parameters()} == {want}
+    ids = [1, 520, 9531, 198, 44, 17400]
+    from mtr_hpc.models.gpt import forward_logits
+
+    with torch.no_grad():
+        trainer = forward_logits(model.eval(), torch.tensor([ids]), vocab_size=src.arch.vocab_size)[0]
+    diff = (trainer - engine.logits(ids).to(trainer.dtype)).abs().max().item()
+    assert diff < (0.5 if want == torch.bfloat16 else 1e-4)

@@ -21,6 +21,17 @@ same tokens.
     .venv/bin/python tools/bench_rollout.py --multi-turn [--episodes 16] [--slots 0] [--max-new-tokens 256]
         [--json]
 
+`--dtypes fp32,auto` (with `--multi-turn`): the engine alone at each precision on the same episodes,
+side by side (`auto` is what `dtype: auto` picks on this CPU), with each run's roofline: the time the
+forward passes it made would take at this machine's measured matrix-product peak (per dtype) and memory
+bandwidth, each pass bound by the slower of the two (decode steps read every weight). Prints tokens/s,
+the speedup over the first dtype, the share of episodes with the same tokens, and measured / roofline.
+`--ctranslate2` adds CTranslate2 (an optional install, skipped without it) on the episodes' first
+turns: their prompts, greedy, `--max-new-tokens` each, batch `--slots`, float32 and int8, against this
+engine at each dtype on the same token ids.
+
+    .venv/bin/python tools/bench_rollout.py --multi-turn --dtypes fp32,auto [--ctranslate2] [--json]
+
 `--data-parallel`: GRPO's rollout phase with one data-parallel rank against two, each rolling out its
 share of the prompts with its own engine (`torchrun -m mtr_hpc.cli grpo`, gloo). The tiny random Llama
 of `configs/grpo-tiny.yaml` rolls out `--prompts` prompts of 4 episodes a step for 3 steps; every rank
@@ -206,6 +217,155 @@ def bench_multi_turn(args) -> dict:
     }
 
 
+class PassCounter:
+    """Counts the forward passes of a transformers model: tokens fed and KV positions read per pass."""
+
+    def __init__(self, model):
+        self.passes: list[tuple[int, int, int]] = []  # (rows, new tokens a row, KV length)
+        model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            return
+        pos = kwargs.get("position_ids")
+        kv = int(pos.max()) + 1 if pos is not None else ids.shape[1]
+        self.passes.append((int(ids.shape[0]), int(ids.shape[1]), kv))
+
+
+def machine_limits(dtype) -> dict:
+    """This machine's dense matrix-product peak in `dtype` (FLOP/s) and memory bandwidth (bytes/s, a
+    large copy), measured now."""
+    import torch
+
+    n = 2048
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    src = torch.empty(256 * 2**20 // 4, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    copy = min(_timed(lambda: dst.copy_(src)) for _ in range(5))
+    return {"flops_per_s": 2 * n**3 / best, "bytes_per_s": 2 * src.numel() * 4 / copy}
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def roofline_s(passes, model, limits: dict) -> float:
+    """The least time the counted passes take: each bound by its FLOPs at the matmul peak or by the bytes
+    it must read (every weight, and each row's KV) at the memory bandwidth, whichever is slower. Prefill
+    computes logits for its last position only (`logits_to_keep=1`); a decode step for every row."""
+    cfg = model.config
+    el = next(model.parameters()).element_size()
+    n_params = sum(p.numel() for p in model.parameters())
+    head = cfg.vocab_size * cfg.hidden_size
+    body = n_params - head * (1 if cfg.tie_word_embeddings else 2)
+    kv_per_pos = (
+        2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    )
+    total = 0.0
+    for rows, new, kv in passes:
+        tokens = rows * new
+        attn = 4 * cfg.num_hidden_layers * cfg.hidden_size * rows * new * kv  # QK^T and AV
+        flops = 2 * body * tokens + 2 * head * rows + attn
+        reads = (n_params - (head if cfg.tie_word_embeddings else 0)) * el + rows * kv * kv_per_pos * el
+        total += max(flops / limits["flops_per_s"], reads / limits["bytes_per_s"])
+    return total
+
+
+def bench_dtypes(args) -> dict:
+    """The engine alone at each of `--dtypes` on the same episodes (see the module docstring)."""
+    import torch
+
+    from mtr_hpc.precision import resolve_dtype, torch_dtype
+
+    slots = args.slots or args.episodes
+    runs, contexts = {}, {}
+    eps = None
+    for name in args.dtypes.split(","):
+        chosen = resolve_dtype(name, args.device)
+        engine = HFRolloutEngine("smollm2-135m", device=args.device, dtype=name, eos_token_ids=[],
+                                 batch_size=slots)  # fmt: skip
+        eps = eps or episodes(engine.tokenizer, args.episodes)
+        counter = PassCounter(engine.model)
+        r = multi_turn(engine, eps, args.max_new_tokens)
+        contexts[name] = r.pop("contexts")
+        limits = machine_limits(torch_dtype(chosen.dtype))
+        r.update(dtype=chosen.dtype, reason=chosen.reason, passes=len(counter.passes),
+                 roofline_s=roofline_s(counter.passes, engine.model, limits),
+                 gemm_flops_per_s=limits["flops_per_s"], copy_bytes_per_s=limits["bytes_per_s"])  # fmt: skip
+        r["wall_vs_roofline"] = r["wall_s"] / r["roofline_s"]
+        if args.ctranslate2:
+            r["first_turns"] = first_turns(engine, eps, args.max_new_tokens, slots)
+        runs[name] = r
+        del engine
+    names = list(runs)
+    base = names[0]
+    result = {
+        "model": "smollm2-135m",
+        "threads": torch.get_num_threads(),
+        "episodes": args.episodes,
+        "slots": slots,
+        "max_new_tokens_per_turn": args.max_new_tokens,
+        "runs": runs,
+        "speedup_vs_" + base: {n: runs[n]["tokens_per_s"] / runs[base]["tokens_per_s"] for n in names},
+        "same_episodes_as_" + base: {
+            n: sum(a == b for a, b in zip(contexts[base], contexts[n], strict=True)) / len(eps) for n in names
+        },
+    }
+    if args.ctranslate2:
+        result["ctranslate2"] = bench_ctranslate2(eps, args.max_new_tokens, slots)
+    return result
+
+
+def first_turns(engine, eps, max_new: int, batch: int) -> dict:
+    """The episodes' first prompts, greedy, exactly `max_new` tokens each (no stop), `batch` at once."""
+    engine.batch_size = batch
+    params = [SamplingParams(max_new_tokens=max_new, temperature=0) for _ in eps]
+    t0 = time.perf_counter()
+    outs = engine.generate([list(e["prompt"]) for e in eps], params)
+    wall = time.perf_counter() - t0
+    tokens = sum(len(o.token_ids) for o in outs)
+    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+            "token_ids": [o.token_ids for o in outs]}  # fmt: skip
+
+
+def bench_ctranslate2(eps, max_new: int, batch: int) -> dict:
+    """CTranslate2's `Generator` on the same first prompts (token ids in, greedy, no end token), in
+    float32 and int8; None when CTranslate2 is not installed."""
+    try:
+        import ctranslate2
+        from ctranslate2.converters import TransformersConverter
+    except ImportError:
+        return {"skipped": "ctranslate2 is not installed (pip install ctranslate2)"}
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from mtr_hpc.models.registry import resolve_model
+
+    path = resolve_model("smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(path)
+    out = {"version": ctranslate2.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        TransformersConverter(str(path)).convert(tmp, quantization="float32", force=True)
+        for compute in ("float32", "int8"):
+            gen = ctranslate2.Generator(tmp, device="cpu", compute_type=compute)
+            prompts = [tok.convert_ids_to_tokens(list(e["prompt"])) for e in eps]
+            t0 = time.perf_counter()
+            res = gen.generate_batch(prompts, max_batch_size=batch, max_length=max_new, min_length=max_new,
+                                     sampling_topk=1, include_prompt_in_result=False, end_token=[])  # fmt: skip
+            wall = time.perf_counter() - t0
+            ids = [r.sequences_ids[0] for r in res]
+            tokens = sum(map(len, ids))
+            out[compute] = {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "token_ids": ids}
+            del gen
+    return out
+
+
 def bench_data_parallel(args) -> dict:
     import os
     import subprocess
@@ -258,6 +418,8 @@ def main() -> int:
     ap.add_argument(
         "--slots", type=int, default=0, help="--multi-turn: rows decoding at once (0: all episodes)"
     )
+    ap.add_argument("--dtypes", default="", help="--multi-turn: the engine alone at each, e.g. fp32,auto")
+    ap.add_argument("--ctranslate2", action="store_true", help="--dtypes: also CTranslate2 (if installed)")
     args = ap.parse_args()
 
     import torch
@@ -276,6 +438,13 @@ def main() -> int:
                     f"{r['rollout_s']:.2f} s for {r['episodes_per_step']} episodes"
                 )
             print(f"  2 ranks vs 1: {result['speedup']:.2f}x")
+        return 0
+    if args.multi_turn and args.dtypes:
+        result = bench_dtypes(args)
+        if args.json:
+            print(json.dumps(_without_ids(result)))
+        else:
+            print_dtypes(result, args)
         return 0
     if args.multi_turn:
         result = bench_multi_turn(args)
@@ -321,6 +490,54 @@ def main() -> int:
                 f"{r['tokens_per_s']:7.1f} tokens/s"
             )
     return 0
+
+
+def _without_ids(result: dict) -> dict:
+    """The result without token ids (compared, not printed)."""
+    out = json.loads(json.dumps(result))
+    for r in out["runs"].values():
+        r.get("first_turns", {}).pop("token_ids", None)
+    for r in out.get("ctranslate2", {}).values():
+        if isinstance(r, dict):
+            r.pop("token_ids", None)
+    return out
+
+
+def print_dtypes(result: dict, args) -> None:
+    runs = result["runs"]
+    base = next(iter(runs))
+    print(
+        f"SmolLM2-135M on {args.device} ({result['threads']} threads): {result['episodes']} episodes on "
+        f"{result['slots']} slots, up to {result['max_new_tokens_per_turn']} new tokens a turn"
+    )
+    for name, r in runs.items():
+        print(
+            f"  engine {name:<5} ({r['dtype']}: {r['reason']})\n"
+            f"    {r['tokens']:>6} tokens in {r['wall_s']:7.1f} s = {r['tokens_per_s']:6.1f} tokens/s, "
+            f"{result['speedup_vs_' + base][name]:.2f}x {base}; same episodes as {base}: "
+            f"{result['same_episodes_as_' + base][name]:.0%}\n"
+            f"    roofline {r['roofline_s']:.1f} s over {r['passes']} passes (matmul "
+            f"{r['gemm_flops_per_s'] / 1e9:.0f} GFLOP/s, copy {r['copy_bytes_per_s'] / 1e9:.1f} GB/s): "
+            f"measured / roofline {r['wall_vs_roofline']:.2f}"
+        )
+    ct2 = result.get("ctranslate2")
+    if ct2 is None:
+        return
+    print(f"  first turns, batch {result['slots']}, {args.max_new_tokens} greedy tokens each:")
+    for name, r in runs.items():
+        ft = r["first_turns"]
+        print(f"    engine {name:<12} {ft['tokens_per_s']:6.1f} tokens/s")
+    if "skipped" in ct2:
+        print(f"    CTranslate2: {ct2['skipped']}")
+        return
+    ref = runs[base]["first_turns"]["token_ids"]
+    for compute in ("float32", "int8"):
+        r = ct2[compute]
+        same = sum(a == b for a, b in zip(ref, r["token_ids"], strict=True)) / len(ref)
+        print(
+            f"    CTranslate2 {ct2['version']} {compute:<7} {r['tokens_per_s']:6.1f} tokens/s "
+            f"(same tokens as engine {base}: {same:.0%})"
+        )
 
 
 if __name__ == "__main__":

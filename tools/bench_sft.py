@@ -7,6 +7,9 @@ rows side by side, SmolLM2-135M-Instruct in fp32 with AdamW, one row per step:
 - `project`: the SFT step of `mtr sft` on the CPU seam (Megatron-Core GPT, THD packed attention, logits
   only at loss positions);
 - `project_full_logits`: the same with Megatron's full-logits loss (the GPU seam's step);
+- `project_bf16`: the project's step with `model.dtype: bf16` on the CPU seam (autocast over fp32
+  weights, what `dtype: auto` picks on CPUs with AVX-512 BF16 or AMX), with `--bf16`; its loss on the same
+  rows beside fp32's (`bf16_loss_rel_diff`);
 - `transformers`: `AutoModelForCausalLM` + `torch.optim.AdamW`, a block-causal 4D mask per row, loss on
   the same positions; with `--bf16` also under `torch.autocast(bfloat16)` (worth it only on CPUs with
   AVX-512 BF16 or AMX; the flags are printed).
@@ -16,6 +19,8 @@ parameters x tokens plus attention) against a dense fp32 (and bf16) matrix produ
 same run: the machine's practical peak.
 
     .venv/bin/python tools/bench_sft.py [--rows 4] [--seq-len 2048] [--warmup 1] [--bf16] [--json]
+
+With `--bf16`, `bf16_vs_fp32` is the project's bf16 step against its fp32 step, measured side by side.
 """
 
 from __future__ import annotations
@@ -31,12 +36,9 @@ sys.path.insert(0, str(REPO))
 
 
 def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
+    from mtr_hpc.precision import cpu_flags as read
+
+    return set(read())
 
 
 def gemm_peak(dtype, n: int = 2048, reps: int = 5) -> float:
@@ -90,7 +92,7 @@ def flops(n_params: int, arch, rows) -> float:
     return total
 
 
-def run_project(rows, steps_warmup: int, full_logits: bool) -> dict:
+def run_project(rows, steps_warmup: int, full_logits: bool, dtype: str = "fp32") -> dict:
 
     from mtr_hpc.models.config import ModelConfig
     from mtr_hpc.models.parallel import init_parallel
@@ -103,20 +105,21 @@ def run_project(rows, steps_warmup: int, full_logits: bool) -> dict:
     init_parallel(1, 1, seed=0)
     cfg = ModelConfig(hf="smollm2-135m", layer_spec="sdpa", dtype="fp32", seq_length=len(rows[0].tokens))
     src = policy_source(cfg)
-    seam = get_seam("cpu", dtype="fp32", use_distributed_optimizer=False)
+    seam = get_seam("cpu", dtype=dtype, use_distributed_optimizer=False)
     model = seam.wrap_model(build_policy(cfg, src, "pretrained", "cpu"))
     optimizer = seam.build_optimizer(model, OptimConfig(lr=1e-5))
     step_fn = sft_forward_step if full_logits else sft_loss_positions_step
     model.train()
-    times = []
+    times, losses = [], []
     for row in rows:
         t0 = time.perf_counter()
-        seam.forward_backward(model, step_fn, microbatches([row], 1, thd=True))
+        loss, tokens, _ = seam.forward_backward(model, step_fn, microbatches([row], 1, thd=True))
         seam.optimizer_step(model, optimizer, 1e-5, 1.0)
         times.append(time.perf_counter() - t0)
+        losses.append(loss / max(tokens, 1))
     n_params = sum(p.numel() for p in model.parameters())
     del model, optimizer
-    return _summary(rows, times, steps_warmup, n_params, src.arch)
+    return {**_summary(rows, times, steps_warmup, n_params, src.arch), "losses": losses}
 
 
 def run_transformers(rows, steps_warmup: int, bf16: bool) -> dict:
@@ -204,10 +207,16 @@ def main() -> int:
     if args.bf16:
         result["gemm_bf16_flops_per_s"] = gemm_peak(torch.bfloat16)
         result["runs"]["transformers_bf16_autocast"] = run_transformers(rows, args.warmup, bf16=True)
+        result["runs"]["project_bf16"] = run_project(rows, args.warmup, full_logits=False, dtype="bf16")
+        runs = result["runs"]
+        result["bf16_vs_fp32"] = runs["project_bf16"]["tokens_per_s"] / runs["project"]["tokens_per_s"]
+        fp32, bf16 = runs["project"]["losses"], runs["project_bf16"]["losses"]
+        result["bf16_loss_rel_diff"] = max(abs(b - a) / abs(a) for a, b in zip(fp32, bf16, strict=True))
     peak = max(result["gemm_fp32_flops_per_s"], result.get("gemm_bf16_flops_per_s", 0.0))
     runs = result["runs"]
     best_hf = max(r["tokens_per_s"] for k, r in runs.items() if k.startswith("transformers"))
-    result["project_vs_transformers"] = runs["project"]["tokens_per_s"] / best_hf
+    best = max(r["tokens_per_s"] for k, r in runs.items() if k.startswith("project"))
+    result["project_vs_transformers"] = best / best_hf
     result["project_vs_full_logits"] = (
         runs["project"]["tokens_per_s"] / runs["project_full_logits"]["tokens_per_s"]
     )
@@ -229,8 +238,13 @@ def main() -> int:
             f"  {name:<28} {r['tokens']:>6} tokens in {r['wall_s']:6.1f} s = {r['tokens_per_s']:6.1f} tokens/s, "
             f"{r['flops_per_s'] / 1e9:5.1f} GFLOP/s"
         )
+    if args.bf16:
+        print(
+            f"  project bf16 vs fp32: {result['bf16_vs_fp32']:.2f}x, losses within "
+            f"{result['bf16_loss_rel_diff']:.1%} of fp32's on the same rows"
+        )
     print(
-        f"  project vs best transformers: {result['project_vs_transformers']:.2f}x; vs full logits: "
+        f"  best project vs best transformers: {result['project_vs_transformers']:.2f}x; fp32 vs full logits: "
         f"{result['project_vs_full_logits']:.2f}x; {result['project_fraction_of_gemm_peak']:.0%} of the matmul peak"
     )
     return 0

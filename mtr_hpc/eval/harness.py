@@ -13,6 +13,7 @@ results.json, report.md, the plots, `eval/*` metrics (metrics.jsonl and W&B) and
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -94,7 +95,9 @@ class _Runner:
         self._env_cfg: Any = None
         self.tool_llm = tool_llm
 
-    def env_cfg(self) -> Any:
+    def env_cfg(self, max_turns: int | None = None) -> Any:
+        if max_turns is not None:
+            return dataclasses.replace(self.env_cfg(), max_turns=max_turns)
         if self._env_cfg is None:
             from ..rollout.env import EnvConfig
 
@@ -118,15 +121,22 @@ class _Runner:
             )
         return self.simulators[kind, bench]
 
-    def run(self, jobs: list[Job], on_record: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    def run(
+        self,
+        jobs: list[Job],
+        on_record: Callable[[dict[str, Any]], None] | None,
+        max_turns: int | None = None,
+    ) -> list[dict[str, Any]]:
         """The questions of one setting, from any benchmarks, in one engine call; `on_record` hears of
-        each question's record as it finishes."""
+        each question's record as it finishes. `max_turns` caps the episodes below the config's."""
         gen = self.plan.cfg.generation
         if jobs[0].mode == "direct":
             return run_direct(self.engine, self.direct_renderer, jobs, gen, on_record)
         seed = self.plan.cfg.generation.seed
         setups = [self.simulator(j.env, j.benchmark).open(j.example, seed) for j in jobs]
-        return run_tools(self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg(), on_record)
+        return run_tools(
+            self.engine, self.tools_renderer, jobs, setups, gen, self.env_cfg(max_turns), on_record
+        )
 
 
 def _evaluate_model(
@@ -160,16 +170,21 @@ def _evaluate_model(
 
 
 def run_setting(runner: _Runner, jobs: list[Job], record: Callable, probe: int) -> None:
-    """A setting's questions; a tools setting first runs a probe of `probe` of them (spread over the
-    benchmarks), and when no probe episode's turn parses, the others are recorded as not run."""
+    """A setting's questions. A tools setting first tries the first turn of `probe` of them (spread over
+    the benchmarks): when any parses, every question runs in full; when none does, those episodes are
+    already what a full run gives (they end at their first turn) and the others are recorded as not
+    run."""
     if jobs[0].mode != "tools" or not 0 < probe < len(jobs):
         runner.run(jobs, record)
         return
     first, rest = probe_split(jobs, probe)
-    if any(parsed(rec) for rec in runner.run(first, record)):
-        runner.run(rest, record)
+    trial = runner.run(first, None, max_turns=1)
+    if any(parsed(rec) for rec in trial):
+        runner.run(jobs, record)
         return
-    why = f"probe: no turn of the first {len(first)} questions of this setting parsed; not run"
+    why = f"probe: no first turn of {len(first)} questions of this setting parsed; not run"
+    for rec in trial:
+        record(rec)
     for job in rest:
         record(not_run_record(job, why))
 
