@@ -542,6 +542,10 @@ def test_prefix_cache_turns_equal_re_prefilled_turns(tiny, temperature):
             assert a.token_ids == b.token_ids
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
     assert cached._prefix.hits >= 6 and bare._prefix is None  # turns 2 and 3 of all three episodes
+    # The same prompts; the cache turned most of their prefill into reuse.
+    total = sum(bare.prefill_stats.values())
+    assert sum(cached.prefill_stats.values()) == total and bare.prefill_stats["reused"] == 0
+    assert cached.prefill_stats["reused"] > cached.prefill_stats["computed"]
 
 
 def test_rows_with_one_prompt_are_prefilled_once_and_sample_on_their_own(tiny):

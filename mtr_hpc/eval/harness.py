@@ -146,7 +146,10 @@ def _evaluate_model(
     journal: PredictionJournal,
     factory: EngineFactory,
     tool_llm: Any,
+    timings: dict[str, Any],
 ) -> int:
+    """Answers the model's pending questions; `timings[model]` gets each setting's seconds and, for an
+    engine that counts them, its prefill tokens: computed, and reused from its prefix cache."""
     from tqdm import tqdm
 
     jobs = pending_jobs(plan, journal, source.name)
@@ -161,11 +164,18 @@ def _evaluate_model(
             journal.append([rec])
             bar.update(1)
 
+        mine = timings.setdefault(source.name, {})
         for mode, env in settings(plan.cfg):
             setting_jobs = [j for j in jobs if (j.mode, j.env) == (mode, env)]
             if setting_jobs:
-                bar.set_postfix(setting=setting_label(mode, env), refresh=False)
+                label = setting_label(mode, env)
+                bar.set_postfix(setting=label, refresh=False)
+                t0 = time.perf_counter()
+                before = dict(getattr(engine, "prefill_stats", {}))
                 run_setting(runner, setting_jobs, record, plan.cfg.generation.probe)
+                mine[label] = {"seconds": round(time.perf_counter() - t0, 1)}
+                after = getattr(engine, "prefill_stats", {})
+                mine[label].update({k: v - before.get(k, 0) for k, v in after.items()})
     return len(jobs)
 
 
@@ -235,11 +245,14 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
     journal = PredictionJournal(run_dir / "predictions.jsonl")
     resumed = len(journal)
     answered = 0
+    timings: dict[str, Any] = {}
     # One model plays the tools of the `llm` environment for every model and benchmark (an in-process
     # one loads on its first request, so a run that has nothing left to answer never loads it).
     tool_llm = cfg.llm.client() if ("tools", "llm") in settings(cfg) else None
     for source in plan.models:
-        answered += _evaluate_model(plan, source, run_dir, journal, engine_factory or hf_engine, tool_llm)
+        answered += _evaluate_model(
+            plan, source, run_dir, journal, engine_factory or hf_engine, tool_llm, timings
+        )
     results = build_results(
         [m.name for m in plan.models],
         [setting_label(mode, env) for mode, env in settings(cfg)],
@@ -262,6 +275,8 @@ def run_eval(cfg: EvalConfig, *, engine_factory: EngineFactory | None = None) ->
         "resumed": resumed,
         "questions": len(journal),
         "seconds": round(time.time() - t0, 2),
+        # Per model and setting answered in this run: seconds, and the engine's prefill tokens.
+        "timing_s": timings,
         "precision": precision.to_dict(),
         "outputs": [str(p) for p in paths],
     }

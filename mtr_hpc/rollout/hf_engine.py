@@ -93,6 +93,8 @@ class HFRolloutEngine(ManagedEngine):
         # Finished sequences' KV for the next turn of their episode (0 turns prefix caching off).
         self._prefix = PrefixCache(int(prefix_cache_gb * 2**30)) if prefix_cache_gb > 0 else None
         self._json_tables: JsonTokenTables | None = None
+        # Prompt tokens prefilled (`computed`) and taken from the prefix cache (`reused`), since built.
+        self.prefill_stats = {"computed": 0, "reused": 0}
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -227,6 +229,8 @@ class HFRolloutEngine(ManagedEngine):
                 continue
             hit, entry = self._prefix.lookup(list(key)) if self._prefix is not None else (None, None)
             cached = entry.length if entry is not None else 0
+            self.prefill_stats["reused"] += cached
+            self.prefill_stats["computed"] += len(key) - cached
             if hit is not None:
                 consumed.add(hit)
             if cached == len(key):
