@@ -23,17 +23,17 @@ from megatron.core.models.gpt.gpt_model import GPTModel
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from ..errors import ConfigError
+from ..precision import DTYPE_NAMES
+from ..precision import torch_dtype as precision_torch_dtype
 from .config import Arch, ModelConfig, padded_vocab_size
 from .spec import layer_spec
 
-_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def torch_dtype(name: str) -> torch.dtype:
-    if name not in _TORCH_DTYPES:
+    if name not in DTYPE_NAMES:
         # `auto` is resolved by the stage (`precision.resolve_dtype`) before a model is built.
         raise ConfigError("model.dtype", f"'{name}' must be resolved to one of fp32, bf16, fp16 first")
-    return _TORCH_DTYPES[name]
+    return precision_torch_dtype(name)
 
 
 def default_device() -> str:

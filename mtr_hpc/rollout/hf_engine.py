@@ -31,14 +31,12 @@ from typing import Any
 import torch
 
 from ..errors import MtrError, RunFailure
-from ..precision import CHOICES, Precision, resolve_dtype
+from ..precision import CHOICES, DTYPE_NAMES, Precision, resolve_dtype, torch_dtype
 from .json_constraint import JsonConstraint, JsonTokenTables, apply_constraints
 from .kv_cache import PrefixCache, kv_shape, layer_tensors, slot_cache
 from .lifecycle import ManagedEngine
 from .protocol import FollowUp, Generation, SamplingParams, check_prompts
 from .sampling import StopStringMatcher, make_generator, select_tokens
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class HFRolloutEngine(ManagedEngine):
@@ -76,13 +74,15 @@ class HFRolloutEngine(ManagedEngine):
             path = resolve_model(model)
             # `auto`: the machine's precision (bf16 on a CPU with avx512_bf16 or AMX, see `precision`).
             self.precision = resolve_dtype(dtype, device)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[self.precision.dtype]).to(device)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(self.precision.dtype)).to(
+                device
+            )
             tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         if not hasattr(self, "precision"):
-            own = {v: k for k, v in DTYPES.items()}.get(next(model.parameters()).dtype, "fp32")
+            own = {torch_dtype(n): n for n in DTYPE_NAMES}.get(next(model.parameters()).dtype, "fp32")
             self.precision = Precision(dtype, own, self.device.type, "the model's own weights")
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_token_ids = set(eos_token_ids if eos_token_ids is not None else _model_eos_ids(model))
