@@ -91,8 +91,8 @@ def calling_engine(monkeypatch):
 
     real = grpo.build_engine
 
-    def build(cfg, hf_config, tokenizer):
-        return CallingEngine(real(cfg, hf_config, tokenizer), tokenizer)
+    def build(cfg, hf_config, tokenizer, *args, **kwargs):
+        return CallingEngine(real(cfg, hf_config, tokenizer, *args, **kwargs), tokenizer)
 
     monkeypatch.setattr(grpo, "build_engine", build)
 
