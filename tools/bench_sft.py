@@ -179,7 +179,11 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=4, help="steps per trainer (one packed row each)")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=1, help="first steps left out of the figures")
-    ap.add_argument("--bf16", action="store_true", help="also time transformers under bf16 autocast")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also the project's bf16 step and transformers under bf16 autocast",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.rows <= args.warmup:

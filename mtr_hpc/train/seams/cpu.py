@@ -15,6 +15,7 @@ the trainer scores tokens in the precision it trains in.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,16 @@ class CpuSeam:
         self.dtype = dtype
         self.params_dtype = "fp32"  # bf16 is autocast over fp32 weights
 
+    @contextlib.contextmanager
     def _precision(self):
-        if self.dtype == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        if self.dtype != "bf16":
+            yield
+            return
+        with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+            # RMSNorm meets a bf16 activation and its fp32 weight under autocast; torch then takes its
+            # composite kernel (in fp32, as autocast intends) and warns on every layer of every step.
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+            yield
 
     def wrap_model(self, model):
         from megatron.core import parallel_state as ps
