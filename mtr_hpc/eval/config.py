@@ -60,7 +60,7 @@ class GenerationConfig:
     # A turn that only repeats calls the episode already made reads the same observations again: after
     # this many such turns, the next ends the episode (`repeated_call` in the behaviour table); null
     # lets it run to `max_turns` (the default: with 1, the bf16 demo's SFT model ended 64 % of its
-    # episodes so and lost EM; not yet measured apart from the precision change).
+    # episodes so; see README, demo time, for the table with and without it).
     max_repeats: int | None = None
     # Before a tools setting of a model runs in full, the first turns of this many of its questions: a
     # model none of whose turns parses (an untrained one) gets the rest of the cell marked as not run
