@@ -120,3 +120,8 @@ def torch_dtype(name: str):
     import torch
 
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def dtype_name(dtype, default: str = "fp32") -> str:
+    """The name (`DTYPE_NAMES`) of a torch floating dtype; `default` for any other."""
+    return {torch_dtype(n): n for n in DTYPE_NAMES}.get(dtype, default)

@@ -54,6 +54,13 @@ def test_a_bad_dtype_names_its_key():
         resolve_dtype("bf8", "cpu", key="model.dtype", flags=AVX2)
 
 
+def test_dtype_names_and_torch_dtypes_round_trip():
+    for name in precision.DTYPE_NAMES:
+        assert precision.dtype_name(precision.torch_dtype(name)) == name
+    assert precision.dtype_name(torch.int8) == "fp32"  # not a floating dtype the project names
+    assert precision.dtype_name(torch.float64, default="?") == "?"
+
+
 def test_flags_are_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..errors import MtrError, RunFailure
-from ..precision import CHOICES, DTYPE_NAMES, Precision, resolve_dtype, torch_dtype
+from ..precision import CHOICES, Precision, dtype_name, resolve_dtype, torch_dtype
 from .json_constraint import JsonConstraint, JsonTokenTables, apply_constraints
 from .kv_cache import PrefixCache, kv_shape, layer_tensors, slot_cache
 from .lifecycle import ManagedEngine
@@ -82,7 +82,7 @@ class HFRolloutEngine(ManagedEngine):
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         if not hasattr(self, "precision"):
-            own = {torch_dtype(n): n for n in DTYPE_NAMES}.get(next(model.parameters()).dtype, "fp32")
+            own = dtype_name(next(model.parameters()).dtype)
             self.precision = Precision(dtype, own, self.device.type, "the model's own weights")
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_token_ids = set(eos_token_ids if eos_token_ids is not None else _model_eos_ids(model))
