@@ -1,7 +1,7 @@
-"""A stand-in `vllm` module with the offline API the project calls; real vLLM needs a GPU.
+"""A stand-in `vllm` module with the GPU build's offline API, for what a CPU cannot run: sleep and wake.
 
 Names and signatures follow vLLM's `entrypoints/llm.py` (`LLM.generate`, `sleep`, `wake_up`,
-`apply_model`, `reset_prefix_cache`), `engine/arg_utils.py` (`EngineArgs`), `inputs` (`TokensPrompt`)
+`apply_model`, `collective_rpc`, `reset_prefix_cache`), `engine/arg_utils.py` (`EngineArgs`), `inputs` (`TokensPrompt`)
 and `sampling_params.py` (`SamplingParams`, `StructuredOutputsParams`). Every call is logged. Sleep
 follows vLLM 0.10.2's `Executor.sleep` / `wake_up` (`executor/executor_base.py`): sleeping puts both tags to sleep
 unless the executor is sleeping already (any tag asleep), when it does nothing; a wake of a tag that is
@@ -16,16 +16,29 @@ import types
 from collections.abc import Callable
 
 
-def install_fake_vllm(monkeypatch, log: list, reply: Callable[[list[int]], list[int]] | None = None) -> None:
+# The fake model's parameters: three one-tensor layers.
+PARAMS = ("l0.a", "l1.b", "l2.c")
+
+
+def install_fake_vllm(
+    monkeypatch,
+    log: list,
+    reply: Callable[[list[int]], list[int]] | None = None,
+    reload_in_place: bool = False,
+) -> None:
     """Put the fake in `sys.modules`. `reply(prompt_ids)` gives a completion's ids, which end with
-    the end-of-sequence token (finish "stop"); without it every completion is one token, cut by length."""
+    the end-of-sequence token (finish "stop"); without it every completion is one token, cut by length.
+    `reload_in_place`: the worker's `reload_weights` takes `weights_iterator` (vLLM >= 0.16); without
+    it, pushes go through `apply_model` and the model's `load_weights` (0.10.2 to 0.15)."""
 
     class LLM:
         def __init__(self, **kwargs):
             log.append(("LLM", kwargs))
             self.sleeping_tags: set[str] = set()
             self.llm_engine = types.SimpleNamespace(
-                model_config=types.SimpleNamespace(get_vocab_size=lambda: 49152)
+                model_config=types.SimpleNamespace(
+                    get_vocab_size=lambda: 49152, hf_config=types.SimpleNamespace(tie_word_embeddings=False)
+                )
             )
 
         def sleep(self, level):
@@ -44,11 +57,10 @@ def install_fake_vllm(monkeypatch, log: list, reply: Callable[[list[int]], list[
             self.sleeping_tags -= set(tags)
 
         def apply_model(self, fn):
-            class Model:
-                def load_weights(self, weights):
-                    log.append(("load_weights", [n for n, _ in weights]))
-
             return [fn(Model())]
+
+        def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+            return [method(Worker(), *args, **(kwargs or {}))]
 
         def reset_prefix_cache(self):
             log.append(("reset_prefix_cache",))
@@ -60,6 +72,26 @@ def install_fake_vllm(monkeypatch, log: list, reply: Callable[[list[int]], list[
                 types.SimpleNamespace(request_id=str(i), outputs=[_completion(r["prompt_token_ids"])])
                 for i, r in enumerate(requests)
             ]
+
+    class Model:
+        packed_modules_mapping: dict = {}
+
+        def named_parameters(self):
+            return [(name, None) for name in PARAMS]
+
+        def load_weights(self, weights):
+            log.append(("load_weights", [n for n, _ in weights]))
+
+    class Worker:
+        if reload_in_place:
+
+            def reload_weights(self, weights_iterator=None, weights_path=None, is_checkpoint_format=True):
+                log.append(("reload_weights", [n for n, _ in weights_iterator]))
+
+        else:
+
+            def reload_weights(self):  # 0.10.2 to 0.15: reloads from disk, takes no tensors
+                log.append(("reload_weights from disk",))
 
     def _completion(prompt: list[int]):
         ids = reply(prompt) if reply is not None else [7]
@@ -80,6 +112,9 @@ def install_fake_vllm(monkeypatch, log: list, reply: Callable[[list[int]], list[
 
     vllm = types.ModuleType("vllm")
     vllm.LLM, vllm.EngineArgs = LLM, EngineArgs
+    # A CUDA platform: sleep mode available.
+    platform = types.SimpleNamespace(is_cpu=lambda: False, is_sleep_mode_available=lambda: True)
+    vllm.platforms = types.SimpleNamespace(current_platform=platform)
     vllm.SamplingParams = lambda **kw: kw
     inputs = types.ModuleType("vllm.inputs")
     inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}

