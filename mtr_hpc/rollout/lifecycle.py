@@ -98,6 +98,9 @@ class ManagedEngine:
         if self.sleep_discards_weights:
             self._weights_valid = False
 
+    def close(self) -> None:
+        """Release what the engine holds beyond its Python objects (vLLM: its engine core and groups)."""
+
     def _ensure_weights(self) -> None:
         if not self._weights_awake:
             self._wake_weights()

@@ -52,6 +52,28 @@ def sleep_unavailable_reason(vllm) -> str | None:
     )
 
 
+def check_cpu_head_size(model_path: str) -> None:
+    """Refuse, before vLLM builds, a model whose attention head size vLLM's CPU kernels lack: vLLM
+    builds it and fails at the first generation ("Unsupported CPU attention configuration")."""
+    from transformers import AutoConfig
+
+    from ..errors import ConfigError
+
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+    except ImportError:  # another layout of vLLM: let vLLM decide
+        return
+    cfg = AutoConfig.from_pretrained(model_path)
+    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in supported:
+        raise ConfigError(
+            "model.hf",
+            f"{model_path} has attention heads of size {head}; vLLM's CPU attention supports {supported}. "
+            "Use rollout.engine=hf for this model, or a model with one of those head sizes",
+        )
+
+
 def cpu_environment(kv_cache_gib: int) -> dict[str, str]:
     """The vLLM CPU settings the engine sets where the environment leaves them unset."""
     return {

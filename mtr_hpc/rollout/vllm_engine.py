@@ -64,7 +64,13 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, RunFailure, require
 from .lifecycle import ManagedEngine
 from .protocol import Generation, SamplingParams
-from .vllm_cpu import cpu_environment, is_cpu_platform, sleep_unavailable_reason, torch_threads
+from .vllm_cpu import (
+    check_cpu_head_size,
+    cpu_environment,
+    is_cpu_platform,
+    sleep_unavailable_reason,
+    torch_threads,
+)
 from .vllm_sync import LayerPlan, PushReport, buckets
 
 if TYPE_CHECKING:
@@ -126,6 +132,7 @@ class VLLMRolloutEngine(ManagedEngine):
             seed=seed,
         )
         if self.on_cpu:
+            check_cpu_head_size(kwargs["model"])
             for key, value in cpu_environment(cpu_kv_cache_gib).items():
                 os.environ.setdefault(key, value)
             kwargs["enforce_eager"] = True  # torch.compile on 2 cores costs minutes per build
@@ -204,15 +211,34 @@ class VLLMRolloutEngine(ManagedEngine):
         return {"bytes": report.bytes, "seconds": time.perf_counter() - t0, "tensors": report.tensors}
 
     def close(self) -> None:
-        """Release the engine, and vLLM's process groups where it made its own (outside a torch world),
-        so another engine can be built in this process."""
+        """Shut the engine down and release vLLM's process groups, so another engine can be built in
+        this process; inside a trainer's world, leave that world alone.
+
+        vLLM 0.32's `EngineCore.shutdown` ends with `cleanup_dist_env_and_memory()`, which also destroys
+        torch's default process group (`destroy_distributed_environment`, `parallel_state.py`), and runs
+        when the engine is collected (`InprocClient`'s finalizer, `core_client.py`), at exit after the
+        trainer destroyed its groups, where it raises. Inside a trainer's world (the external launcher)
+        the engine's own groups are released here while that world exists, and the finalizer is
+        dropped; the rest goes with the process.
+        """
         llm = self.__dict__.pop("_llm", None)
         if llm is None:
             return
-        del llm
-        if not self._in_torch_world:  # there the groups are the trainer's
+        client = getattr(llm.llm_engine, "engine_core", None)
+        if not self._in_torch_world:
+            if client is not None and hasattr(client, "shutdown"):
+                client.shutdown()
             state = require("vllm.distributed.parallel_state", "the vLLM rollout engine", _HINT)
             state.cleanup_dist_env_and_memory()
+            return
+        state = require("vllm.distributed.parallel_state", "the vLLM rollout engine", _HINT)
+        state.destroy_model_parallel()
+        if getattr(state, "_WORLD", None) is not None:
+            state._WORLD.destroy()
+            state._WORLD = None
+        finalizer = getattr(client, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
 
     def sleep(self) -> None:
         if self.enable_sleep_mode:

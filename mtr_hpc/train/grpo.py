@@ -101,7 +101,10 @@ def run_grpo(cfg: GRPOConfig) -> dict:
         return {**payload["metrics"], **train_metrics, **timings, "grpo/kept_samples": len(samples)}
 
     batches = RowSampler(questions, cfg.algo.prompts_per_step, cfg.train.seed).batches(run.position)
-    metrics, preempted = run.loop(batches, step_fn, _postfix)
+    try:
+        metrics, preempted = run.loop(batches, step_fn, _postfix)
+    finally:
+        engine.close()
     return run.finish(metrics, preempted, renderer.tools_format, rollout_precision=precision.to_dict())
 
 

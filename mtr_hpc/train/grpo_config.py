@@ -71,10 +71,14 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.4  # vLLM, colocated with the trainer
     sleep_between_steps: bool = True  # vLLM sleep mode frees its memory while the trainer runs
     sleep_level: int = 1  # vLLM: 1 keeps a host copy of the weights while asleep, 2 discards them
-    sync_bucket_mb: int = 512  # vLLM: weights pushed per load_weights call
+    sync_bucket_mb: int = 512  # vLLM before 0.16: weights pushed per load_weights call
+    threads: int | None = None  # CPU: torch threads for the process, engine and trainer (None: all cores)
+    cpu_kv_cache_gib: int = 2  # vLLM on a CPU: the KV cache's size
 
     def __post_init__(self) -> None:
-        check_min("rollout.", self, batch_size=1, sync_bucket_mb=1)
+        check_min("rollout.", self, batch_size=1, sync_bucket_mb=1, cpu_kv_cache_gib=1)
+        if self.threads is not None:
+            check_min("rollout.", self, threads=1)
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ConfigError(
                 "rollout.gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}"

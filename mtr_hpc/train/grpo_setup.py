@@ -83,6 +83,8 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, dtype: str | None 
                 torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory,
                 cfg.rollout.gpu_memory_utilization,
             )
+        from ..models.registry import resolve_model
+
         return VLLMRolloutEngine(
             cfg.model.hf,
             dtype=dtype,
@@ -91,6 +93,13 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, dtype: str | None 
             sleep_level=cfg.rollout.sleep_level,
             seed=cfg.train.seed,
             bucket_bytes=cfg.rollout.sync_bucket_mb << 20,
+            max_model_len=cfg.env.max_tokens,
+            threads=cfg.rollout.threads,
+            cpu_kv_cache_gib=cfg.rollout.cpu_kv_cache_gib,
+            # The first sync pushes the policy's weights before any rollout: reading the checkpoint would
+            # be wasted (and `init: random` has none to read).
+            load_format="dummy",
+            tokenizer=resolve_model(cfg.tokenizer or cfg.model.hf),
         )
     from transformers import AutoConfig, AutoModelForCausalLM
 
