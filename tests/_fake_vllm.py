@@ -15,7 +15,6 @@ import sys
 import types
 from collections.abc import Callable
 
-
 # The fake model's parameters: three one-tensor layers.
 PARAMS = ("l0.a", "l1.b", "l2.c")
 
