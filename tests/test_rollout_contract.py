@@ -146,6 +146,15 @@ def test_multi_turn_follow_ups_run_to_the_end(engine):
     assert turns == {0: 3, 1: 3, 2: 3}
 
 
+def test_a_bad_follow_up_is_refused_and_the_engine_goes_on(engine, trainer):
+    def follow_up(i, gen):
+        return [engine.vocab_size + 5], SamplingParams(max_new_tokens=2)
+
+    with pytest.raises(MtrError, match="outside the vocabulary"):
+        generate_continuous(engine, _prompts(), SamplingParams(max_new_tokens=3), follow_up)
+    assert _gap(engine, trainer) < TOL  # nothing of the failed call is left in flight
+
+
 def _perturb(model, names: list[str] | None = None, scale: float = 0.05, seed: int = 7) -> list[str]:
     g = torch.Generator().manual_seed(seed)
     touched = []

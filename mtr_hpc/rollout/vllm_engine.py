@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RunFailure, require
 from .lifecycle import ManagedEngine
-from .protocol import Generation, SamplingParams
+from .protocol import FollowUp, Generation, SamplingParams, check_prompts
 from .vllm_cpu import (
     check_cpu_head_size,
     cpu_environment,
@@ -158,6 +158,7 @@ class VLLMRolloutEngine(ManagedEngine):
         tied = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
         self._plan: LayerPlan = self._llm.apply_model(lambda m: LayerPlan.of_model(m, tied))[0]
         self.reloads_in_place = bool(self._llm.collective_rpc(_takes_weights_iterator)[0])
+        self._calls = 0  # request ids of `generate_continuous`
         _quiet_unloaded_layers()
 
     def _generate(self, prompts: list[list[int]], plist: list[SamplingParams]) -> list[Generation]:
@@ -165,6 +166,43 @@ class VLLMRolloutEngine(ManagedEngine):
         requests = [inputs.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         outputs = self._llm.generate(requests, [self._sampling(p) for p in plist], use_tqdm=False)
         return [_generation(out) for out in outputs]
+
+    def generate_continuous(
+        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams], follow_up: FollowUp
+    ) -> None:
+        """Continuous batching over turns (`protocol.generate_continuous`): vLLM's own step loop
+        (`LLMEngine.add_request` / `step`), where a request's next turn is added the moment its turn
+        ends, while the others go on decoding; a round-by-round driver would wait for each round's
+        longest turn. A failing follow-up aborts the requests still in flight before it propagates."""
+        inputs = require("vllm.inputs", "the vLLM rollout engine", _HINT)
+        plist = self._ready(prompts, params)
+        engine = self._llm.llm_engine
+        self._calls += 1
+        live: dict[str, int] = {}
+
+        def add(i: int, prompt: list[int], p: SamplingParams) -> None:
+            rid = f"mtr-{self._calls}-{i}-{len(live) + len(done)}"
+            engine.add_request(rid, inputs.TokensPrompt(prompt_token_ids=list(prompt)), self._sampling(p))
+            live[rid] = i
+
+        done: list[str] = []
+        try:
+            for i, (prompt, p) in enumerate(zip(prompts, plist, strict=True)):
+                add(i, prompt, p)
+            while live:
+                for out in engine.step():
+                    if not out.finished or out.request_id not in live:
+                        continue
+                    i = live.pop(out.request_id)
+                    done.append(out.request_id)
+                    nxt = follow_up(i, _generation(out))
+                    if nxt is not None:
+                        check_prompts([nxt[0]], self.vocab_size)
+                        add(i, nxt[0], nxt[1].validate())
+        except BaseException:
+            if live:
+                engine.abort_request(list(live))
+            raise
 
     def _sampling(self, p: SamplingParams):
         return self._vllm.SamplingParams(
