@@ -11,7 +11,7 @@ the first pass is the cold figure). The sync pushes every weight of the model (`
 GRPO's step ends) `--syncs` times; GB/s is bytes over the median time.
 
     .venv/bin/python tools/bench_engines.py [--dtype fp32] [--episodes 16] [--max-new-tokens 128]
-        [--engines hf,vllm] [--repeats 1] [--syncs 3] [--json]
+        [--engines hf,vllm] [--repeats 1] [--syncs 3] [--threads 0] [--json]
     .venv/bin/python tools/bench_rollout.py --engines hf,vllm ...   (the same, from the rollout bench)
 """
 
@@ -31,14 +31,20 @@ sys.path.insert(0, str(REPO / "tools"))
 MODEL = "smollm2-135m"
 
 
-def build(name: str, dtype: str, slots: int):
+def build(name: str, dtype: str, slots: int, threads: int):
+    import torch
+
     from mtr_hpc.rollout import HFRolloutEngine
+    from mtr_hpc.rollout.vllm_cpu import machine_threads
 
     if name == "hf":
+        torch.set_num_threads(threads or machine_threads())
         return HFRolloutEngine(MODEL, dtype=dtype, batch_size=slots)
     from mtr_hpc.rollout.vllm_engine import VLLMRolloutEngine
 
-    return VLLMRolloutEngine(MODEL, dtype=dtype, max_model_len=4096, enable_sleep_mode=False)
+    return VLLMRolloutEngine(
+        MODEL, dtype=dtype, max_model_len=4096, enable_sleep_mode=False, threads=threads or None
+    )
 
 
 def sync_figures(engine, weights: list, syncs: int) -> dict:
@@ -69,7 +75,7 @@ def bench(args) -> dict:
     runs, contexts = {}, {}
     for name in args.engines.split(","):
         t0 = time.perf_counter()
-        engine = build(name, dtype, args.episodes)
+        engine = build(name, dtype, args.episodes, args.threads)
         build_s = time.perf_counter() - t0
         passes = [multi_turn(engine, eps, args.max_new_tokens) for _ in range(args.repeats)]
         contexts[name] = passes[0]["contexts"]
@@ -127,6 +133,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=1, help="passes over the episodes per engine")
     ap.add_argument("--syncs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads of each engine (0: every core)")
     ap.add_argument("--json", action="store_true")
     return ap
 
