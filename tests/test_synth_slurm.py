@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +140,15 @@ def test_local_executor_matches_and_registry_is_generic(repo_root, tmp_path, loc
     assert os.path.isdir(out / "submitit")
 
 
+def server_job_env(cluster, **extra: str) -> dict[str, str]:
+    """The cluster's client environment for a job that starts a server: without the variables that would
+    change how synth.sbatch starts it (a developer's MTR_VLLM_PORT, a GPU list, vLLM settings that other
+    tests of the session put in os.environ before the cluster copied it), plus `extra`."""
+    drop = ("VLLM_", "MTR_VLLM_", "MTR_LLM_MODEL", "MTR_CONTAINER_", "CUDA_VISIBLE_DEVICES")
+    env = {k: v for k, v in cluster.env.items() if not k.startswith(drop)}
+    return {**env, **extra}
+
+
 FAKE_VLLM = """#!{python}
 # Stands in for `vllm serve MODEL --served-model-name NAME --host H --port P ...`: the echo backend of
 # `mtr serve` on that port.
@@ -159,13 +170,13 @@ def test_sbatch_llm_backend_starts_waits_for_and_stops_the_server(slurm_cluster,
     fake.chmod(0o755)
     served = tmp_path / "served.log"
     out = tmp_path / "run"
-    env = {
-        **slurm_cluster.env,
-        "PATH": f"{bin_dir}:{slurm_cluster.env['PATH']}",
-        "FAKE_VLLM_LOG": str(served),
-        "MTR_VLLM_SERVE": "vllm serve",  # the fake on PATH, not the vLLM the checkout's Python imports
-        "MTR_VLLM_PORT": str(20000 + os.getpid() % 10000),
-    }
+    env = server_job_env(
+        slurm_cluster,
+        PATH=f"{bin_dir}:{slurm_cluster.env['PATH']}",
+        FAKE_VLLM_LOG=str(served),
+        MTR_VLLM_SERVE="vllm serve",  # the fake on PATH, not the vLLM the checkout's Python imports
+        MTR_VLLM_PORT=str(20000 + os.getpid() % 10000),
+    )
     job = subprocess.run(
         [
             "sbatch", "--parsable", "--array=0-0", "--cpus-per-task=1", f"--output={tmp_path}/job-%A_%a.out",
@@ -196,3 +207,103 @@ def test_sbatch_llm_backend_starts_waits_for_and_stops_the_server(slurm_cluster,
     assert {m["agents"]["toolactor"] for m in metas} == {"llm"} and {m["model"] for m in metas} == {
         "fake-model"
     }
+
+
+# The smallest real synthesis on vLLM: one example of each of the 4 sources, 2 per shard; 2 turns of
+# at most 32 tokens. What the 135M model writes varies; the test checks the plumbing, not its quality.
+REAL_OVERRIDES = [
+    "limit=1",
+    "concurrency=2",
+    "agents.autoagent.backend=llm",
+    "agents.toolactor.backend=llm",
+    "agents.autoagent.max_turns=2",
+    "agents.filter.max_turns=2",
+    "agents.autoagent.max_tokens=32",
+    "agents.toolactor.max_tokens=32",
+    "llm.model=smollm2-135m",
+    "llm.timeout_s=300",
+]
+SERVER_COMMAND = re.compile(
+    r"starting the vLLM server \(cpu\): \S+ -m vllm\.entrypoints\."
+    r"(openai\.api_server --model|cli\.main serve) (?P<path>\S+) --served-model-name smollm2-135m .*"
+    r"--tensor-parallel-size 1 --enforce-eager"
+)
+READY = re.compile(
+    r"vllm serve smollm2-135m ready on port (?P<port>\d+) \(tp=1, cpu\) after \d+ s: (?P<models>.*)"
+)
+
+
+def test_sbatch_llm_backend_on_the_real_vllm_server(slurm_cluster, repo_root, tmp_path):
+    pytest.importorskip("vllm")
+    from mtr_hpc.models.registry import resolve_model
+
+    model_dir = resolve_model("smollm2-135m")  # converted here once, not by both tasks at once
+    out = tmp_path / "run"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    base_port = 20000 + (os.getpid() % 5000) * 2
+    env = server_job_env(slurm_cluster, MTR_VLLM_BASE_PORT=str(base_port), MTR_VLLM_TIMEOUT="600")
+    job = subprocess.run(
+        [
+            "sbatch", "--parsable", "--array=0-1", "--cpus-per-task=2", f"--output={logs}/synth-%A_%a.out",
+            str(repo_root / "slurm" / "synth.sbatch"), "configs/synth-demo.yaml", str(out), *REAL_OVERRIDES,
+        ],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()  # fmt: skip
+    state = slurm_cluster.wait(job, timeout=1200)
+    texts = [p.read_text(errors="replace") for p in sorted(logs.iterdir())]
+    shown = "\n".join(t[-3000:] for t in texts)
+    assert state == "COMPLETED", shown
+    assert len(texts) == 2, shown
+    ports = set()
+    for text in texts:
+        # The real vLLM OpenAI server, on the model's Hugging Face directory, in CPU mode...
+        started = SERVER_COMMAND.search(text)
+        assert started and started["path"] == model_dir, text[-3000:]
+        # ... that answered GET /v1/models as vLLM does, under the configured name ...
+        ready = READY.search(text)
+        assert ready, text[-3000:]
+        (listed,) = json.loads(ready["models"])["data"]
+        assert listed["id"] == "smollm2-135m" and listed["owned_by"] == "vllm", listed
+        ports.add(int(ready["port"]))
+        # ... and was stopped when the task ended.
+        assert "mtr-synth: the vLLM server stopped" in text, text[-3000:]
+    assert ports == {base_port, base_port + 1}
+    for port in ports:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+    res = subprocess.run(
+        [sys.executable, "-m", "mtr_hpc", "synth", "merge", "--out", str(out), "--json"],
+        cwd=repo_root, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    merged = json.loads(res.stdout)
+    assert merged["num_shards"] == 2 and merged["kept"] + merged["rejected"] == 4, merged
+    kept = (out / "merged" / "traces.jsonl").read_text().splitlines()
+    rejects = [json.loads(line) for line in (out / "merged" / "rejects.jsonl").read_text().splitlines()]
+    assert len(kept) == merged["kept"] and len(rejects) == merged["rejected"]
+    traces = [json.loads(line) for line in kept] + [r["trace"] for r in rejects]
+    for obj in traces:
+        trace = trace_from_dict(obj)  # every record parses
+        assert trace.meta["model"] == "smollm2-135m"
+        assert trace.meta["agents"]["autoagent"] == trace.meta["agents"]["toolactor"] == "llm"
+    # The server answered every request (no client error or timeout), and the model wrote the turns.
+    assert not {r["reason"] for r in rejects} & {"llm_error", "timeout"}, [r["reason"] for r in rejects]
+    assert all(any(m["role"] == "assistant" and m.get("content") for m in t["messages"]) for t in traces)
+
+    # The validator over everything the model produced: kept traces passed the filter's validation, so
+    # they are all valid; the rejected ones are counted, whatever the 135M model got wrong.
+    everything = tmp_path / "all.jsonl"
+    everything.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    reports = {}
+    for name, path in (("kept", out / "merged" / "traces.jsonl"), ("all", everything)):
+        res = subprocess.run(
+            [sys.executable, "-m", "mtr_hpc", "validate", str(path), "--json"],
+            cwd=repo_root, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        reports[name] = json.loads(res.stdout)
+        assert res.returncode == (0 if reports[name]["invalid"] == 0 else 1), res.stderr
+    assert reports["kept"]["n"] == reports["kept"]["valid"] == merged["kept"], reports
+    assert reports["all"]["n"] == 4 and reports["all"]["valid"] >= merged["kept"], reports
+    assert "bad_json" not in reports["all"]["errors"], reports
