@@ -8,6 +8,13 @@
   pins a colocated trainer with it. The engine asks for no binding and no reserved core instead, and
   keeps the KV cache to `VLLM_CPU_KVCACHE_SPACE` GiB (vLLM would take a share of the whole machine's
   memory). A variable already set in the environment wins.
+- Without Triton's CPU backend, each worker's start swaps some Triton kernels for C++ ones and rebinds
+  every reference to them by scanning the namespace of every module in `sys.modules`
+  (`triton_utils/dispatcher.py`, `_rebind_kernels`). The scan calls `vars()` on every value that has a
+  `__dict__` and fails on objects that only proxy one: llvmlite's `_lib_fn_wrapper` (loaded with numba,
+  so with the BM25 retrieval engine) raises `'_lib_fn_wrapper' object has no attribute 'get'`, and the
+  engine does not build. `hidden_unscannable_modules` takes such modules out of `sys.modules` while
+  the engine builds (nothing the scan rebinds lives in them) and puts them back.
 - `CPUWorker.init_device` replaces `torch.set_num_threads` with a function that only warns, for the whole
   process, and vLLM sets torch to one thread "for serving" (`torch_utils.py`). `torch_threads` puts the
   function back and sets the threads explicitly, so the trainer in the same process keeps its cores.
@@ -89,6 +96,35 @@ def machine_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@contextmanager
+def hidden_unscannable_modules() -> Iterator[None]:
+    """Take the modules that vLLM's kernel-rebinding scan cannot read out of `sys.modules` for the
+    duration of the block (see the module docstring), then put them back."""
+    import warnings
+
+    hidden = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, module in list(sys.modules.items()):
+            namespace = getattr(module, "__dict__", None)
+            if isinstance(namespace, dict) and any(_unscannable(v) for v in list(namespace.values())):
+                hidden[name] = module
+    for name in hidden:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        for name, module in hidden.items():
+            sys.modules.setdefault(name, module)
+
+
+def _unscannable(value) -> bool:
+    try:
+        return hasattr(value, "__dict__") and not callable(getattr(vars(value), "get", None))
+    except Exception:  # noqa: BLE001 - whatever vLLM's scan would trip on
+        return True
 
 
 @contextmanager

@@ -67,6 +67,7 @@ from .protocol import FollowUp, Generation, SamplingParams, check_prompts
 from .vllm_cpu import (
     check_cpu_head_size,
     cpu_environment,
+    hidden_unscannable_modules,
     is_cpu_platform,
     sleep_unavailable_reason,
     torch_threads,
@@ -145,7 +146,7 @@ class VLLMRolloutEngine(ManagedEngine):
             kwargs["logprobs_mode"] = "processed_logprobs"
         kwargs.update(engine_kwargs)
         if self.on_cpu:
-            with torch_threads(threads):
+            with torch_threads(threads), hidden_unscannable_modules():
                 self._llm = self._vllm.LLM(**kwargs)
         else:
             self._llm = self._vllm.LLM(**kwargs)
