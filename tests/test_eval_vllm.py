@@ -51,7 +51,9 @@ def _eval(out: Path, model: Path, engine: str) -> list[dict]:
     path.write_text(json.dumps(data), encoding="utf-8")
     summary = run_eval(load_config(EvalConfig, path))
     lines = (Path(summary["out"]) / "predictions.jsonl").read_text().splitlines()
-    return sorted((json.loads(line) for line in lines), key=lambda r: (r["mode"], r["env"], r["benchmark"], r["id"]))
+    return sorted(
+        (json.loads(line) for line in lines), key=lambda r: (r["mode"], r["env"], r["benchmark"], r["id"])
+    )
 
 
 def test_vllm_answers_as_the_transformers_engine(tmp_path, model_dir):
