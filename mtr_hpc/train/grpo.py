@@ -104,7 +104,7 @@ def run_grpo(cfg: GRPOConfig) -> dict:
     try:
         metrics, preempted = run.loop(batches, step_fn, _postfix)
     finally:
-        engine.close()
+        getattr(engine, "close", lambda: None)()  # vLLM: its engine core and process groups
     return run.finish(metrics, preempted, renderer.tools_format, rollout_precision=precision.to_dict())
 
 
